@@ -89,38 +89,43 @@ def _escape_lone_surrogates(text: str) -> str:
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", paired)
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, BYTES_LIKE):
-        return {"type": "Buffer", "data": list(bytes(value))}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {to_string(k): _json_value(v) for k, v in value.items()}
-    return value
-
-
-class _JsFloat(float):
-    def __repr__(self) -> str:
-        return number_to_string(float(self))
-
-
-def _with_js_floats(value: Any) -> Any:
-    if isinstance(value, float):
-        return _JsFloat(value)
-    if isinstance(value, list):
-        return [_with_js_floats(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _with_js_floats(v) for k, v in value.items()}
-    return value
+def _stringify(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, (int, float)):
+        out.append(number_to_string(value) if math.isfinite(value) else "null")
+    elif isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, BYTES_LIKE):
+        out.append('{"type":"Buffer","data":[' + ",".join(map(str, bytes(value))) + "]}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _stringify(item, out)
+        out.append("]")
+    elif isinstance(value, dict):
+        out.append("{")
+        for i, (key, item) in enumerate(value.items()):
+            if i:
+                out.append(",")
+            out.append(json.dumps(to_string(key), ensure_ascii=False) + ":")
+            _stringify(item, out)
+        out.append("}")
+    else:
+        raise TypeError(f"JSON.stringify: cannot serialise {type(value).__name__}")
 
 
 def json_stringify(value: Any) -> str:
-    """``JSON.stringify(value)``: compact, non-ASCII kept, Buffers as ``{type, data}``."""
-    prepared = _with_js_floats(_json_value(value))
-    text = json.dumps(prepared, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return _escape_lone_surrogates(text)
+    """``JSON.stringify(value)``: compact, non-ASCII kept, JS number text, Buffers as ``{type, data}``."""
+    out: list[str] = []
+    _stringify(value, out)
+    return _escape_lone_surrogates("".join(out))
 
 
 def encode_utf8(text: str) -> bytes:

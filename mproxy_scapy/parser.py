@@ -246,6 +246,7 @@ class FrameParser:
             lost_inside = min(nbytes, stream.remaining)
             stream.frame.gap_bytes += lost_inside
             stream.remaining -= lost_inside
+            self._base += lost_inside
             stream.hasher = None
             nbytes -= lost_inside
             stream.frame.body = None
@@ -286,13 +287,11 @@ class FrameParser:
     def _at_boundary(self, out: list[Frame], final: bool) -> int:
         buf = self._buf
         available = len(buf)
-        if available < 2:
-            return _NEED_MORE
+        if available < 2 or available < 2 + buf[1]:
+            return self._short_at_end(out) if final else _NEED_MORE
         version = buf[0]
         hdrlen = buf[1]
         header_end = 2 + hdrlen
-        if available < header_end:
-            return _NEED_MORE
         header = ParsedHeader(bytes(buf[2:header_end]))
         if header.decodable:
             wrapped = self._wrapped_alternative(header, header_end, final)
@@ -349,6 +348,8 @@ class FrameParser:
         buf = self._buf
         if header.field_count < 7 or not header.values["name"] or buf[0] != VERSION_1_BYTE:
             return None
+        if (header.datalen or 0) > self.max_body_held:
+            return None
         tail_end = header_end + WRAP
         if _CONTROL_BYTE.search(buf, header_end, min(tail_end, len(buf)) - (1 if header.dialect == "go" else 0)):
             return None
@@ -373,7 +374,8 @@ class FrameParser:
         if frame.kind == "control" and frame.body is not None and not isinstance(frame.control, list):
             frame.add_problem("bad_body", "control body is not a JSON array")
         elif frame.kind in ("pause", "resume") and frame.body is not None:
-            if not frame.body.strip().isdigit():
+            count = frame.body.strip()
+            if count and not count.isdigit():
                 frame.add_problem("bad_body", f"{frame.kind} body is not a byte count")
 
     def _start_streaming_if_header_known(self) -> None:
@@ -437,26 +439,50 @@ class FrameParser:
         self._consume(count)
         return record
 
-    def _scan(self, out: list[Frame], final: bool) -> int:
+    def _short_at_end(self, out: list[Frame]) -> int:
+        """The stream ends inside what should be a frame: keep any believable frame after it."""
+        start = self._find_frame_start(1, final=True)
+        if start < 0:
+            return _NEED_MORE
+        if self._buf[0] == VERSION_1_BYTE:
+            out.append(self._partial_record(start))
+        else:
+            self._skip(start)
+            self._flush_garbage(out)
+        return _PROGRESS
+
+    def _find_frame_start(self, position: int, final: bool) -> int:
+        """Index of the next believable frame start, or -1 if there is none.
+
+        ``-2 - i`` means a frame may start at ``i`` but its header is not all here yet.
+        """
         buf = self._buf
-        position = 0
         while True:
             candidate = buf.find(VERSION_1_BYTE, position)
             if candidate < 0:
-                self._skip(len(buf))
-                return _NEED_MORE
+                return -1
             if len(buf) < candidate + 2 or len(buf) < candidate + 2 + buf[candidate + 1]:
-                self._skip(candidate)
-                if final:
-                    self._skip(len(self._buf))
-                return _NEED_MORE
+                if not final:
+                    return -2 - candidate
+                position = candidate + 1
+                continue
             header_end = candidate + 2 + buf[candidate + 1]
             if ParsedHeader(bytes(buf[candidate + 2 : header_end])).looks_like_frame_start():
-                self._skip(candidate)
-                self._flush_garbage(out)
-                self._synced = True
-                return _PROGRESS
+                return candidate
             position = candidate + 1
+
+    def _scan(self, out: list[Frame], final: bool) -> int:
+        start = self._find_frame_start(0, final)
+        if start == -1:
+            self._skip(len(self._buf))
+            return _NEED_MORE
+        if start < -1:
+            self._skip(-2 - start)
+            return _NEED_MORE
+        self._skip(start)
+        self._flush_garbage(out)
+        self._synced = True
+        return _PROGRESS
 
     def _skip(self, count: int) -> None:
         if count <= 0:
