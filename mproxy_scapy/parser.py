@@ -225,12 +225,7 @@ class FrameParser:
             frame.length -= stream.remaining
             frame.add_problem("truncated", f"stream ended {stream.remaining} bytes before the frame's end")
             out.append(frame)
-        if self._buf:
-            if self._synced:
-                out.append(self._partial_record(len(self._buf)))
-            else:
-                self._skip(len(self._buf))
-        self._flush_garbage(out)
+        self._flush_incomplete(out)
         return out
 
     def gap(self, nbytes: int) -> list[Frame]:
@@ -254,12 +249,7 @@ class FrameParser:
                 self._finish_stream(out)
             if nbytes == 0:
                 return out
-        if self._buf:
-            if self._synced:
-                out.append(self._partial_record(len(self._buf)))
-            else:
-                self._skip(len(self._buf))
-        self._flush_garbage(out)
+        self._flush_incomplete(out)
         record = Frame(self._base, nbytes, "gap")
         record.gap_bytes = nbytes
         record.add_problem("gap", f"{nbytes} bytes lost in the capture at stream offset {self._base}")
@@ -423,6 +413,15 @@ class FrameParser:
             frame.add_problem("gap", f"{frame.gap_bytes} body bytes lost in the capture")
             self._synced = True
         out.append(frame)
+
+    def _flush_incomplete(self, out: list[Frame]) -> None:
+        """What is left when the stream ends or breaks: a truncated frame, or garbage."""
+        if self._buf:
+            if self._synced and self._buf[0] == VERSION_1_BYTE:
+                out.append(self._partial_record(len(self._buf)))
+            else:
+                self._skip(len(self._buf))
+        self._flush_garbage(out)
 
     def _partial_record(self, count: int) -> Frame:
         """The start of a frame whose end never came: decoded as far as it goes."""
