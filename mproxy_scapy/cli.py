@@ -11,6 +11,10 @@ from .errors import UserError
 COMMAND_MODULES = (
     "pack",
     "unpack",
+    "dissect",
+    "stats",
+    "follow",
+    "detunnel",
 )
 """Each module under ``commands`` has ``register(subparsers)``, which sets ``func`` on its parser."""
 

@@ -1,0 +1,124 @@
+"""What the capture-reading sub-commands share: the FILE / ``-i IFACE`` arguments, opening the
+source with one-line errors, the progress bar, and the bundled default capture."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..decoder import Decoder, Record
+from ..errors import UserError
+
+BUNDLED_CAPTURE = "websocket.pcap"
+PROGRESS_MIN_BYTES = 16 * 1024 * 1024
+"""Files smaller than this decode too fast for a progress bar to help."""
+
+
+def bundled_capture() -> Path:
+    """The capture shown when no FILE is given: packaged data, else the repository's captures/."""
+    package_dir = Path(__file__).resolve().parent.parent
+    for candidate in (package_dir / "data" / BUNDLED_CAPTURE, package_dir.parent / "captures" / BUNDLED_CAPTURE):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"no FILE given and the bundled capture {BUNDLED_CAPTURE} is not installed")
+
+
+def add_file_argument(parser: argparse.ArgumentParser, *, live: bool) -> None:
+    """FILE (optional when the bundled capture is the default) and, for live-capable commands, -i/BPF."""
+    parser.add_argument("file", nargs="?", type=Path, metavar="FILE",
+                        help="pcap or pcapng capture (default: the bundled example capture)")
+    if live:
+        parser.add_argument("-i", "--interface", metavar="IFACE",
+                            help="capture live on this interface instead of reading a file (needs root)")
+        parser.add_argument("-f", "--filter", dest="bpf", metavar="BPF",
+                            help="BPF capture filter for -i, e.g. 'tcp port 443'")
+    parser.add_argument("--show-secrets", action="store_true",
+                        help="show tokens (control arguments, access_token, Authorization) instead of redacting")
+
+
+def open_items(args: argparse.Namespace) -> Iterable[Any]:
+    """The capture items for ``args``; every way of failing to open becomes a UserError."""
+    iface = getattr(args, "interface", None)
+    if iface:
+        if args.file is not None:
+            raise UserError("give either FILE or -i IFACE, not both")
+        return _live_items(iface, getattr(args, "bpf", None))
+    path = args.file if args.file is not None else bundled_capture()
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, not a capture file")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{path}: permission denied")
+    from ..pcap import open_capture
+
+    items = _guarded(open_capture(str(path)), str(path))
+    if sys.stderr.isatty() and path.stat().st_size >= PROGRESS_MIN_BYTES:
+        return _with_progress(items, path)
+    return items
+
+
+def _live_items(iface: str, bpf: str | None) -> Iterator[Any]:
+    from ..pcap import live_capture
+
+    return _guarded(live_capture(iface, bpf), iface)
+
+
+def _guarded(items: Iterable[Any], where: str) -> Iterator[Any]:
+    """Source failures (not a capture, unsupported link type, no permission) as one-line errors.
+
+    Raised while iterating, since a lazy reader only finds out on its first read.
+    """
+    try:
+        yield from items
+    except UserError:
+        raise
+    except PermissionError as exc:
+        raise UserError(f"{where}: permission denied ({exc.strerror or exc}); live capture needs root "
+                        "or CAP_NET_RAW") from None
+    except OSError as exc:
+        raise UserError(f"{where}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
+def _with_progress(items: Iterator[Any], path: Path) -> Iterator[Any]:
+    """A rich progress bar on stderr while a big file decodes.
+
+    The reader's byte position is not part of its interface, so the position
+    is estimated: each item counts its TCP payload plus a typical per-packet
+    overhead (record header, link, IP and TCP headers).
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    total = path.stat().st_size
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"decoding {path.name}", total=total)
+        done = 0
+        step = 0
+        for item in items:
+            payload = getattr(item, "payload", None)
+            done += (len(payload) if payload is not None else 0) + 70
+            step += 1
+            if step == 2000:
+                progress.update(task, completed=min(done, total))
+                step = 0
+            yield item
+
+
+def decode_records(args: argparse.Namespace, decoder: Decoder) -> Iterator[Record]:
+    """The records of the chosen source, ending cleanly on Ctrl-C during a live capture."""
+    items = open_items(args)
+    try:
+        yield from decoder.decode(items)
+    except KeyboardInterrupt:
+        if not getattr(args, "interface", None):
+            raise
+        yield from decoder.close()

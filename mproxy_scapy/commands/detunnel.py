@@ -1,0 +1,43 @@
+"""``mproxy detunnel FILE -o OUT.pcap``: every tunneled connection as an ordinary TCP conversation."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..decoder import Decoder
+from ..detunnel import Detunneler
+from ..errors import UserError
+from ._source import add_file_argument, decode_records
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "detunnel",
+        help="write the tunneled connections as a plain TCP pcap for Wireshark",
+        description="Rewrite each tunneled client connection as a TCP conversation between the client's "
+        "address:port and the relay's serviceport (handshake, sequence and ack numbers, FIN for end, RST "
+        "for error, original timestamps), so Wireshark and tshark dissect the inner HTTP/TLS natively. "
+        "Secrets in the inner bytes are overwritten with '*' (same length) unless --show-secrets.",
+    )
+    add_file_argument(parser, live=False)
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.pcap",
+                        help="pcap file to write (raw IP link type)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        stream = args.output.open("wb")
+    except OSError as exc:
+        raise UserError(f"{args.output}: cannot write: {exc.strerror}") from None
+    decoder = Decoder()
+    with stream:
+        detunneler = Detunneler(stream, show_secrets=args.show_secrets)
+        for record in decode_records(args, decoder):
+            detunneler.add(record)
+    print(f"{detunneler.conversations} tunneled connections, {detunneler.writer.packets} packets "
+          f"written to {args.output}", file=sys.stderr)
+    return 0

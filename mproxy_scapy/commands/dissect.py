@@ -1,0 +1,117 @@
+"""``mproxy dissect [FILE | -i IFACE]``: every M-PROXY frame of a capture, one line (or JSON object) each."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..decoder import DecodedFrame, Decoder, StageEvent
+from ..render import event_json, event_line, frame_json, frame_line, to_ndjson
+from ..secrets import redact_text
+from ..sessions import SessionTracker
+from ..spec import KINDS
+from ..textout import safe_text
+from ._source import add_file_argument, decode_records
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "dissect",
+        help="list the M-PROXY frames of a capture file or live interface",
+        description="Decode M-PROXY tunnels (raw TCP or WebSocket) in a pcap/pcapng file or on a live "
+        "interface: one line per frame with the packet number that completed it, the time since the "
+        "first packet, tunnel endpoints and direction, kind, client id, service/name, datalen and any "
+        "problems. Without FILE the bundled example capture is shown.",
+        epilog="Tokens in control messages, access_token URLs and Authorization headers are redacted "
+        "unless --show-secrets is given.",
+    )
+    add_file_argument(parser, live=True)
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per record (NDJSON), field names as in DESIGN.md")
+    parser.add_argument("--service", metavar="NAME", help="only frames whose service (or servicename) is NAME")
+    parser.add_argument("--client", metavar="ID",
+                        help="only frames of this tunneled client: family,address,port or address:port")
+    parser.add_argument("--name", metavar="HOST", help="only frames whose name (SNI / Host) is HOST")
+    parser.add_argument("--kind", choices=sorted(KINDS), help="only frames of this kind")
+    parser.add_argument("--problems-only", action="store_true",
+                        help="only records with problems (including TCP, carrier and capture problems)")
+    parser.add_argument("--scapy", action="store_true",
+                        help="also show each frame as the Scapy MProxy layer (show()); for small selections")
+    parser.set_defaults(func=run)
+
+
+def client_matcher(text: str) -> Any:
+    """A predicate on client ids for ``family,address,port`` or ``address:port`` / ``[v6]:port``."""
+    if "," in text:
+        return lambda client_id: client_id == text
+    address, _, port = text.rpartition(":")
+    address = address.strip("[]")
+    if not address or not port.isdigit():
+        return lambda client_id: client_id == text
+    suffix = f",{address},{int(port)}"
+    return lambda client_id: bool(client_id) and client_id.endswith(suffix) and client_id.count(",") == 2
+
+
+def _frame_filter(args: argparse.Namespace) -> Any:
+    client = client_matcher(args.client) if args.client else None
+    service, name, kind, problems_only = args.service, args.name, args.kind, args.problems_only
+    if not (client or service or name or kind or problems_only):
+        return None
+
+    def keep(record: DecodedFrame) -> bool:
+        frame = record.frame
+        if problems_only and not frame.problems:
+            return False
+        if kind and frame.kind != kind:
+            return False
+        if service and service not in (frame.service, frame.servicename):
+            return False
+        if name and frame.name != name:
+            return False
+        return not (client and not client(frame.client_id))
+
+    return keep
+
+
+def run(args: argparse.Namespace) -> int:
+    decoder = Decoder()
+    tracker = SessionTracker()
+    keep = _frame_filter(args)
+    events_shown = args.problems_only or not (args.client or args.service or args.name or args.kind)
+    show_secrets = args.show_secrets
+    out = sys.stdout
+    write = out.write
+    frames = 0
+    first_ts: float | None = None
+    for record in decode_records(args, decoder):
+        if first_ts is None:
+            first_ts = decoder.first_ts or 0.0
+        if type(record) is DecodedFrame:
+            tracker.add(record)
+            if keep is not None and not keep(record):
+                continue
+            frames += 1
+            if args.json:
+                write(to_ndjson(frame_json(record, show_secrets=show_secrets)) + "\n")
+            else:
+                write(frame_line(record, first_ts, show_secrets=show_secrets) + "\n")
+            if args.scapy and record.frame.is_frame:
+                _show_scapy(record, show_secrets)
+        elif isinstance(record, StageEvent) and record.is_problem and events_shown:
+            if args.json:
+                write(to_ndjson(event_json(record, show_secrets=show_secrets)) + "\n")
+            else:
+                write(event_line(record, first_ts, show_secrets=show_secrets) + "\n")
+    out.flush()
+    problems = sum(decoder.problem_counts.values())
+    print(f"{frames} records shown, {len(decoder.tunnels)} tunnels, {decoder.packets} TCP packets, "
+          f"{problems} problems", file=sys.stderr)
+    return 0
+
+
+def _show_scapy(record: DecodedFrame, show_secrets: bool) -> None:
+    text = record.frame.to_scapy().show(dump=True)
+    if not show_secrets:
+        text = redact_text(text)
+    sys.stdout.write("".join(safe_text(line) + "\n" for line in text.splitlines()))

@@ -1,0 +1,384 @@
+"""The streaming pipeline glue: capture items in, decoded M-PROXY records out.
+
+capture source -> ``TcpReassembler`` -> one ``Carrier`` per TCP connection ->
+one ``FrameParser`` per (connection, direction) -> records. Each stage is its
+own incremental state machine; this module only routes their events and puts
+the context a reader needs (pcap frame number, time, endpoints, carrier) on
+every frame. Nothing here builds a Scapy object: per packet it does one dict
+lookup for the connection and hands the bytes on.
+
+Problems of the earlier stages (a truncated capture, a TCP gap, a bad
+WebSocket frame) are not lost: they come out as ``StageEvent`` records in
+capture order, so outputs can show them and stats can count them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .parser import DEFAULT_MAX_BODY_HELD, Frame, FrameParser
+
+
+class DecodedFrame:
+    """One parser record (a frame, or skipped garbage / lost bytes) with where and when it was seen.
+
+    ``pcap_frame`` and ``ts`` are those of the packet whose bytes completed
+    the record; ``src``/``dst`` the tunnel connection's sender and receiver
+    as ``ip:port`` text; ``direction`` 0 is tunnel client -> tunnel server.
+    ``reply_to``/``reply_time`` are set on control replies by the session
+    tracker when it has seen the request.
+    """
+
+    __slots__ = ("carrier", "direction", "dst", "frame", "pcap_frame", "reply_time", "reply_to", "src", "ts",
+                 "tunnel")
+
+    def __init__(self, frame: Frame, pcap_frame: int, ts: float, carrier: str, tunnel: int, direction: int,
+                 src: str, dst: str) -> None:
+        self.frame = frame
+        self.pcap_frame = pcap_frame
+        self.ts = ts
+        self.carrier = carrier
+        self.tunnel = tunnel
+        self.direction = direction
+        self.src = src
+        self.dst = dst
+        self.reply_to: int | None = None
+        self.reply_time: float | None = None
+
+    @property
+    def problems(self) -> list[Any]:
+        return self.frame.problems
+
+    def __repr__(self) -> str:
+        return f"<DecodedFrame #{self.pcap_frame} t{self.tunnel}/{self.direction} {self.frame!r}>"
+
+
+class StageEvent:
+    """Something a stage before the M-PROXY parser reports: a problem, a carrier found, bytes skipped.
+
+    ``stage`` is ``capture``, ``tcp`` or ``carrier``. ``is_problem`` is False
+    for notes that are not errors (a carrier detected, a non-M-PROXY
+    connection or a WebSocket text message skipped); ``nbytes`` counts the
+    bytes a note is about.
+    """
+
+    __slots__ = ("detail", "direction", "dst", "is_problem", "kind", "nbytes", "pcap_frame", "src", "stage", "ts",
+                 "tunnel")
+
+    def __init__(self, stage: str, kind: str, detail: str, pcap_frame: int | None, ts: float | None, *,
+                 tunnel: int | None = None, direction: int | None = None, src: str | None = None,
+                 dst: str | None = None, is_problem: bool = True, nbytes: int = 0) -> None:
+        self.stage = stage
+        self.kind = kind
+        self.detail = detail
+        self.pcap_frame = pcap_frame
+        self.ts = ts
+        self.tunnel = tunnel
+        self.direction = direction
+        self.src = src
+        self.dst = dst
+        self.is_problem = is_problem
+        self.nbytes = nbytes
+
+    def __repr__(self) -> str:
+        return f"<StageEvent {self.stage}:{self.kind} #{self.pcap_frame} t{self.tunnel} {self.detail!r}>"
+
+
+Record = DecodedFrame | StageEvent
+
+
+class TunnelInfo:
+    """One TCP connection that carries M-PROXY, with totals for ``mproxy stats``."""
+
+    __slots__ = ("carrier", "carrier_info", "client", "closed", "first_ts", "frames", "id", "last_ts",
+                 "server", "stream_bytes")
+
+    def __init__(self, tunnel: int, client: str, server: str, carrier: str, info: dict[str, Any]) -> None:
+        self.id = tunnel
+        self.client = client
+        self.server = server
+        self.carrier = carrier
+        self.carrier_info = info
+        self.frames = [0, 0]
+        self.stream_bytes = [0, 0]
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.closed: str | None = None
+
+
+class _Conn:
+    """Per TCP connection state: its carrier, parsers made on first use, and its endpoints."""
+
+    __slots__ = ("carrier", "carrier_kind", "closed", "conn", "endpoints", "frame_no", "parsers", "synced", "ts",
+                 "tunnel")
+
+    def __init__(self, conn: Any, carrier: Any) -> None:
+        self.conn = conn
+        self.carrier = carrier
+        self.carrier_kind = ""
+        self.synced = bool(conn.syn_seen)
+        self.parsers: list[FrameParser | None] = [None, None]
+        self.endpoints = (conn.endpoint(0), conn.endpoint(1))
+        self.closed = [False, False]
+        self.tunnel: TunnelInfo | None = None
+        self.frame_no = 0
+        self.ts = 0.0
+
+
+def _default_reassembler() -> Any:
+    from .tcp import TcpReassembler
+
+    return TcpReassembler()
+
+
+def _default_carrier() -> Any:
+    from .carrier import Carrier
+
+    return Carrier()
+
+
+_TERMINAL_CLOSE = frozenset({"rst", "evicted", "capture_end"})
+
+
+class Decoder:
+    """Routes capture items through the stages; ``feed(item)`` and ``close()`` return finished records.
+
+    Stages are looked up by event class name, so a stage can be replaced
+    (tests use small fakes) without this module importing its classes.
+    """
+
+    def __init__(self, *, reassembler: Any = None, carrier_factory: Callable[[], Any] | None = None,
+                 max_body_held: int = DEFAULT_MAX_BODY_HELD) -> None:
+        self._tcp = reassembler if reassembler is not None else _default_reassembler()
+        self._new_carrier = carrier_factory or _default_carrier
+        self._max_body_held = max_body_held
+        self._conns: dict[int, _Conn] = {}
+        self.tunnels: dict[int, TunnelInfo] = {}
+        self.problem_counts: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self.skipped_bytes = 0
+        self.connections = 0
+        self.packets = 0
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self._tcp_handlers = {
+            "Data": self._on_data,
+            "Opened": self._on_opened,
+            "Gap": self._on_gap,
+            "Closed": self._on_closed,
+            "TcpProblem": self._on_tcp_problem,
+        }
+        self._carrier_handlers = {
+            "MproxyBytes": self._on_mproxy_bytes,
+            "MproxyGap": self._on_mproxy_gap,
+            "CarrierDetected": self._on_detected,
+            "CarrierProblem": self._on_carrier_problem,
+            "Skipped": self._on_skipped,
+        }
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def feed(self, item: Any) -> list[Record]:
+        """One capture item: a ``Segment``, or a ``SourceProblem`` from the packet source."""
+        out: list[Record] = []
+        ts = item.ts
+        if self.first_ts is None:
+            self.first_ts = ts
+        if ts is not None:
+            self.last_ts = ts
+        if type(item).__name__ == "SourceProblem":
+            self._count(out, StageEvent("capture", item.kind, item.detail, item.frame_no, ts))
+            return out
+        self.packets += 1
+        events = self._tcp.feed(item)
+        if events:
+            handlers = self._tcp_handlers
+            for event in events:
+                handlers[type(event).__name__](event, out)
+        return out
+
+    def close(self) -> list[Record]:
+        """The capture ended: flush the reassembler, then every connection still open."""
+        out: list[Record] = []
+        handlers = self._tcp_handlers
+        for event in self._tcp.close():
+            handlers[type(event).__name__](event, out)
+        for state in list(self._conns.values()):
+            self._finish(state, state.frame_no, state.ts, "capture_end", out)
+        return out
+
+    def decode(self, items: Iterable[Any]) -> Iterator[Record]:
+        """Every record of a whole source, in capture order."""
+        feed = self.feed
+        for item in items:
+            records = feed(item)
+            if records:
+                yield from records
+        yield from self.close()
+
+    # -- TCP events ----------------------------------------------------------------------------
+
+    def _state(self, conn: Any) -> _Conn:
+        state = self._conns.get(conn.id)
+        if state is None or state.conn is not conn:
+            state = self._conns[conn.id] = _Conn(conn, self._new_carrier())
+            self.connections += 1
+        return state
+
+    def _on_opened(self, event: Any, out: list[Record]) -> None:
+        self._state(event.conn)
+
+    def _on_data(self, event: Any, out: list[Record]) -> None:
+        state = self._conns.get(event.conn.id)
+        if state is None or state.conn is not event.conn:
+            state = self._state(event.conn)
+        state.frame_no = event.frame_no
+        state.ts = event.ts
+        events = state.carrier.feed(event.direction, event.data, event.frame_no, event.ts)
+        if events:
+            self._carrier_events(state, events, out)
+
+    def _on_gap(self, event: Any, out: list[Record]) -> None:
+        state = self._state(event.conn)
+        state.frame_no, state.ts = event.frame_no, event.ts
+        self._count(out, self._stage_event(state, "tcp", "gap",
+                                           f"{event.length} bytes lost at stream offset {event.offset}",
+                                           event.direction, event.frame_no, event.ts, nbytes=event.length))
+        self._carrier_events(state, state.carrier.gap(event.direction, event.length), out)
+
+    def _on_closed(self, event: Any, out: list[Record]) -> None:
+        state = self._conns.get(event.conn.id)
+        if state is None or state.conn is not event.conn:
+            return
+        state.closed[event.direction] = True
+        if event.reason in _TERMINAL_CLOSE or all(state.closed):
+            self._finish(state, event.frame_no, event.ts, event.reason, out)
+
+    def _on_tcp_problem(self, event: Any, out: list[Record]) -> None:
+        state = self._state(event.conn)
+        self._count(out, self._stage_event(state, "tcp", event.kind, event.detail, event.direction,
+                                           event.frame_no, event.ts))
+
+    def _finish(self, state: _Conn, frame_no: int, ts: float, reason: str, out: list[Record]) -> None:
+        """The connection is over: drain the carrier, then close each direction's parser."""
+        del self._conns[state.conn.id]
+        state.frame_no, state.ts = frame_no, ts
+        self._carrier_events(state, state.carrier.close(), out)
+        for direction, parser in enumerate(state.parsers):
+            if parser is not None:
+                self._emit(state, direction, parser.close(), frame_no, ts, out)
+        if state.tunnel is not None:
+            state.tunnel.closed = reason
+
+    # -- carrier events ------------------------------------------------------------------------
+
+    def _carrier_events(self, state: _Conn, events: list[Any], out: list[Record]) -> None:
+        handlers = self._carrier_handlers
+        for event in events:
+            handlers[type(event).__name__](state, event, out)
+
+    def _parser(self, state: _Conn, direction: int) -> FrameParser:
+        parser = state.parsers[direction]
+        if parser is None:
+            parser = state.parsers[direction] = FrameParser(synced=state.synced, max_body_held=self._max_body_held)
+            if state.tunnel is None:
+                self._on_detected(state, None, out=None)
+        return parser
+
+    def _on_mproxy_bytes(self, state: _Conn, event: Any, out: list[Record]) -> None:
+        parser = state.parsers[event.direction] or self._parser(state, event.direction)
+        tunnel = state.tunnel
+        assert tunnel is not None
+        tunnel.stream_bytes[event.direction] += len(event.data)
+        if tunnel.first_ts is None:
+            tunnel.first_ts = event.ts
+        tunnel.last_ts = event.ts
+        frames = parser.feed(event.data)
+        if frames:
+            self._emit(state, event.direction, frames, event.frame_no, event.ts, out)
+
+    def _on_mproxy_gap(self, state: _Conn, event: Any, out: list[Record]) -> None:
+        parser = self._parser(state, event.direction)
+        self._emit(state, event.direction, parser.gap(event.length), state.frame_no, state.ts, out)
+
+    def _on_detected(self, state: _Conn, event: Any, out: list[Record] | None) -> None:
+        kind = event.kind if event is not None else "tcp"
+        info = dict(event.info) if event is not None and event.info else {}
+        state.carrier_kind = kind
+        if state.tunnel is None:
+            client, server = state.endpoints
+            state.tunnel = self.tunnels[state.conn.id] = TunnelInfo(state.conn.id, client, server, kind, info)
+        else:
+            state.tunnel.carrier = kind
+            state.tunnel.carrier_info.update(info)
+        if out is not None:
+            detail = f"{kind} carrier" + (f" {info}" if info else "")
+            out.append(self._stage_event(state, "carrier", "detected", detail, None, state.frame_no, state.ts,
+                                         is_problem=False))
+
+    def _on_carrier_problem(self, state: _Conn, event: Any, out: list[Record]) -> None:
+        self._count(out, self._stage_event(state, "carrier", event.kind, event.detail, event.direction,
+                                           event.frame_no, state.ts))
+
+    def _on_skipped(self, state: _Conn, event: Any, out: list[Record]) -> None:
+        self.skipped[event.kind] += event.nbytes
+        self.skipped_bytes += event.nbytes
+        out.append(self._stage_event(state, "carrier", event.kind, f"{event.nbytes} bytes skipped",
+                                     event.direction, state.frame_no, state.ts, is_problem=False,
+                                     nbytes=event.nbytes))
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _emit(self, state: _Conn, direction: int, frames: list[Frame], frame_no: int, ts: float,
+              out: list[Record]) -> None:
+        src, dst = state.endpoints if direction == 0 else (state.endpoints[1], state.endpoints[0])
+        tunnel = state.tunnel
+        carrier = state.carrier_kind or "tcp"
+        counts = self.problem_counts
+        for frame in frames:
+            for problem in frame.problems:
+                counts[problem.kind] += 1
+            if tunnel is not None:
+                tunnel.frames[direction] += 1
+            out.append(DecodedFrame(frame, frame_no, ts, carrier, state.conn.id, direction, src, dst))
+
+    def _stage_event(self, state: _Conn, stage: str, kind: str, detail: str, direction: int | None,
+                     frame_no: int | None, ts: float | None, *, is_problem: bool = True,
+                     nbytes: int = 0) -> StageEvent:
+        if direction is None:
+            src, dst = state.endpoints
+        else:
+            src, dst = state.endpoints if direction == 0 else (state.endpoints[1], state.endpoints[0])
+        return StageEvent(stage, kind, detail, frame_no, ts, tunnel=state.conn.id, direction=direction,
+                          src=src, dst=dst, is_problem=is_problem, nbytes=nbytes)
+
+    def _count(self, out: list[Record], event: StageEvent) -> None:
+        self.problem_counts[f"{event.stage}.{event.kind}"] += 1
+        out.append(event)
+
+
+def decode_capture(path: str | Path, *, decoder: Decoder | None = None) -> Iterator[Record]:
+    """Every record of a pcap/pcapng file, streamed: ``DecodedFrame`` and ``StageEvent`` items.
+
+    Pass your own ``Decoder`` to read its totals (tunnels, problem counts) afterwards.
+    """
+    from .pcap import open_capture
+
+    return (decoder or Decoder()).decode(open_capture(str(path)))
+
+
+def decode_live(iface: str, bpf: str | None = None, *, decoder: Decoder | None = None) -> Iterator[Record]:
+    """The same records from a live interface, until the caller stops iterating (or Ctrl-C)."""
+    from .pcap import live_capture
+
+    return (decoder or Decoder()).decode(live_capture(iface, bpf))
+
+
+def frames_only(records: Iterable[Record]) -> Iterator[DecodedFrame]:
+    """Just the decoded M-PROXY frames (no garbage, gap or stage records)."""
+    for record in records:
+        if type(record) is DecodedFrame and record.frame.is_frame:
+            yield record

@@ -1,0 +1,139 @@
+"""Decoded records as NDJSON objects and as one-line text, the two forms ``mproxy dissect`` prints.
+
+The JSON key names are a contract (DESIGN.md, "Contracts the tests hold"):
+other tools and the Lua comparison read them, so they are listed once here in
+``FRAME_KEYS`` and never renamed. Secrets are redacted unless asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .decoder import DecodedFrame, StageEvent
+from .secrets import redact_control, redact_text
+from .textout import safe_text
+
+FRAME_KEYS = (
+    "pcap_frame", "ts", "carrier", "tunnel", "direction", "src", "dst", "offset", "length",
+    "version", "hdrlen", "family", "address", "port", "datalen", "service", "serviceport", "name",
+    "servicename", "kind", "dialect", "client_id", "body_len", "body_sha256", "problems",
+)
+"""Every decoded frame's JSON object has these keys (plus ``control`` for control frames)."""
+
+
+def frame_json(record: DecodedFrame, *, show_secrets: bool = False) -> dict[str, Any]:
+    """The contract object of one decoded record (frames, and garbage/gap records alike)."""
+    frame = record.frame
+    obj: dict[str, Any] = {
+        "pcap_frame": record.pcap_frame,
+        "ts": record.ts,
+        "carrier": record.carrier,
+        "tunnel": record.tunnel,
+        "direction": record.direction,
+        "src": record.src,
+        "dst": record.dst,
+        "offset": frame.offset,
+        "length": frame.length,
+        "version": frame.version,
+        "hdrlen": frame.hdrlen,
+        "family": frame.family,
+        "address": frame.address,
+        "port": frame.port,
+        "datalen": frame.datalen,
+        "service": frame.service,
+        "serviceport": frame.serviceport,
+        "name": frame.name,
+        "servicename": frame.servicename,
+        "kind": frame.kind,
+        "dialect": frame.dialect,
+        "client_id": frame.client_id,
+        "body_len": frame.body_len,
+        "body_sha256": frame.body_sha256,
+        "problems": [p.to_json() for p in frame.problems],
+    }
+    if frame.kind == "control":
+        control = frame.control
+        obj["control"] = control if show_secrets else redact_control(control)
+        if record.reply_to is not None:
+            obj["reply_to"] = record.reply_to
+            obj["reply_time"] = record.reply_time
+    elif frame.kind == "error" and frame.control is not None:
+        obj["error"] = frame.control
+    return obj
+
+
+def event_json(event: StageEvent, *, show_secrets: bool = False) -> dict[str, Any]:
+    """A stage event (capture, TCP or carrier) as a record that says it is not a frame: kind ``stage``."""
+    detail = event.detail if show_secrets else redact_text(event.detail)
+    return {
+        "pcap_frame": event.pcap_frame,
+        "ts": event.ts,
+        "tunnel": event.tunnel,
+        "direction": event.direction,
+        "src": event.src,
+        "dst": event.dst,
+        "kind": "stage",
+        "stage": event.stage,
+        "event": event.kind,
+        "nbytes": event.nbytes,
+        "problems": [{"kind": f"{event.stage}.{event.kind}", "detail": detail}] if event.is_problem else [],
+    }
+
+
+def to_ndjson(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
+
+
+_ARROWS = ("→", "←")
+
+
+def frame_line(record: DecodedFrame, first_ts: float, *, show_secrets: bool = False) -> str:
+    """``No. Time Src -> Dst [tN] kind client service/name datalen=N [problems]``, like a tshark line."""
+    frame = record.frame
+    parts = [f"{record.pcap_frame:>6}", f"{record.ts - first_ts:>11.6f}",
+             f"{record.src} {_ARROWS[0]} {record.dst}", f"t{record.tunnel}{_ARROWS[record.direction]}",
+             frame.kind]
+    if frame.kind == "control":
+        parts.append(_control_summary(record, show_secrets))
+    elif frame.is_frame:
+        parts.append(safe_text(frame.client_id))
+        service = frame.servicename if frame.kind == "connection" else frame.service
+        where = safe_text(service or "")
+        if frame.name:
+            where += "/" + safe_text(frame.name)
+        if where:
+            parts.append(where)
+        parts.append(f"datalen={frame.datalen if frame.datalen is not None else '?'}")
+        if frame.kind == "error" and frame.control is not None:
+            parts.append(safe_text(json.dumps(frame.control, ensure_ascii=False)))
+        if frame.dialect == "go":
+            parts.append("[go]")
+    else:
+        parts.append(f"{frame.length} bytes")
+    text = " ".join(parts)
+    if frame.problems:
+        text += " [" + "; ".join(safe_text(str(p)) for p in frame.problems) + "]"
+    return text
+
+
+def _control_summary(record: DecodedFrame, show_secrets: bool) -> str:
+    control = record.frame.control
+    if control is None:
+        body = record.frame.body or b""
+        text = body.decode("utf-8", "replace")
+        return safe_text(text if show_secrets else redact_text(text))
+    shown = control if show_secrets else redact_control(control)
+    text = safe_text(json.dumps(shown, ensure_ascii=False))
+    if record.reply_to is not None and record.reply_time is not None:
+        text += f" (reply to #{record.reply_to} after {record.reply_time:.6f}s)"
+    return text
+
+
+def event_line(event: StageEvent, first_ts: float, *, show_secrets: bool = False) -> str:
+    """A stage problem as a line in the same columns as frames."""
+    ts = f"{event.ts - first_ts:>11.6f}" if event.ts is not None else " " * 11
+    number = f"{event.pcap_frame:>6}" if event.pcap_frame is not None else " " * 6
+    where = f"{event.src} {_ARROWS[0]} {event.dst} t{event.tunnel}" if event.tunnel is not None else "capture"
+    detail = event.detail if show_secrets else redact_text(event.detail)
+    return f"{number} {ts} {where} {event.stage} [{event.kind}: {safe_text(detail)}]"
