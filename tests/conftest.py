@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from support import REFERENCE
 
 PROXY_PACKER = "proxy-packer@2.0.4"

@@ -7,10 +7,11 @@ import socket
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support import REFERENCE, delivered_as_reference, recording_handlers
 
 from mproxy_scapy import codec
 from mproxy_scapy.codec import ClientPacker, Unpacker, addr_to_id, pack, pack_header, socket_to_addr, socket_to_id
+
+from support import REFERENCE, delivered_as_reference, recording_handlers
 
 HELLO = (REFERENCE / "sni.hello.bin").read_bytes()
 ADDRESS = {

@@ -2,6 +2,7 @@
 
 from mproxy_scapy import doc
 from mproxy_scapy.spec import ALL_FIELDS, PROBLEMS
+
 from support import REPO
 
 

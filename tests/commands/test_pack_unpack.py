@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from mproxy_scapy.codec import pack
+
 from support import REFERENCE
 
 

@@ -8,9 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import delivered_as_reference, recording_handlers
 
 from mproxy_scapy.codec import Unpacker, pack, pack_header
+
+from support import delivered_as_reference, recording_handlers
 
 DRIVER = Path(__file__).with_name("proxy_packer_driver.js")
 SERVICES = ["https", "http", "ssh", "tls", "tcp", "udp", "smtps", "xmpp-client", "", "default"]
