@@ -6,6 +6,9 @@ the ``MProxy`` layer, as a Scapy contrib module would.
 
 from __future__ import annotations
 
+import importlib.util
+from typing import Any
+
 from .codec import (
     ClientPacker,
     Frame,
@@ -19,6 +22,7 @@ from .codec import (
     socket_to_addr,
     socket_to_id,
 )
+from .extension import scapy_ext as scapy_ext
 
 __version__ = "0.1.0"
 
@@ -26,3 +30,16 @@ __all__ = [
     "ClientPacker", "Frame", "FrameParser", "Problem", "Unpacker", "addr_to_id", "iter_frames",
     "pack", "pack_header", "socket_to_addr", "socket_to_id",
 ]
+
+_LAYER_NAMES = ("MProxy", "MProxyControl", "MProxyError")
+if importlib.util.find_spec("scapy") is not None:
+    __all__ += _LAYER_NAMES
+
+
+def __getattr__(name: str) -> Any:
+    """The Scapy layers load on first use, so the CLI's fast path never imports Scapy."""
+    if name in _LAYER_NAMES:
+        from . import layer
+
+        return getattr(layer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
