@@ -134,10 +134,10 @@ def _default_reassembler() -> Any:
     return TcpReassembler()
 
 
-def _default_carrier() -> Any:
+def _carrier_factory(show_secrets: bool) -> Callable[[], Any]:
     from .carrier import Carrier
 
-    return Carrier()
+    return lambda: Carrier(show_secrets=show_secrets)
 
 
 _TERMINAL_CLOSE = frozenset({"rst", "evicted", "capture_end"})
@@ -148,12 +148,14 @@ class Decoder:
 
     Stages are looked up by event class name, so a stage can be replaced
     (tests use small fakes) without this module importing its classes.
+    ``show_secrets`` is handed to the carrier, which redacts upgrade URLs
+    and headers in what it reports.
     """
 
     def __init__(self, *, reassembler: Any = None, carrier_factory: Callable[[], Any] | None = None,
-                 max_body_held: int = DEFAULT_MAX_BODY_HELD) -> None:
+                 max_body_held: int = DEFAULT_MAX_BODY_HELD, show_secrets: bool = False) -> None:
         self._tcp = reassembler if reassembler is not None else _default_reassembler()
-        self._new_carrier = carrier_factory or _default_carrier
+        self._new_carrier = carrier_factory or _carrier_factory(show_secrets)
         self._max_body_held = max_body_held
         self._conns: dict[int, _Conn] = {}
         self.tunnels: dict[int, TunnelInfo] = {}
@@ -293,12 +295,14 @@ class Decoder:
         tunnel = state.tunnel
         assert tunnel is not None
         tunnel.stream_bytes[event.direction] += len(event.data)
+        frame_no = event.frame_no if event.frame_no is not None else state.frame_no
+        ts = event.ts if event.ts is not None else state.ts
         if tunnel.first_ts is None:
-            tunnel.first_ts = event.ts
-        tunnel.last_ts = event.ts
+            tunnel.first_ts = ts
+        tunnel.last_ts = ts
         frames = parser.feed(event.data)
         if frames:
-            self._emit(state, event.direction, frames, event.frame_no, event.ts, out)
+            self._emit(state, event.direction, frames, frame_no, ts, out)
 
     def _on_mproxy_gap(self, state: _Conn, event: Any, out: list[Record]) -> None:
         parser = self._parser(state, event.direction)
@@ -320,8 +324,9 @@ class Decoder:
                                          is_problem=False))
 
     def _on_carrier_problem(self, state: _Conn, event: Any, out: list[Record]) -> None:
+        frame_no = event.frame_no if event.frame_no is not None else state.frame_no
         self._count(out, self._stage_event(state, "carrier", event.kind, event.detail, event.direction,
-                                           event.frame_no, state.ts))
+                                           frame_no, state.ts))
 
     def _on_skipped(self, state: _Conn, event: Any, out: list[Record]) -> None:
         self.skipped[event.kind] += event.nbytes

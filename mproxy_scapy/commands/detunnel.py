@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         stream = args.output.open("wb")
     except OSError as exc:
         raise UserError(f"{args.output}: cannot write: {exc.strerror}") from None
-    decoder = Decoder()
+    decoder = Decoder(show_secrets=args.show_secrets)
     with stream:
         detunneler = Detunneler(stream, show_secrets=args.show_secrets)
         for record in decode_records(args, decoder):

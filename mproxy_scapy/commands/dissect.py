@@ -75,7 +75,7 @@ def _frame_filter(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    decoder = Decoder()
+    decoder = Decoder(show_secrets=args.show_secrets)
     tracker = SessionTracker()
     keep = _frame_filter(args)
     events_shown = args.problems_only or not (args.client or args.service or args.name or args.kind)

@@ -86,7 +86,7 @@ class _Files:
 
 def run(args: argparse.Namespace) -> int:
     matches = client_matcher(args.client)
-    decoder = Decoder()
+    decoder = Decoder(show_secrets=args.show_secrets)
     tracker = SessionTracker()
     files = _Files(args.output_dir) if args.output_dir else None
     numbers: dict[int, int] = {}

@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    decoder = Decoder()
+    decoder = Decoder(show_secrets=args.show_secrets)
     tracker = SessionTracker()
     for record in decode_records(args, decoder):
         tracker.add(record)
