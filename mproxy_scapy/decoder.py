@@ -140,7 +140,7 @@ def _carrier_factory(show_secrets: bool) -> Callable[[], Any]:
     return lambda: Carrier(show_secrets=show_secrets)
 
 
-_TERMINAL_CLOSE = frozenset({"rst", "evicted", "capture_end"})
+_TERMINAL_CLOSE = frozenset({"rst", "evicted", "capture_end", "reused"})
 
 
 class Decoder:
@@ -160,6 +160,7 @@ class Decoder:
         self._conns: dict[int, _Conn] = {}
         self.tunnels: dict[int, TunnelInfo] = {}
         self.problem_counts: Counter[str] = Counter()
+        self.first_problems: dict[str, StageEvent] = {}
         self.skipped: Counter[str] = Counter()
         self.skipped_bytes = 0
         self.connections = 0
@@ -361,7 +362,9 @@ class Decoder:
                           src=src, dst=dst, is_problem=is_problem, nbytes=nbytes)
 
     def _count(self, out: list[Record], event: StageEvent) -> None:
-        self.problem_counts[f"{event.stage}.{event.kind}"] += 1
+        key = f"{event.stage}.{event.kind}"
+        self.problem_counts[key] += 1
+        self.first_problems.setdefault(key, event)
         out.append(event)
 
 

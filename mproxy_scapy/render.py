@@ -98,7 +98,7 @@ def frame_line(record: DecodedFrame, first_ts: float, *, show_secrets: bool = Fa
         parts.append(_control_summary(record, show_secrets))
     elif frame.is_frame:
         parts.append(safe_text(frame.client_id))
-        service = frame.servicename if frame.kind == "connection" else frame.service
+        service = {"data": frame.service, "connection": frame.servicename}.get(frame.kind)
         where = safe_text(service or "")
         if frame.name:
             where += "/" + safe_text(frame.name)
@@ -107,6 +107,8 @@ def frame_line(record: DecodedFrame, first_ts: float, *, show_secrets: bool = Fa
         parts.append(f"datalen={frame.datalen if frame.datalen is not None else '?'}")
         if frame.kind == "error" and frame.control is not None:
             parts.append(safe_text(json.dumps(frame.control, ensure_ascii=False)))
+        elif frame.kind in ("pause", "resume") and frame.body:
+            parts.append(safe_text(frame.body.decode("utf-8", "replace")))
         if frame.dialect == "go":
             parts.append("[go]")
     else:

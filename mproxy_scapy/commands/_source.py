@@ -113,6 +113,27 @@ def _with_progress(items: Iterator[Any], path: Path) -> Iterator[Any]:
             yield item
 
 
+_FATAL_SOURCE_PROBLEMS = ("truncated_record", "bad_record_length")
+
+
+def check_source(args: argparse.Namespace, decoder: Decoder) -> None:
+    """After the output: a capture that could not be read to its end is an error (exit 2).
+
+    What was decoded before the damage has been printed by then; this adds
+    the one line that says the file is damaged. A file with no packet of a
+    link type we read is an error too.
+    """
+    where = args.interface if getattr(args, "interface", None) else str(args.file or bundled_capture())
+    for kind in _FATAL_SOURCE_PROBLEMS:
+        event = decoder.first_problems.get(f"capture.{kind}")
+        if event is not None:
+            raise UserError(f"{where}: truncated or damaged capture at packet {event.pcap_frame}: {event.detail} "
+                            "(records before it were decoded)")
+    unsupported = decoder.first_problems.get("capture.unsupported_linktype")
+    if unsupported is not None and decoder.packets == 0:
+        raise UserError(f"{where}: {unsupported.detail}")
+
+
 def decode_records(args: argparse.Namespace, decoder: Decoder) -> Iterator[Record]:
     """The records of the chosen source, ending cleanly on Ctrl-C during a live capture."""
     items = open_items(args)

@@ -10,7 +10,7 @@ from typing import Any
 from ..decoder import Decoder
 from ..detunnel import Detunneler
 from ..errors import UserError
-from ._source import add_file_argument, decode_records
+from ._source import add_file_argument, check_source, decode_records
 
 
 def register(subparsers: Any) -> None:
@@ -40,4 +40,5 @@ def run(args: argparse.Namespace) -> int:
             detunneler.add(record)
     print(f"{detunneler.conversations} tunneled connections, {detunneler.writer.packets} packets "
           f"written to {args.output}", file=sys.stderr)
+    check_source(args, decoder)
     return 0

@@ -12,7 +12,7 @@ from ..secrets import redact_text
 from ..sessions import SessionTracker
 from ..spec import KINDS
 from ..textout import safe_text
-from ._source import add_file_argument, decode_records
+from ._source import add_file_argument, check_source, decode_records
 
 
 def register(subparsers: Any) -> None:
@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     problems = sum(decoder.problem_counts.values())
     print(f"{frames} records shown, {len(decoder.tunnels)} tunnels, {decoder.packets} TCP packets, "
           f"{problems} problems", file=sys.stderr)
+    check_source(args, decoder)
     return 0
 
 

@@ -12,7 +12,7 @@ from ..errors import UserError
 from ..secrets import mask_bytes
 from ..sessions import Session, SessionTracker
 from ..textout import safe_text
-from ._source import add_file_argument, decode_records
+from ._source import add_file_argument, check_source, decode_records
 from .dissect import client_matcher
 
 _RULE = "=" * 69
@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if files is not None:
             files.close()
+    check_source(args, decoder)
     if not numbers:
         raise UserError(f"no tunneled client {args.client!r} in the capture (see `mproxy stats`)")
     if files is None:

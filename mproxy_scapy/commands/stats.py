@@ -16,7 +16,7 @@ from ..secrets import redact_control, redact_value
 from ..sessions import SessionTracker
 from ..spec import PROBLEMS
 from ..textout import safe_text
-from ._source import add_file_argument, decode_records
+from ._source import add_file_argument, check_source, decode_records
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=1))
     else:
         print_tables(summary, Console(highlight=False, width=None if sys.stdout.isatty() else 200))
+    sys.stdout.flush()
+    check_source(args, decoder)
     return 0
 
 
