@@ -75,7 +75,7 @@ CONTROL_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("control.id", "control_id", "mproxy.control.id", "int32",
               "Control message id: > 0 request, < 0 reply to -id, 0 out-of-band error",
               on_wire=False),
-    FieldSpec("control.command", "command", "mproxy.control.command", "string",
+    FieldSpec("control.command", "control_command", "mproxy.control.command", "string",
               "Control command of a request", on_wire=False),
     FieldSpec("control.args", "args", "mproxy.control.args", "string",
               "Control arguments as JSON (tokens redacted unless asked)", on_wire=False),
