@@ -46,6 +46,7 @@ _HEADER_ATTRS = tuple(f.attr for f in HEADER_FIELDS)
 _NUMERIC_ATTRS = frozenset(f.attr for f in HEADER_FIELDS if f.ftype.startswith("uint"))
 _SPEC_BY_KEY = {f.key: f for f in WIRE_FIELDS}
 _CONTROL_ATTR = {f.key: f.attr for f in CONTROL_FIELDS}
+_ID, _COMMAND, _ARGS = (_CONTROL_ATTR[k] for k in ("control.id", "control.command", "control.args"))
 _TLS_CONTENT_TYPES = frozenset(range(20, 25))
 _GO_SUFFIX = ",\n"
 
@@ -146,26 +147,38 @@ class MProxy(Packet):
             self.setfieldval("version", s[0] if s else None)
             self.setfieldval("problems", [])
             self._note_truncated(2 - len(s), "the version and hdrlen bytes")
-            self.raw_packet_cache = s
-            self.raw_packet_cache_fields = {}
-            self.explicit = 1
-            return b""
+            return self._dissected(s, b"")
         hdrlen = s[1]
         header_end = 2 + hdrlen
-        self._load_header(s[0], hdrlen, s[2:header_end], None)
         if len(s) < header_end:
-            self._note_truncated(header_end - len(s), "the header")
-        else:
-            body_len = self.declared_body_len
-            if body_len is not None and len(s) < header_end + body_len:
-                self._note_truncated(header_end + body_len - len(s), "the body")
-        self.raw_packet_cache = s[:header_end]
+            complete = s[2:].rpartition(b",")[0]
+            problems: list[str] | None = []
+            if complete:
+                self._load_header(s[0], hdrlen, complete, problems)
+            else:
+                self.setfieldval("version", s[0])
+                self.setfieldval("hdrlen", hdrlen)
+                self.setfieldval("problems", problems)
+            self._note_truncated(header_end - len(s), "the header (only its complete fields are shown)")
+            return self._dissected(s, b"")
+        self._load_header(s[0], hdrlen, s[2:header_end], None)
+        body_len = self.declared_body_len
+        if body_len is not None and len(s) < header_end + body_len:
+            self._note_truncated(header_end + body_len - len(s), "the body")
+        return self._dissected(s[:header_end], s[header_end:])
+
+    def _dissected(self, raw: bytes, rest: bytes) -> bytes:
+        """Keep the bytes read, so an unchanged dissected frame builds back to exactly them."""
+        self.raw_packet_cache = raw
         self.raw_packet_cache_fields = {}
         self.explicit = 1
-        return s[header_end:]
+        return rest
 
     def _load_header(self, version: int, hdrlen: int, raw: bytes, problems: list[str] | None) -> None:
-        """Set every field from one header, through the parser shared with the codec."""
+        """Set every field from one header, through the parser shared with the codec.
+
+        ``problems`` None means: name what is wrong with this header.
+        """
         parsed = ParsedHeader(raw)
         self.setfieldval("version", version)
         self.setfieldval("hdrlen", hdrlen)
@@ -177,7 +190,7 @@ class MProxy(Packet):
         self.setfieldval("problems", list(problems))
 
     def _note_truncated(self, missing: int, part: str) -> None:
-        self.problems.append(f"truncated: buffer ends {missing} bytes before the end of {part}")
+        self.getfieldval("problems").append(f"truncated: buffer ends {missing} bytes before the end of {part}")
 
     def dissect(self, s: bytes) -> None:
         """Packet.dissect, except that bytes after the body dissect as the next frame (a chain)."""
@@ -200,6 +213,8 @@ class MProxy(Packet):
     def default_payload_class(self, payload: bytes) -> type[Packet]:
         """Bodies that bind_layers cannot pick by a field value: TLS (by content) and HTTP."""
         service = self.getfieldval("service")
+        if self.truncated:
+            return conf.raw_layer
         if service in ("https", "tls") and _looks_like_tls(payload):
             tls = _scapy_class("scapy.layers.tls.record", "TLS")
             try:
@@ -362,7 +377,7 @@ class ControlArgsField(JsonField):
     """Control arguments; bearer tokens of secret commands are shown redacted unless asked for."""
 
     def i2repr(self, pkt: Packet | None, x: Any) -> str:
-        if pkt is not None and not pkt.reveal_secrets and pkt.getfieldval("command") in SECRET_COMMANDS:
+        if pkt is not None and not pkt.reveal_secrets and pkt.getfieldval(_COMMAND) in SECRET_COMMANDS:
             return REDACTED
         return _json_repr(x)
 
@@ -402,9 +417,9 @@ class MProxyControl(_JsonBody):
     """Set True to show the arguments of auth/add_token/access_token/grant (bearer tokens) in show()."""
 
     fields_desc = [
-        JsonField(_CONTROL_ATTR["control.id"], 1),
-        ConditionalField(HeaderTextField(_CONTROL_ATTR["control.command"], None), _has("command")),
-        ControlArgsField(_CONTROL_ATTR["control.args"], []),
+        JsonField(_ID, 1),
+        ConditionalField(HeaderTextField(_COMMAND, None), _has(_COMMAND)),
+        ControlArgsField(_ARGS, []),
         ConditionalField(ProblemsField("problems", []), lambda pkt: bool(pkt.getfieldval("problems"))),
     ]
 
@@ -412,25 +427,25 @@ class MProxyControl(_JsonBody):
         if not isinstance(value, list) or not value:
             if value is not None:
                 problems.append("bad_body: control body is not a non-empty JSON array")
-            self.setfieldval("control_id", None)
-            self.setfieldval("args", [] if value is None else [value])
+            self.setfieldval(_ID, None)
+            self.setfieldval(_ARGS, [] if value is None else [value])
             return
         ident, rest = value[0], value[1:]
-        self.setfieldval("control_id", ident)
+        self.setfieldval(_ID, ident)
         command = None
         if isinstance(ident, int) and ident > 0 and rest and isinstance(rest[0], str):
             command, rest = rest[0], rest[1:]
-        self.setfieldval("command", command)
-        self.setfieldval("args", list(rest))
+        self.setfieldval(_COMMAND, command)
+        self.setfieldval(_ARGS, list(rest))
 
     def _to_json(self) -> Any:
-        command = self.getfieldval("command")
-        head = [self.getfieldval("control_id")] + ([] if command is None else [command])
-        return head + list(self.getfieldval("args") or [])
+        command = self.getfieldval(_COMMAND)
+        head = [self.getfieldval(_ID)] + ([] if command is None else [command])
+        return head + list(self.getfieldval(_ARGS) or [])
 
     def mysummary(self) -> str:
-        command = self.getfieldval("command")
-        return f"M-PROXY control id={self.getfieldval('control_id')}" + (f" {command}" if command else "")
+        command = self.getfieldval(_COMMAND)
+        return f"M-PROXY control id={self.getfieldval(_ID)}" + (f" {command}" if command else "")
 
 
 class MProxyError(_JsonBody):

@@ -1,0 +1,462 @@
+"""The Scapy MProxy layers: every reference vector both ways, chains, truncation, dispatch, TCPSession."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from scapy.config import conf
+from scapy.layers.http import HTTPRequest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.tls.handshake import TLSClientHello
+from scapy.layers.tls.record import TLS
+from scapy.packet import Padding, Raw
+from scapy.sendrecv import sniff
+from scapy.sessions import TCPSession
+from scapy.utils import rdpcap
+
+from mproxy_scapy.codec import pack, pack_header
+from mproxy_scapy.layer import MProxy, MProxyControl, MProxyError, bind, unbind
+from mproxy_scapy.parser import iter_frames
+from mproxy_scapy.spec import REDACTED
+
+ADDRESS = {"family": "IPv4", "address": "127.0.1.1", "port": 4321, "service": "https", "serviceport": 443,
+           "name": "pokemap.hellabit.com"}
+
+
+@pytest.fixture(autouse=True)
+def debug_dissector() -> Iterator[None]:
+    """Dissection errors raise instead of turning into Raw, so a broken layer cannot hide."""
+    saved = conf.debug_dissector
+    conf.debug_dissector = True
+    yield
+    conf.debug_dissector = saved
+
+
+def wire_of(vector: dict) -> bytes:
+    return bytes.fromhex(vector["wire_hex"])
+
+
+def body_of(wire: bytes) -> bytes:
+    return wire[2 + wire[1]:]
+
+
+def fields_from_meta(vector: dict) -> dict:
+    """The layer's keyword arguments for what the vector asked the reference packer to write."""
+    kind = vector["service_arg"]
+    if kind == "control":
+        return {"service": "control"}
+    meta = vector["meta"]
+    kwargs = {"family": meta["family"], "address": meta["address"], "port": meta["port"],
+              "serviceport": meta.get("serviceport"), "hostname": meta.get("name")}
+    if kind == "connection":
+        kwargs.update(service="connection", servicename=meta["service"])
+    else:
+        kwargs["service"] = kind or meta["service"]
+    return kwargs
+
+
+def chain(pkt) -> list[MProxy]:
+    """Every MProxy layer of a packet, in order (a buffer of several frames dissects as a chain)."""
+    out = []
+    layer = pkt.getlayer(MProxy)
+    while layer is not None:
+        out.append(layer)
+        layer = layer.payload.getlayer(MProxy)
+    return out
+
+
+def alone(layer: MProxy) -> bytes:
+    """One frame's bytes, without the frames chained after it."""
+    whole = bytes(layer)
+    following = layer.payload.getlayer(MProxy)
+    return whole[: len(whole) - len(bytes(following))] if following is not None else whole
+
+
+# -- every vector, both ways --------------------------------------------------------------------
+
+
+def test_dissecting_each_vector_gives_the_fields_the_reference_delivered(vectors):
+    for vector in vectors:
+        pkt = MProxy(wire_of(vector))
+        tun = vector["delivered"][0]["tun"]
+        assert pkt.version == 0xFE
+        assert pkt.hdrlen == wire_of(vector)[1]
+        assert pkt.getfieldval("problems") == [], vector["name"]
+        assert pkt.family == tun["family"], vector["name"]
+        assert pkt.address == tun["address"]
+        assert str(pkt.port) == tun["port"]
+        if vector["delivered"][0]["handler"] == "onconnection":
+            assert (pkt.service, pkt.servicename) == ("connection", tun["service"])
+        else:
+            assert pkt.service == tun["service"]
+        if "serviceport" in tun:
+            assert str(pkt.serviceport) == tun["serviceport"]
+        if "name" in tun:
+            assert pkt.hostname == tun["name"]
+        body = bytes(pkt.payload)
+        assert pkt.datalen == len(body)
+        assert body.hex() == (tun["data_hex"] or ""), vector["name"]
+        assert pkt.dialect == "js"
+        assert bytes(pkt) == wire_of(vector)
+
+
+def test_building_each_vector_from_its_fields_gives_the_reference_bytes(vectors):
+    for vector in vectors:
+        wire = wire_of(vector)
+        pkt = MProxy(**fields_from_meta(vector))
+        if body_of(wire):
+            pkt = pkt / Raw(body_of(wire))
+        assert bytes(pkt) == wire, vector["name"]
+
+
+def test_numbers_display_as_numbers_although_they_travel_as_text(vectors):
+    pkt = MProxy(wire_of(vectors[0]))
+    assert (pkt.port, pkt.datalen, pkt.serviceport) == (4321, 199, 443)
+    shown = pkt.show(dump=True)
+    for line in ("version   = 0xfe", "hdrlen    = 54", "port      = 4321", "datalen   = 199", "serviceport= 443",
+                 "hostname  = 'pokemap.hellabit.com'"):
+        assert line in shown
+
+
+def test_build_reproduces_the_reference_test_output(reference_dir):
+    hello = (reference_dir / "sni.hello.bin").read_bytes()
+    pkt = MProxy(family="IPv4", address="127.0.1.1", port=4321, service="https", serviceport=443,
+                 hostname="pokemap.hellabit.com") / Raw(hello)
+    assert bytes(pkt) == (reference_dir / "output.bin").read_bytes()
+    assert bytes(pkt) == pack_header(ADDRESS, hello) + hello
+
+
+def test_readme_example_has_the_older_five_field_header(reference_dir):
+    wire = (reference_dir / "readme-example.bin").read_bytes()
+    pkt = MProxy(wire)
+    assert (pkt.family, pkt.address, pkt.port, pkt.datalen, pkt.service) == ("IPv4", "127.0.1.1", 443, 199, "foo")
+    assert pkt.serviceport is None and pkt.hostname is None
+    assert bytes(pkt) == wire
+
+
+def test_set_lengths_are_kept_so_a_wrong_frame_can_be_built():
+    pkt = MProxy(family="IPv4", address="10.0.0.1", port=1, service="tcp", hdrlen=3, datalen=99) / Raw(b"abc")
+    wire = bytes(pkt)
+    assert wire[1] == 3
+    assert b",99,tcp" in wire
+
+
+# -- payload dispatch ----------------------------------------------------------------------------
+
+
+def test_https_body_that_is_tls_dissects_as_scapy_tls(vectors):
+    pkt = MProxy(wire_of(vectors[0]))
+    assert isinstance(pkt.payload, TLS)
+    assert pkt[TLSClientHello].ext[0].servernames[0].servername == b"pokemap.hellabit.com"
+
+
+def test_https_body_that_is_not_tls_stays_raw():
+    pkt = MProxy(bytes(MProxy(family="IPv4", address="a", port=1, service="https") / Raw(b"not tls")))
+    assert type(pkt.payload) is Raw
+
+
+def test_http_body_dissects_as_scapy_http(vectors):
+    pkt = MProxy(wire_of(vectors[1]))
+    assert pkt[HTTPRequest].Host == b"ex1.telebit.io"
+
+
+def test_building_over_scapy_http_fills_datalen():
+    request = HTTPRequest(Host="example.com", Path="/x")
+    pkt = MProxy(family="IPv4", address="10.0.0.2", port=5, service="http", serviceport=80) / request
+    wire = bytes(pkt)
+    assert wire == pack_header({"family": "IPv4", "address": "10.0.0.2", "port": 5, "service": "http",
+                                "serviceport": 80}, bytes(request)) + bytes(request)
+    assert MProxy(wire)[HTTPRequest].Path == b"/x"
+
+
+@pytest.mark.parametrize("name", ["pack control hello", "pack control ack", "pack control error",
+                                  "pack control add_token"])
+def test_control_vectors_dissect_and_build(vectors, name):
+    vector = next(v for v in vectors if v["name"] == name)
+    message = vector["data"]["json"]
+    pkt = MProxy(wire_of(vector))
+    control = pkt[MProxyControl]
+    assert control.control_id == message[0]
+    if message[0] > 0:
+        assert control.control_command == message[1]
+        assert control.args == message[2:]
+    else:
+        assert control.control_command is None
+        assert control.args == message[1:]
+    built = MProxy() / MProxyControl(control_id=control.control_id, control_command=control.control_command,
+                                      args=control.args)
+    assert bytes(built) == wire_of(vector)
+    assert bytes(built) == pack(None, message, "control")
+
+
+def test_control_tokens_are_redacted_in_show_unless_asked(vectors):
+    vector = next(v for v in vectors if v["name"] == "pack control add_token")
+    token = vector["data"]["json"][2]
+    pkt = MProxy(wire_of(vector))
+    shown = pkt.show(dump=True)
+    assert REDACTED in shown and token not in shown
+    pkt[MProxyControl].reveal_secrets = True
+    assert token in pkt.show(dump=True)
+
+
+def test_error_vector_dissects_and_builds(vectors):
+    vector = next(v for v in vectors if v["name"] == "pack error JSON")
+    pkt = MProxy(wire_of(vector))
+    assert (pkt[MProxyError].message, pkt[MProxyError].code) == ("ECONNREFUSED", "E_CONN")
+    built = MProxy(**fields_from_meta(vector)) / MProxyError(message="ECONNREFUSED", code="E_CONN")
+    assert bytes(built) == wire_of(vector)
+
+
+@pytest.mark.parametrize("service, body, layer", [("control", b"{not json", MProxyControl),
+                                                  ("control", b'{"a":1}', MProxyControl),
+                                                  ("error", b" ", MProxyError)])
+def test_bad_json_bodies_are_named_not_raised(service, body, layer):
+    wire = pack(ADDRESS if service == "error" else None, body, service)
+    pkt = MProxy(wire)
+    assert pkt[layer].getfieldval("problems")[0].startswith("bad_body:")
+    assert bytes(pkt) == wire
+
+
+def test_other_services_and_message_kinds_stay_raw(vectors):
+    for vector in vectors:
+        if vector["delivered"][0]["handler"] in ("onpause", "onresume", "onend", "onconnection") or \
+                vector["name"] == "pack data ssh no name":
+            pkt = MProxy(wire_of(vector))
+            assert not pkt.payload or type(pkt.payload) is Raw, vector["name"]
+
+
+# -- several frames, truncation, dialects, records ---------------------------------------------------
+
+
+def test_a_buffer_of_frames_dissects_as_a_chain(vectors):
+    wires = [wire_of(v) for v in vectors]
+    pkt = MProxy(b"".join(wires))
+    layers = chain(pkt)
+    assert [alone(layer) for layer in layers] == wires
+    assert bytes(pkt) == b"".join(wires)
+
+
+def test_dissect_all_returns_one_packet_per_record_and_resynchronises(vectors):
+    wires = [wire_of(v) for v in vectors[:3]]
+    garbage = b"\x00\x00 not a frame"
+    packets = MProxy.dissect_all(wires[0] + garbage + wires[1] + wires[2])
+    assert [type(p) for p in packets] == [MProxy, Raw, MProxy, MProxy]
+    assert [bytes(p) for p in packets] == [wires[0], garbage, wires[1], wires[2]]
+    assert all(chain(p) == [p] for p in packets if isinstance(p, MProxy))
+
+
+def test_every_prefix_dissects_what_it_has_and_says_truncated(vectors):
+    for vector in (vectors[0], vectors[10]):
+        wire = wire_of(vector)
+        for end in range(1, len(wire)):
+            pkt = MProxy(wire[:end])
+            assert pkt.truncated, end
+            assert any(p.startswith("truncated:") for p in pkt.getfieldval("problems"))
+            assert bytes(pkt) == wire[:end]
+        assert not MProxy(wire).truncated
+
+
+def test_a_truncated_header_shows_only_complete_fields(vectors):
+    wire = wire_of(vectors[0])
+    pkt = MProxy(wire[:30])  # ... "IPv4,127.0.1.1,4321,199,ht"
+    assert (pkt.family, pkt.port, pkt.datalen, pkt.service) == ("IPv4", 4321, 199, None)
+
+
+def test_go_dialect_round_trips():
+    header = b"IPv4,10.0.0.1,5555,5,https,443,ex.com,\n"
+    wire = bytes((0xFE, len(header))) + header + b"hello"
+    pkt = MProxy(wire)
+    assert (pkt.dialect, pkt.hostname, pkt.datalen, pkt.getfieldval("problems")) == ("go", "ex.com", 5, [])
+    built = MProxy(family="IPv4", address="10.0.0.1", port=5555, service="https", serviceport=443,
+                   hostname="ex.com", dialect="go") / Raw(b"hello")
+    assert bytes(built) == wire
+
+
+def test_bad_version_and_bad_datalen_are_named():
+    pkt = MProxy(b"\xfd\x11IPv4,a,1,xx,https")
+    problems = pkt.getfieldval("problems")
+    assert [p.split(":")[0] for p in problems] == ["bad_version", "datalen_not_numeric"]
+    assert pkt.datalen == "xx"
+
+
+def test_from_frame_rebuilds_each_vector(vectors):
+    wires = [wire_of(v) for v in vectors]
+    for frame, wire in zip(iter_frames(b"".join(wires)), wires, strict=True):
+        pkt = frame.to_scapy()
+        assert isinstance(pkt, MProxy)
+        assert bytes(pkt) == wire
+
+
+def test_from_frame_keeps_a_wrapped_hdrlen():
+    meta = dict(ADDRESS, name="n" * 250 + ".example.com")
+    wire = pack(meta, b"\x16\x03\x01 body")
+    assert len(wire) - 2 - len(b"\x16\x03\x01 body") > 255
+    (frame,) = iter_frames(wire)
+    pkt = MProxy.from_frame(frame)
+    assert pkt.hostname == meta["name"]
+    assert any(p.startswith("hdrlen_wrapped") for p in pkt.getfieldval("problems"))
+    assert bytes(pkt) == wire
+    (again,) = MProxy.dissect_all(wire)
+    assert again.hostname == meta["name"]
+
+
+def test_from_frame_refuses_records_that_are_not_frames():
+    (garbage,) = iter_frames(b"no frame here")
+    with pytest.raises(ValueError, match="garbage"):
+        MProxy.from_frame(garbage)
+
+
+# -- hypothesis: build == pack_header, dissect round-trips -------------------------------------------
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=",\n"), max_size=24)
+_SERVICE = st.one_of(st.sampled_from(["https", "http", "ssh", "tls", "tcp", "end", "error", "pause", "resume"]),
+                     _TEXT.filter(lambda s: s not in ("control", "connection")))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(family=st.one_of(st.sampled_from(["IPv4", "IPv6"]), _TEXT), address=_TEXT,
+       port=st.integers(0, 65535), service=_SERVICE, serviceport=st.one_of(st.none(), st.integers(1, 65535)),
+       name=_TEXT, body=st.binary(max_size=64))
+def test_random_fields_build_like_pack_header_and_dissect_back(family, address, port, service, serviceport,
+                                                               name, body):
+    tun = {"family": family, "address": address, "port": port, "service": service, "serviceport": serviceport,
+           "name": name}
+    expected = pack_header(tun, body, None, True)
+    assume(expected[1] == len(expected) - 2 - len(body))  # a header over 255 bytes wraps: not this test
+    pkt = MProxy(family=family, address=address, port=port, service=service, serviceport=serviceport,
+                 hostname=name)
+    if body:
+        pkt = pkt / Raw(body)
+    assert bytes(pkt) == expected
+    back = MProxy(expected)
+    assert (back.family, back.address, back.port, back.datalen, back.service) == \
+        (family, address, port, len(body), service)
+    assert back.serviceport == (serviceport if serviceport is not None else "")
+    assert back.hostname == name
+    assert bytes(back.payload) == body
+    assert bytes(back) == expected
+
+
+# -- TCP binding and TCPSession --------------------------------------------------------------------
+
+
+def test_bind_makes_tcp_payload_dissect_as_mproxy_and_unbind_undoes_it(vectors):
+    wire = wire_of(vectors[10])
+    raw = bytes(IP() / TCP(sport=40000, dport=7443) / Raw(wire))
+    bind(7443)
+    try:
+        assert IP(raw)[MProxyControl].control_command == "hello"
+        assert bytes(IP() / TCP(sport=40000) / MProxy() / MProxyControl(control_command="hello", args=[]))
+    finally:
+        unbind(7443)
+    assert MProxy not in IP(raw)
+
+
+def test_tcp_reassemble_waits_for_a_whole_frame_and_passes_the_rest_back(vectors):
+    first, second = wire_of(vectors[0]), wire_of(vectors[10])
+    stream = first + second
+    for end in range(len(first)):
+        assert MProxy.tcp_reassemble(stream[:end], {}, {}) is None
+    pkt = MProxy.tcp_reassemble(stream[: len(first) + 5], {}, {})
+    assert isinstance(pkt, MProxy) and bytes(pkt[Padding]) == second[:5]
+    assert MProxy.tcp_reassemble(first[:100], {"tcp_end": True}, {}).truncated
+
+
+def test_tcp_reassemble_returns_garbage_as_raw_up_to_the_next_frame(vectors):
+    wire = wire_of(vectors[10])
+    pkt = MProxy.tcp_reassemble(b"junk junk" + wire, {}, {})
+    assert type(pkt) is Raw and pkt.load == b"junk junk"
+    assert bytes(pkt[Padding]) == wire
+    assert type(MProxy.tcp_reassemble(b"junk", {}, {})) is Raw
+
+
+def _recv_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        assert chunk, "peer closed early"
+        data += chunk
+    return data
+
+
+def _start_tcpdump(pcap, port: int) -> subprocess.Popen:
+    command = ["tcpdump", "-i", "lo", "-n", "-U", "--immediate-mode", "-w", str(pcap), f"tcp port {port}"]
+    dump = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert dump.stderr is not None
+    line = dump.stderr.readline()
+    assert "listening on" in line, line
+    return dump
+
+
+def _wait_until_both_fins_are_written(pcap, dump: subprocess.Popen) -> None:
+    """tcpdump writes asynchronously: stop it only once both FIN segments are in the file."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and dump.poll() is None:
+        packets = rdpcap(str(pcap)) if pcap.stat().st_size > 24 else []
+        if sum(1 for p in packets if TCP in p and p[TCP].flags.F) >= 2:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"tcpdump did not write the whole conversation to {pcap}")
+
+
+@pytest.mark.live
+def test_tcpsession_reassembles_frames_split_across_real_segments(tmp_path, reference_dir):
+    """A real loopback connection captured by tcpdump: frames cut mid-header and mid-body, two in one segment."""
+    hello = (reference_dir / "sni.hello.bin").read_bytes()
+    request = b"GET / HTTP/1.1\r\nHost: ex1.telebit.io\r\n\r\n"
+    frames = [
+        pack(None, [1, "hello", 254, ["add_token", "delete_token"]], "control"),
+        pack(ADDRESS, None, "connection"),
+        pack(ADDRESS, hello),
+        pack(dict(ADDRESS, service="http", name="ex1.telebit.io"), request),
+        pack(ADDRESS, None, "end"),
+    ]
+    stream = b"".join(frames)
+    cuts = [1, 9, len(frames[0]) + 20, len(frames[0]) + len(frames[1]) + 100,
+            sum(map(len, frames[:4])) - 3, len(stream)]
+    pieces = [stream[a:b] for a, b in zip([0, *cuts[:-1]], cuts, strict=True)]
+    acks = [pack(None, [-(i + 1), None], "control") for i in range(len(pieces))]
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    pcap = tmp_path / "split.pcap"
+    dump = _start_tcpdump(pcap, port)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn, _ = server.accept()
+            with conn:
+                for piece, ack in zip(pieces, acks, strict=True):
+                    client.sendall(piece)
+                    assert _recv_exactly(conn, len(piece)) == piece
+                    conn.sendall(ack)
+                    assert _recv_exactly(client, len(ack)) == ack
+        _wait_until_both_fins_are_written(pcap, dump)
+    finally:
+        server.close()
+        dump.send_signal(signal.SIGINT)
+        dump.wait(timeout=30)
+
+    bind(port)
+    try:
+        packets = sniff(offline=str(pcap), session=TCPSession)
+    finally:
+        unbind(port)
+    to_server = [layer for p in packets if MProxy in p and p[TCP].dport == port for layer in chain(p)]
+    to_client = [layer for p in packets if MProxy in p and p[TCP].sport == port for layer in chain(p)]
+    assert [alone(layer) for layer in to_server] == frames
+    assert [alone(layer) for layer in to_client] == acks
+    assert [layer.service for layer in to_server] == ["control", "connection", "https", "http", "end"]
+    assert to_server[2][TLSClientHello].ext[0].servernames[0].servername == b"pokemap.hellabit.com"
+    assert to_server[3][HTTPRequest].Host == b"ex1.telebit.io"
+    assert any(len(chain(p)) > 1 for p in packets), "some segment should have carried two frames"
+    assert not any(layer.truncated for layer in to_server + to_client)
+    assert json.loads(bytes(to_client[0].payload)) == [-1, None]
