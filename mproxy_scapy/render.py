@@ -7,10 +7,12 @@ other tools and the Lua comparison read them, so they are listed once here in
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from .decoder import DecodedFrame, StageEvent
+from .parser import Frame
 from .secrets import redact_control, redact_text
 from .textout import safe_text
 
@@ -20,6 +22,17 @@ FRAME_KEYS = (
     "servicename", "kind", "dialect", "client_id", "body_len", "body_sha256", "problems",
 )
 """Every decoded frame's JSON object has these keys (plus ``control`` for control frames)."""
+
+
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def body_sha256(frame: Frame) -> str | None:
+    """The body's sha256; a frame that declares an empty body has the hash of the empty string."""
+    digest = frame.body_sha256
+    if digest is None and frame.datalen == 0 and frame.is_frame and not frame.gap_bytes:
+        return _EMPTY_SHA256
+    return digest
 
 
 def frame_json(record: DecodedFrame, *, show_secrets: bool = False) -> dict[str, Any]:
@@ -49,7 +62,7 @@ def frame_json(record: DecodedFrame, *, show_secrets: bool = False) -> dict[str,
         "dialect": frame.dialect,
         "client_id": frame.client_id,
         "body_len": frame.body_len,
-        "body_sha256": frame.body_sha256,
+        "body_sha256": body_sha256(frame),
         "problems": [p.to_json() for p in frame.problems],
     }
     if frame.kind == "control":
@@ -101,7 +114,7 @@ def frame_line(record: DecodedFrame, first_ts: float, *, show_secrets: bool = Fa
         service = {"data": frame.service, "connection": frame.servicename}.get(frame.kind)
         where = safe_text(service or "")
         if frame.name:
-            where += "/" + safe_text(frame.name)
+            where = f"{where}/{safe_text(frame.name)}" if where else safe_text(frame.name)
         if where:
             parts.append(where)
         parts.append(f"datalen={frame.datalen if frame.datalen is not None else '?'}")

@@ -88,3 +88,41 @@ def simple_tunnel(path: Path, to_device: bytes, to_relay: bytes, *, chunk: int =
     conversation.packets += conversation.segments(0, to_relay, range(chunk, len(to_relay), chunk), start + 0.5)
     conversation.close((len(to_relay), len(to_device)), start + 1.0, reset=reset)
     return write_pcap(path, conversation)
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZXZpY2UifQ.c2lnbmF0dXJlX2hlcmU"
+HTTP_CLIENT = {"family": "IPv4", "address": "203.0.113.7", "port": 50123, "service": "http", "serviceport": 8080,
+               "name": "app.example.test"}
+TLS_CLIENT = {"family": "IPv6", "address": "2001:db8::42", "port": 40443, "service": "https", "serviceport": 8443,
+              "name": "pokemap.hellabit.com"}
+HTTP_REQUEST = (b"GET /hello?x=1 HTTP/1.1\r\nHost: app.example.test\r\nAuthorization: Bearer " + JWT.encode()
+                + b"\r\n\r\n")
+HTTP_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+
+def sample_streams(client_hello: bytes) -> tuple[bytes, bytes]:
+    """A telebit-like session: hello/auth, an HTTP client that ends, a TLS client that fails.
+
+    Returns (relay -> device stream, device -> relay stream).
+    """
+    from mproxy_scapy.codec import pack, pack_header
+
+    to_device = b"".join([
+        pack(None, [1, "hello", 254, ["add_token", "delete_token"]], "control"),
+        pack(HTTP_CLIENT, None, "connection"),
+        pack(HTTP_CLIENT, HTTP_REQUEST),
+        pack(TLS_CLIENT, None, "connection"),
+        pack(TLS_CLIENT, client_hello),
+        pack(None, [-2, None], "control"),
+    ])
+    to_relay = b"".join([
+        pack(None, [-1, None], "control"),
+        pack(None, [2, "auth", JWT], "control"),
+        pack(HTTP_CLIENT, b"1024", "pause"),
+        pack(HTTP_CLIENT, b"1024", "resume"),
+        pack(HTTP_CLIENT, HTTP_RESPONSE),
+        pack(HTTP_CLIENT, None, "end"),
+        pack_header(TLS_CLIENT, b'{"message":"connection refused","code":"E_CONN"}', "error", True),
+        pack(None, [3, "add_token", JWT], "control"),
+    ])
+    return to_device, to_relay

@@ -1,0 +1,92 @@
+"""Every capture in captures/ decoded and checked against the ground truth its recorder wrote.
+
+The truth is written by the side that sent each frame, at the moment it sent
+it, so it is independent of every decoder. Compared per direction (src, dst),
+in order: every header field, carrier, stream offset and length, body length
+and body sha256. impaired.pcap: all frames but those the truth marks lost,
+and the loss must be reported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import pytest
+
+from mproxy_scapy.decoder import DecodedFrame, Decoder, decode_capture
+from mproxy_scapy.render import body_sha256
+
+from support import CAPTURES
+
+CAPTURE_NAMES = ("raw-tcp.pcap", "websocket.pcap", "wss.pcapng", "go-dialect.pcap", "reference-js.pcap",
+                 "impaired.pcap")
+COMPARED = ("carrier", "offset", "length", "version", "hdrlen", "family", "address", "port", "datalen", "service",
+            "serviceport", "name", "servicename", "kind", "dialect", "body_len", "body_sha256")
+
+
+def load_truth(name: str) -> list[dict]:
+    path = CAPTURES / f"{name}.truth.ndjson"
+    assert path.is_file(), f"{path} is missing (the captures issue records it)"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def is_lost(record: dict) -> bool:
+    return bool(record.get("lost"))
+
+
+def decoded(name: str) -> tuple[Decoder, list[DecodedFrame]]:
+    path = CAPTURES / name
+    assert path.is_file(), f"{path} is missing (the captures issue records it)"
+    decoder = Decoder()
+    records = [r for r in decode_capture(path, decoder=decoder) if isinstance(r, DecodedFrame)]
+    return decoder, records
+
+
+def by_direction(items, key):
+    groups = defaultdict(list)
+    for item in items:
+        groups[key(item)].append(item)
+    return groups
+
+
+def as_truth_fields(record: DecodedFrame) -> dict:
+    frame = record.frame
+    values = {"carrier": record.carrier, "body_sha256": body_sha256(frame)}
+    for name in COMPARED:
+        values.setdefault(name, getattr(frame, name, None))
+    return values
+
+
+@pytest.mark.parametrize("name", CAPTURE_NAMES)
+def test_capture_matches_its_truth(name):
+    truth = load_truth(name)
+    decoder, records = decoded(name)
+    frames = [r for r in records if r.frame.is_frame]
+    expected = by_direction([t for t in truth if not is_lost(t)], lambda t: (t["src"], t["dst"]))
+    got = by_direction(frames, lambda r: (r.src, r.dst))
+    assert set(got) == set(expected), (sorted(got), sorted(expected))
+    for direction, wanted in expected.items():
+        have = [as_truth_fields(r) for r in got[direction] if not (is_impaired(name) and r.frame.problems)]
+        wanted_fields = [{k: t.get(k) for k in COMPARED} for t in wanted]
+        assert have == wanted_fields, direction
+        clean = [r for r in got[direction] if not r.frame.problems]
+        if not is_impaired(name):
+            assert len(clean) == len(got[direction])
+    if is_impaired(name):
+        assert any(is_lost(t) for t in truth)
+        assert decoder.problem_counts["tcp.gap"] > 0 or decoder.problem_counts["gap"] > 0
+    else:
+        assert not decoder.problem_counts, decoder.problem_counts
+
+
+def is_impaired(name: str) -> bool:
+    return name.startswith("impaired")
+
+
+@pytest.mark.parametrize("name", CAPTURE_NAMES)
+def test_pcap_frame_and_time_are_those_of_a_real_packet(name):
+    _, records = decoded(name)
+    numbers = [r.pcap_frame for r in records]
+    assert numbers == sorted(numbers) and numbers and numbers[0] >= 1
+    assert all(r.ts > 1e9 for r in records)
