@@ -15,6 +15,8 @@ COMMAND_MODULES = (
     "stats",
     "follow",
     "detunnel",
+    "lua",
+    "wireshark",
 )
 """Each module under ``commands`` has ``register(subparsers)``, which sets ``func`` on its parser."""
 

@@ -87,6 +87,19 @@ CONTROL_FIELDS: tuple[FieldSpec, ...] = (
               "Time between the request and its reply", on_wire=False),
 )
 
+STREAM_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("offset", "offset", "mproxy.offset", "uint64",
+              "Offset of this record in its direction's M-PROXY byte stream", on_wire=False),
+    FieldSpec("length", "length", "mproxy.length", "uint32",
+              "Length in bytes of this record (frame, skipped garbage or lost bytes)", on_wire=False),
+    FieldSpec("header_in", "header_in", "mproxy.header_in", "framenum",
+              "Frame in which this record's first bytes arrived (Wireshark reassembly link)", on_wire=False),
+    FieldSpec("reassembled_in", "reassembled_in", "mproxy.reassembled_in", "framenum",
+              "Frame in which the M-PROXY frame started here is complete (Wireshark reassembly link)",
+              on_wire=False),
+)
+"""Where a record sits in the stream; the decoder's JSON has offset and length, Wireshark adds the links."""
+
 ALL_FIELDS: tuple[FieldSpec, ...] = WIRE_FIELDS + DERIVED_FIELDS + CONTROL_FIELDS
 HEADER_FIELDS: tuple[FieldSpec, ...] = tuple(f for f in WIRE_FIELDS if f.header_index is not None)
 NUMERIC_HEADER_KEYS: frozenset[str] = frozenset(
@@ -180,5 +193,22 @@ PROBLEMS: dict[str, str] = {
     "bad_body": "Body does not hold what its kind requires",
 }
 """Every problem the decoders report; Wireshark expert infos use the same names."""
+
+PROBLEM_EXPERT_PREFIX = "mproxy.problem."
+"""Wireshark expert info filter of a problem: ``mproxy.problem.<kind>``."""
+
+PROBLEM_SEVERITY: dict[str, str] = {
+    "bad_version": "error",
+    "datalen_not_numeric": "error",
+    "datalen_negative": "error",
+    "too_few_fields": "error",
+    "hdrlen_wrapped": "warn",
+    "header_not_utf8": "warn",
+    "garbage_skipped": "warn",
+    "truncated": "warn",
+    "gap": "warn",
+    "bad_body": "warn",
+}
+"""How loud each problem is (Wireshark expert severity: error, warn, note)."""
 
 MIN_HEADER_FIELDS = 5

@@ -1,0 +1,1173 @@
+-- GENERATED FILE: DO NOT EDIT.
+-- Made by `mproxy lua -o dissectors/mproxy.lua` from mproxy_scapy/spec.py and
+-- mproxy_scapy/wireshark/mproxy.lua.in; edit those and regenerate.
+--
+-- M-PROXY (proxy-packer / telebit) dissector for Wireshark 4.0+ (Lua 5.2 API).
+--
+-- Carriers: raw TCP (heuristic on "tcp", plus a port-range preference for
+-- Decode As) and WebSocket binary messages (heuristic on "ws"; the WebSocket
+-- upgrade of a tunnel is recognised on any port and handed to http/websocket).
+--
+-- The frame parser below is a port of mproxy_scapy/parser.py (FrameParser):
+-- the same resynchronisation rule and the same problem names, so Wireshark
+-- and `mproxy dissect` agree frame for frame. Frames are reported in the
+-- packet whose bytes complete them, as the Python decoder does.
+
+local mproxy = Proto("mproxy", "M-PROXY tunnel protocol")
+
+----------------------------------------------------------------------------
+-- Tables from the spec
+----------------------------------------------------------------------------
+
+local VERSION_1_BYTE = 254
+local MIN_HEADER_FIELDS = 5
+local WRAP = 256
+local MAX_BODY_HELD = 16777216
+local REDACTED = "<redacted>"
+local DATA_KIND = "data"
+
+-- header field keys in header order (Lua index = header index + 1)
+local HEADER_KEYS = { "family", "address", "port", "datalen", "service", "serviceport", "name", "servicename" }
+
+-- value -> description
+local KINDS = {
+    ["data"] = "Tunneled client bytes",
+    ["control"] = "Control channel message (JSON array)",
+    ["connection"] = "A new tunneled connection (relay to device)",
+    ["end"] = "The tunneled connection ended",
+    ["error"] = "The tunneled connection failed (JSON message and code)",
+    ["pause"] = "Stop sending this client's data (byte count as text)",
+    ["resume"] = "Resume sending this client's data (byte count as text)",
+}
+local MESSAGE_KINDS = {
+    ["control"] = "Control channel message (JSON array)",
+    ["connection"] = "A new tunneled connection (relay to device)",
+    ["end"] = "The tunneled connection ended",
+    ["error"] = "The tunneled connection failed (JSON message and code)",
+    ["pause"] = "Stop sending this client's data (byte count as text)",
+    ["resume"] = "Resume sending this client's data (byte count as text)",
+}
+local KNOWN_SERVICES = {
+    ["https"] = "HTTPS (TLS)",
+    ["http"] = "HTTP",
+    ["ssh"] = "SSH",
+    ["tls"] = "TLS",
+    ["tcp"] = "Plain TCP",
+    ["udp"] = "UDP",
+}
+local FAMILIES = {
+    ["IPv4"] = "IPv4 client",
+    ["IPv6"] = "IPv6 client",
+    ["tun"] = "Go packer tunnel family",
+}
+local DIALECTS = {
+    ["js"] = "proxy-packer (JavaScript) header",
+    ["go"] = "Go packer header (trailing comma and newline)",
+}
+local CONTROL_COMMANDS = {
+    ["hello"] = "Relay greets the device: [id, 'hello', version, [commands]]",
+    ["auth"] = "Device authenticates with a token",
+    ["add_token"] = "Device adds a token (domains it serves)",
+    ["delete_token"] = "Device removes a token",
+    ["grant"] = "Relay grants domains or ports",
+    ["access_token"] = "Relay hands over an access token",
+}
+local SECRET_COMMANDS = {
+    ["access_token"] = true,
+    ["add_token"] = true,
+    ["auth"] = true,
+    ["grant"] = true,
+}
+local ERROR_CODES = {
+    ["E_UNKNOWN_COMMAND"] = "The peer does not know this control command",
+    ["E_UNKNOWN_ERR"] = "Error body missing or not JSON (reference unpacker's fallback)",
+    ["E_CONN"] = "Connection to the local service failed",
+}
+local BODY_SUBDISSECTORS = {
+    ["https"] = "tls",
+    ["tls"] = "tls",
+    ["http"] = "http",
+    ["control"] = "json",
+    ["error"] = "json",
+}
+local PROBLEMS = {
+    ["bad_version"] = "Version byte is not 0xFE (v1)",
+    ["datalen_not_numeric"] = "datalen is not decimal digits",
+    ["datalen_negative"] = "datalen is negative",
+    ["too_few_fields"] = "Header has fewer than 5 comma-separated fields",
+    ["hdrlen_wrapped"] = "Header is longer than 255 bytes: hdrlen wrapped modulo 256",
+    ["header_not_utf8"] = "Header is not valid UTF-8",
+    ["garbage_skipped"] = "Bytes that are not an M-PROXY frame were skipped",
+    ["truncated"] = "Stream ended before the frame was complete",
+    ["gap"] = "Bytes of the stream were lost in the capture",
+    ["bad_body"] = "Body does not hold what its kind requires",
+}
+local LABELS = {
+    ["family"] = "Family",
+    ["address"] = "Address",
+    ["port"] = "Port",
+    ["datalen"] = "Datalen",
+    ["service"] = "Service",
+    ["serviceport"] = "Serviceport",
+    ["name"] = "Name",
+    ["servicename"] = "Servicename",
+}
+
+----------------------------------------------------------------------------
+-- Fields and expert infos
+----------------------------------------------------------------------------
+
+local pf = {
+    version = ProtoField.uint8("mproxy.version", "Version", base.HEX, nil, nil, "Version byte, 255 - version (0xFE is v1)"),
+    hdrlen = ProtoField.uint8("mproxy.hdrlen", "Hdrlen", base.DEC, nil, nil, "Length in bytes of the text header that follows"),
+    family = ProtoField.string("mproxy.family", "Family", "Address family of the tunneled client (IPv4, IPv6; empty in control frames)"),
+    address = ProtoField.string("mproxy.address", "Address", "Remote address of the tunneled client"),
+    port = ProtoField.uint16("mproxy.port", "Port", base.DEC, nil, nil, "Source port of the tunneled client"),
+    datalen = ProtoField.uint64("mproxy.datalen", "Datalen", base.DEC, nil, nil, "Body length in bytes, sent as decimal text"),
+    service = ProtoField.string("mproxy.service", "Service", "Service name of the client's data, or the message kind"),
+    serviceport = ProtoField.uint16("mproxy.serviceport", "Serviceport", base.DEC, nil, nil, "Relay port the client connected to"),
+    name = ProtoField.string("mproxy.name", "Name", "TLS SNI servername or HTTP Host the relay routed by"),
+    servicename = ProtoField.string("mproxy.servicename", "Servicename", "Real service of a connection frame (JS 2.x, 8th field)"),
+    kind = ProtoField.string("mproxy.kind", "Kind", "Message kind: data, connection, control, end, error, pause, resume"),
+    dialect = ProtoField.string("mproxy.dialect", "Dialect", "Header dialect: js (proxy-packer) or go (trailing comma and newline)"),
+    client_id = ProtoField.string("mproxy.client_id", "Client id", "Tunneled client identity family,address,port"),
+    body = ProtoField.bytes("mproxy.body", "Body", base.NONE, "Frame body"),
+    control_id = ProtoField.int32("mproxy.control.id", "Id", base.DEC, nil, nil, "Control message id: > 0 request, < 0 reply to -id, 0 out-of-band error"),
+    control_command = ProtoField.string("mproxy.control.command", "Command", "Control command of a request"),
+    control_args = ProtoField.string("mproxy.control.args", "Args", "Control arguments as JSON (tokens redacted unless asked)"),
+    control_reply_to = ProtoField.framenum("mproxy.control.reply_to", "Reply to", base.NONE, frametype.REQUEST, nil, "Frame holding the request this reply answers"),
+    control_replied_in = ProtoField.framenum("mproxy.control.replied_in", "Replied in", base.NONE, frametype.RESPONSE, nil, "Frame holding the reply to this request"),
+    control_reply_time = ProtoField.relative_time("mproxy.control.reply_time", "Reply time", "Time between the request and its reply"),
+    offset = ProtoField.uint64("mproxy.offset", "Offset", base.DEC, nil, nil, "Offset of this record in its direction's M-PROXY byte stream"),
+    length = ProtoField.uint32("mproxy.length", "Length", base.DEC, nil, nil, "Length in bytes of this record (frame, skipped garbage or lost bytes)"),
+    header_in = ProtoField.framenum("mproxy.header_in", "Header in", base.NONE, frametype.NONE, nil, "Frame in which this record's first bytes arrived (Wireshark reassembly link)"),
+    reassembled_in = ProtoField.framenum("mproxy.reassembled_in", "Reassembled in", base.NONE, frametype.NONE, nil, "Frame in which the M-PROXY frame started here is complete (Wireshark reassembly link)"),
+}
+mproxy.fields = {
+    pf.version,
+    pf.hdrlen,
+    pf.family,
+    pf.address,
+    pf.port,
+    pf.datalen,
+    pf.service,
+    pf.serviceport,
+    pf.name,
+    pf.servicename,
+    pf.kind,
+    pf.dialect,
+    pf.client_id,
+    pf.body,
+    pf.control_id,
+    pf.control_command,
+    pf.control_args,
+    pf.control_reply_to,
+    pf.control_replied_in,
+    pf.control_reply_time,
+    pf.offset,
+    pf.length,
+    pf.header_in,
+    pf.reassembled_in,
+}
+
+local ex = {
+    bad_version = ProtoExpert.new("mproxy.problem.bad_version", "Version byte is not 0xFE (v1)", expert.group.MALFORMED, expert.severity.ERROR),
+    datalen_not_numeric = ProtoExpert.new("mproxy.problem.datalen_not_numeric", "datalen is not decimal digits", expert.group.MALFORMED, expert.severity.ERROR),
+    datalen_negative = ProtoExpert.new("mproxy.problem.datalen_negative", "datalen is negative", expert.group.MALFORMED, expert.severity.ERROR),
+    too_few_fields = ProtoExpert.new("mproxy.problem.too_few_fields", "Header has fewer than 5 comma-separated fields", expert.group.MALFORMED, expert.severity.ERROR),
+    hdrlen_wrapped = ProtoExpert.new("mproxy.problem.hdrlen_wrapped", "Header is longer than 255 bytes: hdrlen wrapped modulo 256", expert.group.PROTOCOL, expert.severity.WARN),
+    header_not_utf8 = ProtoExpert.new("mproxy.problem.header_not_utf8", "Header is not valid UTF-8", expert.group.PROTOCOL, expert.severity.WARN),
+    garbage_skipped = ProtoExpert.new("mproxy.problem.garbage_skipped", "Bytes that are not an M-PROXY frame were skipped", expert.group.PROTOCOL, expert.severity.WARN),
+    truncated = ProtoExpert.new("mproxy.problem.truncated", "Stream ended before the frame was complete", expert.group.MALFORMED, expert.severity.WARN),
+    gap = ProtoExpert.new("mproxy.problem.gap", "Bytes of the stream were lost in the capture", expert.group.SEQUENCE, expert.severity.WARN),
+    bad_body = ProtoExpert.new("mproxy.problem.bad_body", "Body does not hold what its kind requires", expert.group.PROTOCOL, expert.severity.WARN),
+}
+mproxy.experts = {
+    ex.bad_version,
+    ex.datalen_not_numeric,
+    ex.datalen_negative,
+    ex.too_few_fields,
+    ex.hdrlen_wrapped,
+    ex.header_not_utf8,
+    ex.garbage_skipped,
+    ex.truncated,
+    ex.gap,
+    ex.bad_body,
+}
+
+mproxy.prefs.show_tokens = Pref.bool("Show tokens", false,
+    "Show the bearer tokens carried in control arguments (" .. "access_token, add_token, auth, grant" .. "); off: shown as " .. REDACTED)
+mproxy.prefs.tcp_ports = Pref.range("Raw M-PROXY TCP ports", "", "TCP ports always decoded as raw M-PROXY", 65535)
+mproxy.prefs.subdissectors = Pref.bool("Dissect bodies", true,
+    "Hand bodies to the dissector of their service (tls, http, json)")
+
+----------------------------------------------------------------------------
+-- Text helpers
+----------------------------------------------------------------------------
+
+local ASCII_WS = "[ \t\n\r\v\f\28\29\30\31]"
+
+local function strip(text)
+    return (text:gsub("^" .. ASCII_WS .. "+", ""):gsub(ASCII_WS .. "+$", ""))
+end
+
+local function is_digits(text)
+    return text ~= nil and text:match("^%d+$") ~= nil
+end
+
+local function is_utf8(s)
+    local i, n = 1, #s
+    while i <= n do
+        local c = s:byte(i)
+        local extra, low, high
+        if c < 0x80 then
+            extra = 0
+        elseif c >= 0xC2 and c <= 0xDF then
+            extra, low, high = 1, 0x80, 0xBF
+        elseif c == 0xE0 then
+            extra, low, high = 2, 0xA0, 0xBF
+        elseif c == 0xED then
+            extra, low, high = 2, 0x80, 0x9F
+        elseif c >= 0xE1 and c <= 0xEF then
+            extra, low, high = 2, 0x80, 0xBF
+        elseif c == 0xF0 then
+            extra, low, high = 3, 0x90, 0xBF
+        elseif c == 0xF4 then
+            extra, low, high = 3, 0x80, 0x8F
+        elseif c >= 0xF1 and c <= 0xF3 then
+            extra, low, high = 3, 0x80, 0xBF
+        else
+            return false
+        end
+        if extra > 0 then
+            if i + extra > n then return false end
+            local second = s:byte(i + 1)
+            if second < low or second > high then return false end
+            for k = 2, extra do
+                local b = s:byte(i + k)
+                if b < 0x80 or b > 0xBF then return false end
+            end
+        end
+        i = i + extra + 1
+    end
+    return true
+end
+
+-- Python's repr() of a str, as the Python decoder writes it into problem details.
+local function py_repr(text)
+    local quote = "'"
+    if text:find("'", 1, true) and not text:find('"', 1, true) then quote = '"' end
+    local escaped = text:gsub("[%z\1-\31\127\\'\"]", function(c)
+        if c == "\\" then return "\\\\" end
+        if c == quote then return "\\" .. c end
+        if c == '"' or c == "'" then return c end
+        if c == "\n" then return "\\n" end
+        if c == "\r" then return "\\r" end
+        if c == "\t" then return "\\t" end
+        return string.format("\\x%02x", c:byte())
+    end)
+    return quote .. escaped .. quote
+end
+
+-- UInt64.fromdecimal arrived after Wireshark 4.0
+local function uint64_from_decimal(text)
+    local value = UInt64.new(0)
+    for digit in text:gmatch("%d") do
+        value = value * 10 + tonumber(digit)
+    end
+    return value
+end
+
+local function has_control_byte(s, first, last)
+    -- any of \0-\31 or \127 in s[first..last] (1-based, inclusive)
+    if last < first then return false end
+    return s:find("[%z\1-\31\127]", first) ~= nil and s:find("[%z\1-\31\127]", first) <= last
+end
+
+local function count_commas(s, first, last)
+    local count, pos = 0, first
+    while true do
+        local hit = s:find(",", pos, true)
+        if hit == nil or hit > last then return count end
+        count = count + 1
+        pos = hit + 1
+    end
+end
+
+----------------------------------------------------------------------------
+-- JSON (control and error bodies): a validator and a reader for [id, command, ...]
+----------------------------------------------------------------------------
+
+local json_value
+
+local function json_ws(s, i)
+    return s:match("^[ \t\n\r]*()", i)
+end
+
+local function json_string(s, i)
+    -- s:byte(i) == '"'; returns end index (after the closing quote) and the decoded text
+    local out, pos = {}, i + 1
+    while true do
+        local c = s:byte(pos)
+        if c == nil or c < 0x20 then return nil end
+        if c == 0x22 then return pos + 1, table.concat(out) end
+        if c == 0x5C then
+            local e = s:sub(pos + 1, pos + 1)
+            local simple = ({['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t"})[e]
+            if simple then
+                out[#out + 1] = simple
+                pos = pos + 2
+            elseif e == "u" and s:sub(pos + 2, pos + 5):match("^%x%x%x%x$") then
+                out[#out + 1] = "\\u" .. s:sub(pos + 2, pos + 5)
+                pos = pos + 6
+            else
+                return nil
+            end
+        else
+            local stop = s:find('["\\%z\1-\31]', pos)
+            if stop == nil then return nil end
+            out[#out + 1] = s:sub(pos, stop - 1)
+            pos = stop
+        end
+    end
+end
+
+local function json_container(s, i, close)
+    local pos = json_ws(s, i + 1)
+    if s:sub(pos, pos) == close then return pos + 1 end
+    while true do
+        if close == "}" then
+            if s:sub(pos, pos) ~= '"' then return nil end
+            pos = json_string(s, pos)
+            if pos == nil then return nil end
+            pos = json_ws(s, pos)
+            if s:sub(pos, pos) ~= ":" then return nil end
+            pos = json_ws(s, pos + 1)
+        end
+        pos = json_value(s, pos)
+        if pos == nil then return nil end
+        pos = json_ws(s, pos)
+        local c = s:sub(pos, pos)
+        if c == close then return pos + 1 end
+        if c ~= "," then return nil end
+        pos = json_ws(s, pos + 1)
+    end
+end
+
+json_value = function(s, i)
+    local c = s:sub(i, i)
+    if c == '"' then return (json_string(s, i)) end
+    if c == "[" then return json_container(s, i, "]") end
+    if c == "{" then return json_container(s, i, "}") end
+    for _, literal in ipairs({"true", "false", "null", "NaN", "Infinity", "-Infinity"}) do
+        if s:sub(i, i + #literal - 1) == literal then return i + #literal end
+    end
+    local number_end = s:match("^%-?%d+()", i)
+    if number_end == nil or (s:sub(i, i + 1) == "00" or s:sub(i, i + 2) == "-00")
+        or s:match("^%-?0%d", i) then
+        return nil
+    end
+    number_end = s:match("^%.%d+()", number_end) or number_end
+    number_end = s:match("^[eE][+-]?%d+()", number_end) or number_end
+    return number_end
+end
+
+-- The whole body as one JSON document: returns the kind of its top value ("array", ...) or nil.
+local function json_document(s)
+    if not is_utf8(s) then return nil end
+    local pos = json_ws(s, 1)
+    local first = s:sub(pos, pos)
+    local stop = json_value(s, pos)
+    if stop == nil or json_ws(s, stop) ~= #s + 1 then return nil end
+    if first == "[" then return "array" end
+    if first == "{" then return "object" end
+    return "scalar"
+end
+
+-- [id, command, ...args] of a control body that is a JSON array: id text, command (string or nil), args JSON text.
+local function control_parts(s)
+    local pos = json_ws(s, 1) + 1
+    pos = json_ws(s, pos)
+    if s:sub(pos, pos) == "]" then return nil, nil, "[]" end
+    local id_end = json_value(s, pos)
+    local id_text = s:sub(pos, id_end - 1)
+    pos = json_ws(s, id_end)
+    if s:sub(pos, pos) == "]" then return id_text, nil, "[]" end
+    pos = json_ws(s, pos + 1)
+    local second_end, command = pos, nil
+    if s:sub(pos, pos) == '"' then
+        second_end, command = json_string(s, pos)
+    else
+        second_end = json_value(s, pos)
+    end
+    local rest = json_ws(s, second_end)
+    local args
+    if s:sub(rest, rest) == "]" then
+        args = "[]"
+    else
+        local last = #s
+        while s:sub(last, last) ~= "]" do last = last - 1 end
+        args = "[" .. strip(s:sub(rest + 1, last - 1)) .. "]"
+    end
+    return id_text, command, args, s:sub(pos, second_end - 1)
+end
+
+----------------------------------------------------------------------------
+-- One header (port of mproxy_scapy/header.py ParsedHeader)
+----------------------------------------------------------------------------
+
+local SERVICE_CHARS = "^[%w%-_%.%+]+$"
+
+local function parse_header(raw)
+    local h = { raw = raw, utf8 = is_utf8(raw), problems = {} }
+    h.dialect = raw:sub(-1) == "\n" and "go" or "js"
+    local body = h.dialect == "go" and strip(raw) or raw
+    local fields, pos = {}, 1
+    while true do
+        local comma = body:find(",", pos, true)
+        if comma == nil then
+            fields[#fields + 1] = body:sub(pos)
+            break
+        end
+        fields[#fields + 1] = body:sub(pos, comma - 1)
+        pos = comma + 1
+    end
+    if h.dialect == "go" and #fields > 1 and fields[#fields] == "" then
+        fields[#fields] = nil
+    end
+    h.field_count = #fields
+    h.values = {}
+    for index, key in ipairs(HEADER_KEYS) do
+        h.values[key] = fields[index]
+    end
+    if not h.utf8 then
+        h.problems[#h.problems + 1] = { "header_not_utf8", "header bytes are not valid UTF-8" }
+    end
+    if h.field_count < MIN_HEADER_FIELDS then
+        h.problems[#h.problems + 1] = { "too_few_fields",
+            string.format("%d fields, at least %d expected", h.field_count, MIN_HEADER_FIELDS) }
+    end
+    local datalen_text = h.values.datalen
+    if datalen_text ~= nil then
+        if is_digits(datalen_text) then
+            h.datalen = tonumber(datalen_text)
+        elseif datalen_text:match("^%-%d+$") then
+            h.problems[#h.problems + 1] = { "datalen_negative", "datalen " .. py_repr(datalen_text) }
+        else
+            h.problems[#h.problems + 1] = { "datalen_not_numeric", "datalen " .. py_repr(datalen_text) }
+        end
+    end
+    local service = h.values.service
+    h.kind = (service ~= nil and MESSAGE_KINDS[service]) and service or DATA_KIND
+    return h
+end
+
+-- The strict test used to find the next frame after garbage (ParsedHeader.looks_like_frame_start).
+local function looks_like_frame_start(h)
+    if #h.problems > 0 or h.datalen == nil then return false end
+    local text = h.raw
+    if h.dialect == "go" then text = text:gsub("\n+$", "") end
+    if text:find("[%z\1-\31\127]") then return false end
+    local v = h.values
+    if v.family ~= "" and FAMILIES[v.family] == nil then return false end
+    for _, key in ipairs({ "port", "serviceport" }) do
+        if v[key] and v[key] ~= "" and not is_digits(v[key]) then return false end
+    end
+    return v.service ~= nil and v.service:match(SERVICE_CHARS) ~= nil
+end
+
+----------------------------------------------------------------------------
+-- The frame parser for one direction (port of mproxy_scapy/parser.py FrameParser)
+--
+-- run(buf) takes every byte not yet consumed (TCP reassembly or our own
+-- WebSocket buffer hands them back) and returns the records completed, and
+-- how many bytes of buf are consumed. Records hold positions in buf.
+----------------------------------------------------------------------------
+
+local NEED_MORE, PROGRESS = 0, 1
+
+local Parser = {}
+Parser.__index = Parser
+
+local function new_parser()
+    return setmetatable({ base = 0, synced = true, garbage_offset = 0, garbage_len = 0 }, Parser)
+end
+
+function Parser:snapshot()
+    return { base = self.base, synced = self.synced, garbage_offset = self.garbage_offset,
+             garbage_len = self.garbage_len, origin = self.origin }
+end
+
+local function parser_from(snapshot)
+    local p = new_parser()
+    for k, v in pairs(snapshot) do p[k] = v end
+    return p
+end
+
+local function add_problem(record, kind, detail)
+    record.problems[#record.problems + 1] = { kind, detail }
+end
+
+local function frame_record(pos, base, version, hdrlen, h)
+    local record = { pos = pos, offset = base, length = 2 + hdrlen, kind = h.kind, version = version,
+                     hdrlen = hdrlen % 256, header = h, datalen = h.datalen, body_len = 0, problems = {} }
+    if version ~= VERSION_1_BYTE then
+        add_problem(record, "bad_version", string.format("version byte 0x%02x, v1 is 0xfe", version))
+    end
+    for _, p in ipairs(h.problems) do record.problems[#record.problems + 1] = p end
+    return record
+end
+
+local function check_body(record, body)
+    if body == nil then return end
+    if record.kind == "control" and json_document(body) ~= "array" then
+        add_problem(record, "bad_body", "control body is not a JSON array")
+    elseif record.kind == "pause" or record.kind == "resume" then
+        local count = body:gsub("^[ \t\n\r\v\f]+", ""):gsub("[ \t\n\r\v\f]+$", "")
+        if count ~= "" and not is_digits(count) then
+            add_problem(record, "bad_body", record.kind .. " body is not a byte count")
+        end
+    end
+end
+
+function Parser:flush_garbage(out)
+    if self.garbage_len == 0 then return end
+    local where = self.garbage_offset == 0 and "before the first frame"
+        or ("at stream offset " .. string.format("%d", self.garbage_offset))
+    local record = { kind = "garbage", offset = self.garbage_offset, length = self.garbage_len, body_len = 0,
+                     problems = {} }
+    add_problem(record, "garbage_skipped",
+        string.format("%d bytes that are not M-PROXY %s", self.garbage_len, where))
+    out[#out + 1] = record
+    self.garbage_len = 0
+end
+
+function Parser:skip(count)
+    if count <= 0 then return end
+    if self.garbage_len == 0 then self.garbage_offset = self.base end
+    self.garbage_len = self.garbage_len + count
+    self.base = self.base + count
+end
+
+-- A header longer than 255 bytes usually still parses at hdrlen (the name is cut); see parser.py.
+function Parser:wrapped_alternative(buf, pos, h, header_end)
+    local available = #buf - pos
+    if h.field_count < 7 or not h.values.name or h.values.name == "" or buf:byte(pos + 1) ~= VERSION_1_BYTE then
+        return nil
+    end
+    if (h.datalen or 0) > MAX_BODY_HELD then return nil end
+    local tail_end = header_end + WRAP
+    local scan_end = math.min(tail_end, available) - (h.dialect == "go" and 1 or 0)
+    if has_control_byte(buf, pos + header_end + 1, pos + scan_end) then return nil end
+    if count_commas(buf, pos + header_end + 1, pos + math.min(tail_end, available)) > 1 then return nil end
+    local datalen = h.datalen or 0
+    local short_end, long_end = header_end + datalen, tail_end + datalen
+    if available > short_end and buf:byte(pos + short_end + 1) == VERSION_1_BYTE then return nil end
+    if available <= long_end then return NEED_MORE end
+    if buf:byte(pos + long_end + 1) ~= VERSION_1_BYTE then return nil end
+    local longer = parse_header(buf:sub(pos + 3, pos + tail_end))
+    if longer.datalen == h.datalen then return longer end
+    return nil
+end
+
+function Parser:at_boundary(buf, pos, out)
+    local available = #buf - pos
+    if available < 2 then return NEED_MORE end
+    local version, hdrlen = buf:byte(pos + 1, pos + 2)
+    local header_end = 2 + hdrlen
+    if available < header_end then return NEED_MORE end
+    local h = parse_header(buf:sub(pos + 3, pos + header_end))
+    if h.datalen ~= nil then
+        local wrapped = self:wrapped_alternative(buf, pos, h, header_end)
+        if wrapped == NEED_MORE then return NEED_MORE end
+        if wrapped ~= nil then
+            h, header_end = wrapped, header_end + WRAP
+        end
+    else
+        if available < header_end + WRAP then return NEED_MORE end
+        local longer = parse_header(buf:sub(pos + 3, pos + header_end + WRAP))
+        if version == VERSION_1_BYTE and looks_like_frame_start(longer) then
+            h, header_end = longer, header_end + WRAP
+        elseif version == VERSION_1_BYTE and not has_control_byte(buf, pos + 3, pos + header_end) then
+            out[#out + 1] = frame_record(pos, self.base, version, hdrlen, h)
+            self.base = self.base + header_end
+            self.synced = false
+            return PROGRESS, header_end
+        else
+            self.synced = false
+            return PROGRESS, 0
+        end
+    end
+    local record = frame_record(pos, self.base, version, header_end - 2, h)
+    if header_end - 2 > 255 then
+        add_problem(record, "hdrlen_wrapped", string.format(
+            "hdrlen byte says %d but the header is %d bytes (a packer wrote len & 0xff)", hdrlen, header_end - 2))
+    end
+    local datalen = h.datalen or 0
+    local total = header_end + datalen
+    if available < total then return NEED_MORE end
+    record.length = total
+    record.header_end = header_end
+    record.body_len = datalen
+    if datalen > 0 then
+        check_body(record, buf:sub(pos + header_end + 1, pos + total))
+    end
+    out[#out + 1] = record
+    self.base = self.base + total
+    return PROGRESS, total
+end
+
+-- Index (0-based, from pos) of the next believable frame start; -1 none; -2 - i: maybe at i, header incomplete.
+local function find_frame_start(buf, pos)
+    local position = pos
+    while true do
+        local candidate = buf:find("\254", position + 1, true)
+        if candidate == nil then return -1 end
+        candidate = candidate - 1
+        local hdrlen = buf:byte(candidate + 2)
+        if hdrlen == nil or #buf < candidate + 2 + hdrlen then
+            return -2 - (candidate - pos)
+        end
+        if looks_like_frame_start(parse_header(buf:sub(candidate + 3, candidate + 2 + hdrlen))) then
+            return candidate - pos
+        end
+        position = candidate + 1
+    end
+end
+
+function Parser:scan(buf, pos, out)
+    local start = find_frame_start(buf, pos)
+    if start == -1 then
+        self:skip(#buf - pos)
+        return NEED_MORE, #buf - pos
+    end
+    if start < -1 then
+        self:skip(-2 - start)
+        return NEED_MORE, -2 - start
+    end
+    self:skip(start)
+    self:flush_garbage(out)
+    self.synced = true
+    return PROGRESS, start
+end
+
+-- All records buf completes; returns records and the number of bytes consumed.
+function Parser:run(buf)
+    local out, pos = {}, 0
+    while pos < #buf do
+        local step, used
+        if self.synced then
+            step, used = self:at_boundary(buf, pos, out)
+        else
+            step, used = self:scan(buf, pos, out)
+        end
+        pos = pos + (used or 0)
+        if step == NEED_MORE then break end
+    end
+    return out, pos
+end
+
+----------------------------------------------------------------------------
+-- State kept across packets (first pass builds it, later passes look it up)
+----------------------------------------------------------------------------
+
+local f_tcp_stream = Field.new("tcp.stream")
+local f_tcp_seq_raw = Field.new("tcp.seq_raw")
+local f_tcp_len = Field.new("tcp.len")
+
+local tunnels = {}        -- tcp.stream -> { carrier = "tcp"|"websocket" }
+local parsers = {}        -- stream:direction key -> Parser
+local tcp_calls = {}      -- frame number -> { [call] = parser snapshot before the call }
+local ws_results = {}     -- frame number -> { [call] = { records with their bytes } }
+local ws_pending = {}     -- stream:direction key -> { bytes = "", frames = {frame numbers} }
+local reassembled_in = {} -- frame number -> frame number completing a frame started there
+local controls = {}       -- stream:direction:id -> request { frame, time }
+local control_links = {}  -- frame number .. ":" .. record offset -> { reply_to, replied_in, reply_time }
+local upgrades = {}       -- tcp.stream -> true once an M-PROXY WebSocket upgrade was seen
+local call_counter = { frame = -1, count = 0 }
+
+local function init_state()
+    tunnels, parsers, tcp_calls, ws_results, ws_pending = {}, {}, {}, {}, {}
+    reassembled_in, controls, control_links, upgrades = {}, {}, {}, {}
+    call_counter = { frame = -1, count = 0 }
+end
+
+function mproxy.init()
+    init_state()
+end
+
+local function stream_id()
+    local field = f_tcp_stream()
+    return field and field.value or -1
+end
+
+local function endpoint_key(pinfo, stream)
+    return string.format("%d|%s|%d", stream, tostring(pinfo.src), pinfo.src_port)
+end
+
+-- the other direction of the same tunnel: where replies to this direction's requests come from
+local function peer_key(pinfo, stream)
+    return string.format("%d|%s|%d", stream, tostring(pinfo.dst), pinfo.dst_port)
+end
+
+local function context(pinfo, stream)
+    return { key = endpoint_key(pinfo, stream), peer = peer_key(pinfo, stream) }
+end
+
+-- Several calls of our dissector can happen in one packet; number them so later passes find their state.
+local function next_call(pinfo)
+    if call_counter.frame ~= pinfo.number then
+        call_counter.frame, call_counter.count = pinfo.number, 0
+    end
+    call_counter.count = call_counter.count + 1
+    return call_counter.count
+end
+
+----------------------------------------------------------------------------
+-- Showing one record
+----------------------------------------------------------------------------
+
+local function describe(tbl, value)
+    if value == nil then return nil end
+    return tbl[value]
+end
+
+local function client_id(record)
+    if record.kind == "garbage" or record.kind == "control" then return nil end
+    local v = record.header.values
+    local port = v.port
+    if not is_digits(port) then port = "" else port = string.format("%d", tonumber(port)) end
+    return (v.family or "") .. "," .. (v.address or "") .. "," .. port
+end
+
+local function summary(record, control)
+    if record.kind == "garbage" then
+        return string.format("garbage %d bytes", record.length)
+    end
+    local v = record.header.values
+    local parts = { record.kind }
+    if record.kind == "control" then
+        if control and control.id then
+            local id = tonumber(control.id)
+            if id and id < 0 then
+                parts[#parts + 1] = "reply #" .. control.id
+            elseif control.command then
+                parts[#parts + 1] = "#" .. control.id .. " " .. control.command
+            else
+                parts[#parts + 1] = "#" .. control.id
+            end
+        end
+    elseif record.kind == "connection" then
+        parts[#parts + 1] = client_id(record)
+        parts[#parts + 1] = v.servicename ~= "" and v.servicename or v.service
+        parts[#parts + 1] = v.name
+    elseif record.kind == DATA_KIND then
+        parts[#parts + 1] = string.format("%d bytes", record.body_len)
+        parts[#parts + 1] = client_id(record)
+        parts[#parts + 1] = v.service
+        parts[#parts + 1] = v.name
+    else
+        parts[#parts + 1] = client_id(record)
+    end
+    local text = {}
+    for _, part in ipairs(parts) do
+        if part and part ~= "" then text[#text + 1] = part end
+    end
+    local line = table.concat(text, " ")
+    if #record.problems > 0 then line = line .. " [" .. record.problems[1][1] .. "]" end
+    return line
+end
+
+local function add_number(tree, field, range, text)
+    local number = is_digits(text) and tonumber(text) or nil
+    if number ~= nil and number <= 65535 then
+        return tree:add(field, range, number)
+    end
+    return nil
+end
+
+local function add_control(tree, pinfo, record, body_range, body, ctx)
+    if json_document(body) ~= "array" then return nil end
+    local id_text, command, args, second = control_parts(body)
+    local control = { id = id_text, command = command }
+    local ctree = tree:add(mproxy, body_range, "Control")
+    ctree:set_text("Control: " .. body:gsub("[%z\1-\31\127]", "."):sub(1, 120))
+    local id = tonumber(id_text or "")
+    if id_text and id and id == math.floor(id) and math.abs(id) < 2^31 then
+        ctree:add(pf.control_id, body_range, id)
+    end
+    if command ~= nil and (id == nil or id > 0) then
+        local item = ctree:add(pf.control_command, body_range, command)
+        if CONTROL_COMMANDS[command] then item:append_text(" (" .. CONTROL_COMMANDS[command] .. ")") end
+    end
+    local secret = command ~= nil and SECRET_COMMANDS[command] and not mproxy.prefs.show_tokens
+    if id ~= nil and id < 0 then
+        -- a reply carries the result in the second element
+        args = "[" .. (second or "") .. (args ~= "[]" and ", " .. args:sub(2, -2) or "") .. "]"
+        if second == nil then args = "[]" end
+    end
+    ctree:add(pf.control_args, body_range, secret and REDACTED or args)
+    -- request / reply matching, per tunnel: a reply -N travels the other way from request N
+    local link_key = pinfo.number .. ":" .. record.offset .. ":" .. ctx.key
+    if not pinfo.visited and id ~= nil and id ~= 0 then
+        if id > 0 then
+            controls[ctx.key .. "|" .. string.format("%d", id)] =
+                { frame = pinfo.number, time = pinfo.abs_ts, link = link_key }
+        else
+            local request = controls[ctx.peer .. "|" .. string.format("%d", -id)]
+            if request then
+                control_links[link_key] = { reply_to = request.frame, reply_time = pinfo.abs_ts - request.time }
+                control_links[request.link] = { replied_in = pinfo.number }
+            end
+        end
+    end
+    local link = control_links[link_key]
+    if link then
+        if link.reply_to then
+            ctree:add(pf.control_reply_to, body_range, link.reply_to):set_generated()
+            ctree:add(pf.control_reply_time, body_range, NSTime.new(math.floor(link.reply_time),
+                math.floor((link.reply_time % 1) * 1e9 + 0.5))):set_generated()
+        end
+        if link.replied_in then
+            ctree:add(pf.control_replied_in, body_range, link.replied_in):set_generated()
+        end
+    end
+    return control
+end
+
+local function call_subdissector(name, tvb, pinfo, tree)
+    local dissector = Dissector.get(name)
+    if dissector == nil then return end
+    local ok = pcall(function() dissector:call(tvb, pinfo, tree) end)
+    return ok
+end
+
+-- Add one record to the tree. tvb holds the record's bytes from position pos.
+local function show_record(record, tvb, pinfo, tree, ctx, bodies)
+    local in_tvb = record.pos ~= nil
+    local range
+    if in_tvb then
+        range = tvb(record.pos, record.length)
+    else
+        range = tvb(0, 0)
+    end
+    local item = tree:add(mproxy, range)
+    local text_control
+    item:add(pf.kind, range, record.kind):set_generated()
+    item:add(pf.offset, range, UInt64.new(record.offset)):set_generated()
+    item:add(pf.length, range, record.length):set_generated()
+    if ctx.header_in then
+        item:add(pf.header_in, range, ctx.header_in):set_generated()
+    end
+    if record.kind ~= "garbage" then
+        local pos = record.pos
+        local h = record.header
+        local header_end = record.header_end or record.length
+        item:add(pf.version, tvb(pos, 1))
+        item:add(pf.hdrlen, tvb(pos + 1, 1))
+        local header_range = tvb(pos + 2, math.max(header_end - 2, 0))
+        local htree = item:add(mproxy, header_range, "Header: " .. h.raw:gsub("[%z\1-\31\127]", "."))
+        -- field ranges inside the header text
+        local cursor = 0
+        for index, key in ipairs(HEADER_KEYS) do
+            local value = h.values[key]
+            if value == nil then break end
+            local field_range = tvb(pos + 2 + math.min(cursor, header_end - 2), math.min(#value, math.max(header_end - 2 - cursor, 0)))
+            local field_item
+            if key == "port" or key == "serviceport" then
+                field_item = add_number(htree, pf[key], field_range, value)
+                if field_item == nil then
+                    htree:add(mproxy, field_range, LABELS[key] .. ": " .. (value == "" and "(empty)" or value))
+                end
+            elseif key == "datalen" then
+                if h.datalen ~= nil then
+                    field_item = htree:add(pf.datalen, field_range, uint64_from_decimal(value))
+                else
+                    htree:add(mproxy, field_range, LABELS.datalen .. ": " .. value)
+                end
+            else
+                field_item = htree:add(pf[key], field_range, value)
+            end
+            if field_item then
+                local desc
+                if key == "family" then desc = describe(FAMILIES, value)
+                elseif key == "service" or key == "servicename" then
+                    desc = describe(KINDS, value) or describe(KNOWN_SERVICES, value)
+                end
+                if desc then field_item:append_text(" (" .. desc .. ")") end
+            end
+            cursor = cursor + #value + 1
+        end
+        item:add(pf.dialect, header_range, h.dialect):append_text(" (" .. DIALECTS[h.dialect] .. ")")
+        local cid = client_id(record)
+        if cid then item:add(pf.client_id, header_range, cid):set_generated() end
+        if record.body_len > 0 then
+            local body_range = tvb(pos + header_end, record.body_len)
+            item:add(pf.body, body_range)
+            local body = body_range:raw()
+            if record.kind == "control" then
+                text_control = add_control(item, pinfo, record, body_range, body, ctx)
+            elseif record.kind == "error" then
+                local code = body:match('"code"%s*:%s*"([^"]*)"')
+                if code and ERROR_CODES[code] then item:append_text(", " .. code .. " (" .. ERROR_CODES[code] .. ")") end
+            end
+            local sub = BODY_SUBDISSECTORS[h.values.service or ""]
+            if sub and mproxy.prefs.subdissectors then
+                bodies[#bodies + 1] = { dissector = sub, tvb = body_range:tvb() }
+            end
+        end
+    end
+    for _, problem in ipairs(record.problems) do
+        item:add_proto_expert_info(ex[problem[1]], problem[2])
+    end
+    if ctx.reassembled_in then
+        item:add(pf.reassembled_in, range, ctx.reassembled_in):set_generated()
+    end
+    local line = summary(record, text_control)
+    item:append_text(", " .. line)
+    return line
+end
+
+local function set_columns(pinfo, lines)
+    if #lines == 0 then return end
+    pinfo.cols.protocol = "M-PROXY"
+    pinfo.cols.info = table.concat(lines, "; ")
+end
+
+-- Bodies go to their service's dissector after our Info text is set, so theirs
+-- is appended (TLS "Client Hello"); JSON only names itself, so ours is kept.
+local function dissect_bodies(bodies, pinfo, tree, lines)
+    if #bodies == 0 then return end
+    pinfo.cols.info:append(" | ")
+    pinfo.cols.info:fence()
+    local only_json = true
+    for _, body in ipairs(bodies) do
+        call_subdissector(body.dissector, body.tvb, pinfo, tree)
+        only_json = only_json and body.dissector == "json"
+    end
+    if only_json then
+        pinfo.cols.info:clear_fence()
+        pinfo.cols.protocol = "M-PROXY"
+        pinfo.cols.info = table.concat(lines, "; ")
+    end
+end
+
+----------------------------------------------------------------------------
+-- Raw TCP: the desegment loop
+----------------------------------------------------------------------------
+
+-- Stream offset of the tvb's first byte. Wireshark's TCP reassembly can hand
+-- back bytes we already consumed (a reassembled PDU is extended from its
+-- start), so the parser places each tvb in the stream by TCP sequence
+-- number: every tvb it gets ends where the current segment ends.
+local function tvb_stream_offset(tvb, parser)
+    local seqs, lens = { f_tcp_seq_raw() }, { f_tcp_len() }
+    if #seqs == 0 or #lens == 0 then return parser.base end
+    local seq_end = (seqs[#seqs].value + lens[#lens].value) % 4294967296
+    local start = (seq_end - tvb:len()) % 4294967296
+    if parser.origin == nil then parser.origin = (start - parser.base) % 4294967296 end
+    return (start - parser.origin) % 4294967296
+end
+
+local function dissect_tcp(tvb, pinfo, tree)
+    local stream = stream_id()
+    local ctx = context(pinfo, stream)
+    local key = ctx.key
+    local call = next_call(pinfo)
+    local parser
+    if not pinfo.visited then
+        parser = parsers[key]
+        if parser == nil then
+            parser = new_parser()
+            parsers[key] = parser
+        end
+        local start = tvb_stream_offset(tvb, parser)
+        if start > parser.base then
+            -- bytes missing in the capture: start over at the next believable frame
+            parser.base, parser.synced, parser.garbage_len = start, false, 0
+        end
+        tcp_calls[pinfo.number] = tcp_calls[pinfo.number] or {}
+        tcp_calls[pinfo.number][call] = { state = parser:snapshot(), skip = parser.base - start }
+    end
+    local saved = tcp_calls[pinfo.number] and tcp_calls[pinfo.number][call]
+    if saved == nil then return 0 end
+    if pinfo.visited then parser = parser_from(saved.state) end
+    local skip = saved.skip
+    if skip >= tvb:len() then return tvb:len() end
+    local buf = tvb:raw(skip, tvb:len() - skip)
+    local records, consumed = parser:run(buf)
+    local lines, bodies = {}, {}
+    for _, record in ipairs(records) do
+        if record.pos then record.pos = record.pos + skip end
+        lines[#lines + 1] = show_record(record, tvb, pinfo, tree, ctx, bodies)
+    end
+    set_columns(pinfo, lines)
+    dissect_bodies(bodies, pinfo, tree, lines)
+    if skip + consumed < tvb:len() then
+        pinfo.desegment_offset = skip + consumed
+        pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
+    end
+    return tvb:len()
+end
+
+function mproxy.dissector(tvb, pinfo, tree)
+    return dissect_tcp(tvb, pinfo, tree)
+end
+
+-- A payload that starts with a believable frame: 0xFE, a sane hdrlen, a header that parses.
+local function starts_with_frame(tvb)
+    if tvb:len() < 2 or tvb(0, 1):uint() ~= VERSION_1_BYTE then return false end
+    local hdrlen = tvb(1, 1):uint()
+    if hdrlen < 5 or tvb:len() < 2 + hdrlen then return false end
+    local h = parse_header(tvb:raw(2, hdrlen))
+    return looks_like_frame_start(h)
+end
+
+----------------------------------------------------------------------------
+-- WebSocket: our own reassembly across messages
+----------------------------------------------------------------------------
+
+local function dissect_ws(tvb, pinfo, tree)
+    local stream = stream_id()
+    local ctx = context(pinfo, stream)
+    local key = ctx.key
+    local call = next_call(pinfo)
+    if not pinfo.visited then
+        local pending = ws_pending[key] or { bytes = "", frames = {} }
+        ws_pending[key] = pending
+        local parser = parsers[key]
+        if parser == nil then
+            parser = new_parser()
+            parsers[key] = parser
+        end
+        local buf = pending.bytes .. tvb:raw(0, tvb:len())
+        local first_frames = pending.frames
+        if #first_frames == 0 or first_frames[#first_frames].number ~= pinfo.number then
+            first_frames[#first_frames + 1] = { number = pinfo.number, at = #pending.bytes }
+        end
+        local records, consumed = parser:run(buf)
+        local results = {}
+        for _, record in ipairs(records) do
+            local saved = { record = record, bytes = nil }
+            if record.pos ~= nil then
+                saved.bytes = buf:sub(record.pos + 1, record.pos + record.length)
+                -- the frame where this record's first byte arrived
+                local header_in
+                for _, arrival in ipairs(first_frames) do
+                    if arrival.at <= record.pos then header_in = arrival.number end
+                end
+                if header_in and header_in ~= pinfo.number then
+                    saved.header_in = header_in
+                    reassembled_in[header_in] = reassembled_in[header_in] or {}
+                    table.insert(reassembled_in[header_in], pinfo.number)
+                end
+            end
+            results[#results + 1] = saved
+        end
+        pending.bytes = buf:sub(consumed + 1)
+        local kept = {}
+        for _, arrival in ipairs(first_frames) do
+            if arrival.at + 0 >= consumed or arrival == first_frames[#first_frames] then
+                kept[#kept + 1] = { number = arrival.number, at = math.max(arrival.at - consumed, 0) }
+            end
+        end
+        if #pending.bytes == 0 then kept = {} end
+        pending.frames = kept
+        ws_results[pinfo.number] = ws_results[pinfo.number] or {}
+        ws_results[pinfo.number][call] = results
+    end
+    local results = ws_results[pinfo.number] and ws_results[pinfo.number][call] or {}
+    local lines, bodies = {}, {}
+    for _, saved in ipairs(results) do
+        local record_tvb = tvb
+        local record = saved.record
+        if saved.bytes ~= nil then
+            record_tvb = ByteArray.new(saved.bytes, true):tvb("M-PROXY frame")
+            record = setmetatable({ pos = 0 }, { __index = saved.record })
+        end
+        lines[#lines + 1] = show_record(record, record_tvb, pinfo, tree,
+            { key = ctx.key, peer = ctx.peer, header_in = saved.header_in }, bodies)
+    end
+    if #results == 0 then
+        local waiting = tree:add(mproxy, tvb(), "M-PROXY stream bytes (frame continues in a later message)")
+        local later = reassembled_in[pinfo.number]
+        if later then waiting:add(pf.reassembled_in, tvb(), later[1]):set_generated() end
+        pinfo.cols.protocol = "M-PROXY"
+        pinfo.cols.info = "M-PROXY continuation"
+    else
+        local later = reassembled_in[pinfo.number]
+        if later then
+            for _, number in ipairs(later) do
+                if number ~= pinfo.number then
+                    tree:add(pf.reassembled_in, tvb(), number):set_generated()
+                end
+            end
+        end
+        set_columns(pinfo, lines)
+        dissect_bodies(bodies, pinfo, tree, lines)
+    end
+    return tvb:len()
+end
+
+local function heur_ws(tvb, pinfo, tree)
+    local stream = stream_id()
+    if tunnels[stream] == nil then
+        if pinfo.visited or not starts_with_frame(tvb) then return false end
+        tunnels[stream] = { carrier = "websocket" }
+    end
+    dissect_ws(tvb, pinfo, tree)
+    return true
+end
+
+----------------------------------------------------------------------------
+-- The TCP heuristic: raw M-PROXY, or the WebSocket upgrade of a tunnel on any port
+----------------------------------------------------------------------------
+
+local mproxy_ws_upgrade = Proto("mproxy_upgrade", "M-PROXY WebSocket upgrade")
+
+-- HTTP Upgrade: websocket request; telebit tunnels carry access_token or versions=v1 in the query.
+local function is_websocket_upgrade(tvb)
+    if tvb:len() < 16 then return false end
+    local head = tvb:raw(0, math.min(tvb:len(), 4096))
+    if head:sub(1, 4) ~= "GET " then return false end
+    local lower = head:lower()
+    return lower:find("\r\nupgrade:%s*websocket") ~= nil
+end
+
+function mproxy_ws_upgrade.dissector(tvb, pinfo, tree)
+    local http = Dissector.get("http")
+    return http:call(tvb, pinfo, tree)
+end
+
+local function heur_tcp(tvb, pinfo, tree)
+    local stream = stream_id()
+    if starts_with_frame(tvb) then
+        tunnels[stream] = { carrier = "tcp" }
+        pinfo.conversation = mproxy
+        dissect_tcp(tvb, pinfo, tree)
+        return true
+    end
+    if is_websocket_upgrade(tvb) then
+        upgrades[stream] = true
+        pinfo.conversation = mproxy_ws_upgrade
+        mproxy_ws_upgrade.dissector(tvb, pinfo, tree)
+        return true
+    end
+    return false
+end
+
+----------------------------------------------------------------------------
+-- Registration
+----------------------------------------------------------------------------
+
+mproxy:register_heuristic("tcp", heur_tcp)
+mproxy:register_heuristic("ws", heur_ws)
+DissectorTable.get("tcp.port"):add_for_decode_as(mproxy)
+
+local registered_ports = ""
+function mproxy.prefs_changed()
+    local tcp_port = DissectorTable.get("tcp.port")
+    if registered_ports ~= "" then tcp_port:remove(registered_ports, mproxy) end
+    registered_ports = tostring(mproxy.prefs.tcp_ports)
+    if registered_ports ~= "" then tcp_port:add(registered_ports, mproxy) end
+end
