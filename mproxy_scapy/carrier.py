@@ -343,6 +343,8 @@ class Carrier:
                     return None
                 if not final and len(head) < 8 and any(m.startswith(head) for m in _METHODS):
                     return []
+            if direction == 1 and head.startswith(b"HTTP/") and not self._held_bytes[0] and not final:
+                return []  # an answer seen before its request: wait for the request
             other = _other_protocol(head)
             if other is not None:
                 return self._settle_none(other)
@@ -401,10 +403,13 @@ class Carrier:
                 verdicts.append(None)
                 continue
             self._scanned[direction] = len(buf)
-            ws_pos, ws_safe = find_frame_start(buf, masked=None, deflate=None, strict=True, final=final)
+            ws_pos, ws_safe = find_frame_start(buf, masked=None, deflate=None, final=final)
             raw_pos, _ = find_mproxy_start(buf, final)
             if ws_pos is not None and (raw_pos is None or ws_pos <= raw_pos):
+                # Clients mask, servers do not: the frame found tells which side is which.
+                masked = bool(buf[ws_pos + 1] & 0x80)
                 verdicts.append("websocket")
+                client_direction = direction if masked else 1 - direction
             elif raw_pos is not None and ws_safe > raw_pos:
                 verdicts.append("tcp")
             else:
@@ -412,7 +417,9 @@ class Carrier:
         for direction, verdict in enumerate(verdicts):
             if verdict == "websocket":
                 return self._settle_websocket(
-                    None, f"capture started mid-stream; WebSocket binary frames with M-PROXY in direction {direction}"
+                    None,
+                    f"capture started mid-stream; WebSocket binary frames with M-PROXY in direction {direction}",
+                    client_direction,
                 )
         for direction, verdict in enumerate(verdicts):
             if verdict == "tcp":
@@ -451,9 +458,18 @@ class Carrier:
                     out.append(Skipped(direction, "not_mproxy", held.length, other))
         return out
 
-    def _settle_websocket(self, response: HttpHead | None, assumed: str | None) -> list[CarrierEvent]:
+    def _settle_websocket(
+        self, response: HttpHead | None, assumed: str | None, client_direction: int | None = None
+    ) -> list[CarrierEvent]:
+        """Start unframing both directions and replay what was held.
+
+        ``client_direction`` is the side whose frames are masked, when known
+        without a handshake.
+        """
         self.kind = "websocket"
         request = self._request
+        if request is not None:
+            client_direction = 0
         deflate = DeflateParams.from_extensions(response.get("Sec-WebSocket-Extensions")) if response else None
         info: dict[str, Any] = {"midstream": request is None, "assumed": assumed}
         if request is not None:
@@ -468,7 +484,7 @@ class Carrier:
         synced = (request is not None, response is not None)
         for direction in (0, 1):
             self.unframers[direction] = WebSocketUnframer(
-                from_client=(direction == 0) if request is not None else None,
+                from_client=None if client_direction is None else direction == client_direction,
                 deflate=deflate,
                 deflate_known=response is not None,
                 synced=synced[direction],

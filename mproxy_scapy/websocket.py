@@ -259,17 +259,15 @@ def _plausible(h: FrameHeader, masked: bool | None, deflate: bool | None) -> boo
 
 def _payload_looks_like_mproxy(h: FrameHeader, payload: bytes | bytearray | memoryview) -> bool:
     """A binary message whose first bytes read as the start of an M-PROXY frame."""
+    if h.mask is not None:
+        payload = unmask(payload, h.mask)
     if h.rsv & 0x40:
         try:
-            payload = zlib.decompressobj(-15).decompress(bytes(payload), 258)
+            payload = zlib.decompressobj(-15).decompress(bytes(payload), _MPROXY_HEAD)
         except zlib.error:
             return False
-    elif h.mask is not None:
-        payload = unmask(payload, h.mask)
-    if not payload or payload[0] != 0xFE:
+    if len(payload) < 2 or payload[0] != 0xFE or len(payload) < 2 + payload[1]:
         return False
-    if len(payload) < 2 or len(payload) < 2 + payload[1]:
-        return h.length == len(payload) or len(payload) < 2
     return ParsedHeader(bytes(payload[2 : 2 + payload[1]])).looks_like_frame_start()
 
 
@@ -302,18 +300,16 @@ def find_frame_start(
     *,
     masked: bool | None,
     deflate: bool | None,
-    strict: bool,
     final: bool,
 ) -> tuple[int | None, int]:
     """Where the WebSocket framing plausibly resumes in ``buf``.
 
-    Returns ``(position, safe)``: ``position`` is the offset of a believed frame
-    header or None; ``safe`` is how many leading bytes can be dropped for sure
-    when none was found (the rest may still start a frame once more bytes come).
-    A binary frame whose payload starts like an M-PROXY frame is believed;
-    unless ``strict`` (used to recognise WebSocket when the handshake was not
-    captured), so is a plausible header followed by another plausible header
-    where its payload ends. ``final`` means no more bytes will come.
+    Only a binary frame whose payload starts with a believable M-PROXY header
+    is believed: a header-shaped pair of bytes alone is far too common in a
+    random payload. Returns ``(position, safe)``: ``position`` is the offset of
+    that frame's header or None; ``safe`` is how many leading bytes can be
+    dropped for sure when none was found (the rest may still start a frame
+    once more bytes come). ``final`` means no more bytes will come.
     """
     n = len(buf)
     search = _FIRST_BYTE.search
@@ -329,36 +325,14 @@ def find_frame_start(
                 continue
             return None, i
         h = FrameHeader(buf, i)
-        if _plausible(h, masked, deflate):
-            payload_at = i + size
-            verdict = _binary_verdict(h, buf, payload_at, final) if h.opcode == OP_BINARY and h.length else "no"
+        if h.opcode == OP_BINARY and h.length and _plausible(h, masked, deflate):
+            verdict = _binary_verdict(h, buf, i + size, final)
             if verdict == "yes":
                 return i, i
             if verdict == "more":
                 return None, i
-            if not strict:
-                verdict = _chain_verdict(buf, payload_at + h.length, masked, deflate, final)
-                if verdict == "yes":
-                    return i, i
-                if verdict == "more" and payload_at + h.length - i <= DEFAULT_MAX_RESYNC:
-                    return None, i
         match = search(buf, i + 1)
     return None, n
-
-
-def _chain_verdict(
-    buf: bytes | bytearray | memoryview, end: int, masked: bool | None, deflate: bool | None, final: bool
-) -> str:
-    """Whether another plausible frame header starts where a candidate frame ends."""
-    n = len(buf)
-    if end == n and final:
-        return "yes"
-    if n - end < 2:
-        return "no" if final else "more"
-    nsize = header_length(buf[end], buf[end + 1])
-    if n - end < nsize:
-        return "no" if final else "more"
-    return "yes" if _plausible(FrameHeader(buf, end), masked, deflate) else "no"
 
 
 class WebSocketUnframer:
@@ -705,7 +679,7 @@ class WebSocketUnframer:
         buf = self._rbuf
         buf += mv
         deflate = None if not self.deflate_known else self.deflate is not None
-        pos, safe = find_frame_start(buf, masked=self.from_client, deflate=deflate, strict=False, final=final)
+        pos, safe = find_frame_start(buf, masked=self.from_client, deflate=deflate, final=final)
         if pos is None:
             if len(buf) - safe > self.max_resync:
                 safe = len(buf) - self.max_resync
@@ -720,11 +694,6 @@ class WebSocketUnframer:
         self._resyncing = False
         if self.frames:
             out.append(WsProblem("ws_resynced", f"framing found again after {pos} skipped bytes"))
-        if FrameHeader(rest).opcode == OP_CONTINUATION:
-            # The message's first frame was lost: M-PROXY tunnels send binary messages.
-            self._msg_opcode = OP_BINARY
-            self._msg_compressed = False
-            self._msg_out = 0
         return rest
 
     def _flush_framing(self, out: list[WsEvent]) -> None:
