@@ -69,7 +69,7 @@ def summarize(decoder: Decoder, tracker: SessionTracker, *, show_secrets: bool =
         info = t.carrier_info if show_secrets else redact_value(t.carrier_info)
         tunnels.append({
             "tunnel": t.id, "client": t.client, "server": t.server, "carrier": t.carrier,
-            "carrier_info": {str(k): str(v) for k, v in info.items()},
+            "carrier_info": {str(k): "" if v is None else str(v) for k, v in info.items()},
             "frames": list(t.frames), "stream_bytes": list(t.stream_bytes),
             "sessions": sum(1 for s in tracker.sessions if s.tunnel == t.id),
             "start": _rel(t.first_ts, first),
@@ -122,7 +122,8 @@ def print_tables(summary: dict[str, Any], console: Console) -> None:
         carrier = t["carrier"] + "".join(f" {k}={v}" for k, v in t["carrier_info"].items() if k in ("path", "url"))
         tunnels.add_row(_t(t["tunnel"]), f"{t['client']} ↔ {t['server']}", _t(carrier), _t(t["sessions"]),
                         f"{t['frames'][0]}/{t['frames'][1]}", f"{t['stream_bytes'][0]}/{t['stream_bytes'][1]}",
-                        _t(t["start"]), f"{t['duration']:.6f}", _t(t["closed"]))
+                        f"{t['start']:.6f}" if t["start"] is not None else "", f"{t['duration']:.6f}",
+                        _t(t["closed"]))
     console.print(tunnels)
     carriers = ", ".join(f"{k}: {v}" for k, v in sorted(summary["carriers"].items())) or "none"
     console.print(f"{summary['packets']} TCP packets, {summary['connections']} TCP connections, "

@@ -1,0 +1,137 @@
+"""``mproxy stats``, ``mproxy follow`` and ``mproxy detunnel`` (checked with the real tshark)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from cli_run import assert_clean_error, build_sample, mproxy
+from tunnel_capture import HTTP_REQUEST, HTTP_RESPONSE, JWT
+
+from support import REFERENCE
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    return build_sample(tmp_path_factory.mktemp("cmds"))
+
+
+def test_stats_json_numbers(sample):
+    result = mproxy("stats", str(sample), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    http, tls = summary["sessions"]
+    assert (http["client"], http["service"], http["name"], http["serviceport"]) == (
+        "IPv4,203.0.113.7,50123", "http", "app.example.test", 8080)
+    assert (http["frames_in"], http["frames_out"], http["bytes_in"], http["bytes_out"]) == (
+        2, 4, len(HTTP_REQUEST), len(HTTP_RESPONSE))
+    assert (http["ended_by"], tls["ended_by"], tls["error"]) == ("end", "error", "connection refused")
+    assert tls["bytes_in"] == len((REFERENCE / "sni.hello.bin").read_bytes())
+    (tunnel,) = summary["tunnels"]
+    assert (tunnel["carrier"], tunnel["sessions"], tunnel["closed"]) == ("tcp", 2, "fin")
+    assert summary["carriers"] == {"tcp": 1} and summary["problems"] == {}
+    hello = summary["control"][0]
+    assert (hello["command"], hello["outcome"]) == ("hello", "ok") and hello["latency"] > 0
+    assert [c["command"] for c in summary["unanswered"]] == ["auth", "add_token"]
+    assert JWT not in result.stdout
+
+
+def test_stats_tables(sample):
+    result = mproxy("stats", str(sample))
+    assert result.returncode == 0, result.stderr
+    for text in ("Tunneled connections", "IPv6,2001:db8::42,40443", "pokemap.hellabit.com",
+                 "error (connection refused)", "Tunnels", "10.1.0.2:51000 ↔ 10.1.0.1:7443", "no problems",
+                 "Control round-trips", "2 control requests unanswered"):
+        assert text in result.stdout, text
+
+
+def test_stats_errors(tmp_path):
+    assert_clean_error(mproxy("stats", str(tmp_path / "missing.pcapng")), "no such file")
+
+
+def test_follow_ascii_masks_secrets(sample):
+    result = mproxy("follow", str(sample), "--client", "203.0.113.7:50123")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Follow: mproxy,ascii" in out and "Node 0: 203.0.113.7:50123" in out
+    assert "GET /hello?x=1 HTTP/1.1\nHost: app.example.test\nAuthorization: Bearer ****" in out
+    assert f"\t{len(HTTP_RESPONSE)}\nHTTP/1.1 200 OK" in out
+    assert JWT not in out
+    shown = mproxy("follow", str(sample), "--client", "IPv4,203.0.113.7,50123", "--show-secrets")
+    assert JWT in shown.stdout
+
+
+def test_follow_hex_and_raw(sample):
+    hexed = mproxy("follow", str(sample), "--client", "[2001:db8::42]:40443", "--format", "hex")
+    assert hexed.returncode == 0, hexed.stderr
+    assert "00000000  16 03 01" in hexed.stdout
+    raw = mproxy("follow", str(sample), "--client", "[2001:db8::42]:40443", "--format", "raw")
+    hello = (REFERENCE / "sni.hello.bin").read_bytes()
+    assert hello.hex() in raw.stdout
+
+
+def test_follow_to_files(sample, tmp_path):
+    result = mproxy("follow", str(sample), "--client", "203.0.113.7:50123", "-o", str(tmp_path / "out"),
+                    "--show-secrets")
+    assert result.returncode == 0, result.stderr
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["t1-IPv4_203.0.113.7_50123-1.in.bin", "t1-IPv4_203.0.113.7_50123-1.out.bin"]
+    assert (tmp_path / "out" / files[0]).read_bytes() == HTTP_REQUEST
+    assert (tmp_path / "out" / files[1]).read_bytes() == HTTP_RESPONSE
+
+
+def test_follow_unknown_client(sample):
+    assert_clean_error(mproxy("follow", str(sample), "--client", "1.2.3.4:5"), "no tunneled client")
+
+
+def tshark_fields(path, *fields, extra=()):
+    env = dict(os.environ, WIRESHARK_CONFIG_DIR=str(path.parent / "wsconf"), HOME=str(path.parent))
+    (path.parent / "wsconf").mkdir(exist_ok=True)
+    command = ["tshark", "-r", str(path), "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
+               *extra, "-T", "fields"]
+    for field in fields:
+        command += ["-e", field]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert result.returncode == 0, result.stderr
+    return [line.split("\t") for line in result.stdout.splitlines()]
+
+
+@pytest.mark.tshark
+def test_detunnel_output_is_plain_tcp_that_tshark_dissects(sample, tmp_path):
+    out = tmp_path / "inner.pcap"
+    result = mproxy("detunnel", str(sample), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "2 tunneled connections" in result.stderr
+    requests = tshark_fields(out, "http.request.method", "http.request.uri", "http.host", "ip.src", "tcp.srcport",
+                             extra=("-Y", "http.request"))
+    assert requests == [["GET", "/hello?x=1", "app.example.test", "203.0.113.7", "50123"]]
+    sni = tshark_fields(out, "tls.handshake.extensions_server_name", "ipv6.src",
+                        extra=("-Y", "tls.handshake.type == 1", "-d", "tcp.port==8443,tls"))
+    assert sni == [["pokemap.hellabit.com", "2001:db8::42"]]
+    flags = tshark_fields(out, "tcp.flags.str", "ip.checksum.status", "tcp.checksum.status")
+    assert all(row[2] == "2" or row[2] == "1" for row in flags)
+    assert all(row[1] in ("", "1", "2") for row in flags)
+    bad = tshark_fields(out, "frame.number", extra=("-Y", "tcp.analysis.flags or tcp.checksum.status == 0 "
+                                                           "or ip.checksum.status == 0"))
+    assert bad == []
+    assert sum("R" in row[0] for row in flags) == 1 and sum("F" in row[0] for row in flags) == 2
+    assert JWT.encode() not in out.read_bytes()
+
+
+@pytest.mark.tshark
+def test_detunnel_on_the_recorded_websocket_capture(tmp_path):
+    from support import CAPTURES
+
+    out = tmp_path / "ws-inner.pcap"
+    result = mproxy("detunnel", str(CAPTURES / "websocket.pcap"), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    suspicious = "(tcp.analysis.flags and not tcp.analysis.reused_ports) or tcp.checksum.status == 0"
+    assert tshark_fields(out, "frame.number", extra=("-Y", suspicious)) == []
+    assert tshark_fields(out, "tcp.stream", extra=("-Y", "tcp.flags.syn == 1 and tcp.flags.ack == 0"))
+
+
+def test_detunnel_cannot_write(sample, tmp_path):
+    assert_clean_error(mproxy("detunnel", str(sample), "-o", str(tmp_path / "no" / "dir" / "x.pcap")),
+                       "cannot write")
