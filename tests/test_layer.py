@@ -27,6 +27,8 @@ from mproxy_scapy.layer import MProxy, MProxyControl, MProxyError, bind, unbind
 from mproxy_scapy.parser import iter_frames
 from mproxy_scapy.spec import REDACTED
 
+from support import CAPTURES
+
 ADDRESS = {"family": "IPv4", "address": "127.0.1.1", "port": 4321, "service": "https", "serviceport": 443,
            "name": "pokemap.hellabit.com"}
 
@@ -460,3 +462,27 @@ def test_tcpsession_reassembles_frames_split_across_real_segments(tmp_path, refe
     assert any(len(chain(p)) > 1 for p in packets), "some segment should have carried two frames"
     assert not any(layer.truncated for layer in to_server + to_client)
     assert json.loads(bytes(to_client[0].payload)) == [-1, None]
+
+
+def test_tcpsession_over_the_recorded_raw_tcp_captures_matches_their_truth():
+    """The captures helper's recordings (real relay and device): every frame, in order, per direction."""
+    manifest = json.loads((CAPTURES / "manifest.json").read_text())
+    tcp_captures = [entry for entry in manifest.values() if entry["carrier"] == "tcp"]
+    assert tcp_captures, "captures/manifest.json lists no raw TCP capture"
+    for entry in tcp_captures:
+        pcap = CAPTURES / entry["file"]
+        syn = next(p for p in rdpcap(str(pcap)) if TCP in p and p[TCP].flags.S and not p[TCP].flags.A)
+        server = (syn[IP].dst, syn[TCP].dport)
+        bind(server[1])
+        try:
+            packets = sniff(offline=str(pcap), session=TCPSession)
+        finally:
+            unbind(server[1])
+        truth = [json.loads(line) for line in (CAPTURES / entry["truth"]).read_text().splitlines() if line]
+        for to_server in (True, False):
+            got = [layer for p in packets if MProxy in p and (p[TCP].dport == server[1]) == to_server
+                   for layer in chain(p)]
+            want = [r for r in truth if (r["dst"] == f"{server[0]}:{server[1]}") == to_server]
+            assert [(m.service, m.datalen, m.hostname) for m in got] == \
+                [(r["service"], r["datalen"], r["name"]) for r in want], entry["file"]
+            assert not any(m.getfieldval("problems") for m in got)
