@@ -1,0 +1,273 @@
+"""The benchmark harness: one command, every tool on the same generated capture, a markdown table.
+
+For each carrier (raw TCP, WebSocket) it generates a capture with ``gen_capture.py`` into a
+temporary folder, then times whole processes, several runs each, interleaved so a noisy
+neighbour hurts all tools alike:
+
+1. ``mproxy dissect --json FILE > /dev/null``
+2. tshark with the generated Lua dissector, extracting the M-PROXY fields
+2b. plain tshark on the same file, extracting as many TCP fields (what the Lua adds)
+3. Scapy's ``sniff(offline=..., session=TCPSession)`` with the MProxy layer bound, on a
+   smaller capture from the same generator and seed (Scapy is too slow for the full size);
+   compared by throughput
+4. the floor: ``floor.py``, a pcap walk that only locates each TCP payload
+
+Peak RSS is each child's own ``ru_maxrss`` from ``os.wait4``. Throughput is capture file
+bytes (10^6 per MB) over the median wall time. The targets of issue 6 are checked on the
+ratios of this one run. Generated captures are deleted at the end unless ``--keep``.
+
+    python benchmarks/run.py                                 # 200 MB, 3 runs, both carriers
+    python benchmarks/run.py --size-mb 1000 --runs 1 --tools dissect   # the RSS check
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+LUA = REPO / "dissectors" / "mproxy.lua"
+sys.path.insert(0, str(BENCH_DIR))
+
+from gen_capture import RAW_PORT, WS_PORT  # noqa: E402
+
+LUA_FIELDS = ("frame.number", "mproxy.kind", "mproxy.service", "mproxy.client_id", "mproxy.datalen",
+              "mproxy.name", "mproxy.serviceport")
+PLAIN_FIELDS = ("frame.number", "tcp.stream", "tcp.srcport", "tcp.dstport", "tcp.seq", "tcp.len", "tcp.flags")
+TOOLS = ("dissect", "tshark_lua", "tshark", "scapy", "floor")
+LABELS = {
+    "dissect": "(1) `mproxy dissect --json`",
+    "tshark_lua": "(2) tshark + mproxy.lua",
+    "tshark": "(2b) tshark alone",
+    "scapy": "(3) Scapy TCPSession + MProxy",
+    "floor": "(4) floor (pcap walk)",
+}
+RSS_LIMIT_MB = 150.0
+
+
+@dataclass
+class Measure:
+    """The runs of one tool on one file."""
+
+    tool: str
+    file_bytes: int
+    times: list[float] = field(default_factory=list)
+    rss_kb: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.file_bytes / 1e6 / self.median
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return max(self.rss_kb) / 1024
+
+
+def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int, str]:
+    """(wall seconds, peak RSS KB, exit code, stderr tail) of one process, stdout to /dev/null."""
+    with open(os.devnull, "wb") as devnull, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=devnull, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        tail = err.read()[-400:].decode("utf-8", "replace")
+    return elapsed, usage.ru_maxrss, proc.returncode, tail
+
+
+def tshark_env(config_dir: Path) -> dict[str, str]:
+    """An empty profile, so a user's Wireshark settings cannot change the work done."""
+    env = dict(os.environ)
+    env["WIRESHARK_CONFIG_DIR"] = str(config_dir)
+    env["HOME"] = str(config_dir)
+    return env
+
+
+def commands(capture: Path, slice_capture: Path, carrier: str, config_dir: Path) -> dict[str, tuple[list[str], dict]]:
+    py = sys.executable
+    env = tshark_env(config_dir)
+    port = RAW_PORT if carrier == "tcp" else WS_PORT
+
+    def fields(names: tuple[str, ...]) -> list[str]:
+        return [arg for name in names for arg in ("-e", name)]
+
+    mproxy = shutil.which("mproxy") or "mproxy"
+    return {
+        "dissect": ([mproxy, "dissect", "--json", str(capture)], {}),
+        "tshark_lua": (["tshark", "-X", f"lua_script:{LUA}", "-r", str(capture), "-T", "fields",
+                        *fields(LUA_FIELDS)], {"env": env}),
+        "tshark": (["tshark", "-r", str(capture), "-T", "fields", *fields(PLAIN_FIELDS)], {"env": env}),
+        "scapy": ([py, str(BENCH_DIR / "scapy_path.py"), str(slice_capture), "--port", str(port)], {}),
+        "floor": ([py, str(BENCH_DIR / "floor.py"), str(capture)], {}),
+    }
+
+
+def generate(path: Path, size_mb: float, carrier: str) -> None:
+    subprocess.run([sys.executable, str(BENCH_DIR / "gen_capture.py"), str(path), "--size-mb", str(size_mb),
+                    "--carrier", carrier], check=True, stderr=subprocess.DEVNULL)
+
+
+def frames_seen(slice_capture: Path, carrier: str, config_dir: Path) -> dict[str, int]:
+    """How many M-PROXY frames each tool reports on the small capture: proof that each did the work."""
+    counts: dict[str, int] = {}
+    out = subprocess.run(["mproxy", "dissect", "--json", str(slice_capture)], capture_output=True, check=False)
+    counts["dissect"] = sum(1 for line in out.stdout.splitlines() if b'"kind"' in line)
+    out = subprocess.run(["tshark", "-X", f"lua_script:{LUA}", "-r", str(slice_capture), "-T", "fields",
+                          "-e", "mproxy.kind"], capture_output=True, env=tshark_env(config_dir), check=False)
+    counts["tshark_lua"] = sum(len(line.split(b",")) for line in out.stdout.splitlines() if line.strip())
+    if carrier == "tcp":
+        port = str(RAW_PORT)
+        out = subprocess.run([sys.executable, str(BENCH_DIR / "scapy_path.py"), str(slice_capture), "--port", port],
+                             capture_output=True, check=False)
+        counts["scapy"] = int(out.stdout.strip() or 0)
+    return counts
+
+
+def bench_carrier(carrier: str, args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Measure], dict[str, int]]:
+    capture = workdir / f"bench-{carrier}.pcap"
+    slice_capture = workdir / f"bench-{carrier}-slice.pcap"
+    config_dir = workdir / "wireshark-profile"
+    config_dir.mkdir(exist_ok=True)
+    generate(capture, args.size_mb, carrier)
+    tools = [t for t in args.tools if not (t == "scapy" and carrier == "websocket")]
+    if "scapy" in tools or args.check_frames:
+        generate(slice_capture, min(args.scapy_mb, args.size_mb), carrier)
+    cmds = commands(capture, slice_capture, carrier, config_dir)
+    measures = {t: Measure(t, (slice_capture if t == "scapy" else capture).stat().st_size) for t in tools}
+    if "scapy" in measures:
+        measures["scapy"].note = f"on a {measures['scapy'].file_bytes / 1e6:.0f} MB capture (same generator, seed)"
+    for _ in range(args.runs):
+        for tool in tools:
+            argv, kwargs = cmds[tool]
+            elapsed, rss, code, tail = run_child(argv, **kwargs)
+            measure = measures[tool]
+            if code != 0:
+                measure.failures.append(f"exit {code}: {tail.strip()[-200:]}")
+            measure.times.append(elapsed)
+            measure.rss_kb.append(rss)
+            print(f"  {carrier} {tool}: {elapsed:.2f} s, {rss / 1024:.0f} MB", file=sys.stderr)
+    counts = frames_seen(slice_capture, carrier, config_dir) if args.check_frames else {}
+    if not args.keep:
+        capture.unlink()
+        slice_capture.unlink(missing_ok=True)
+    return measures, counts
+
+
+def table(carrier: str, measures: dict[str, Measure], runs: int) -> list[str]:
+    base = measures.get("dissect")
+    lines = [
+        f"| {carrier} | MB/s (median) | time s, median (min-max) of {runs} | peak RSS MB | dissect MB/s ÷ this |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for tool in TOOLS:
+        measure = measures.get(tool)
+        if measure is None:
+            continue
+        ratio = "" if base is None or tool == "dissect" else f"{base.mb_per_s / measure.mb_per_s:.2f}"
+        label = LABELS[tool] + (f" ({measure.note})" if measure.note else "")
+        failed = f" FAILED {measure.failures[0]!r}" if measure.failures else ""
+        lines.append(
+            f"| {label}{failed} | {measure.mb_per_s:.1f} | {measure.median:.2f} ({min(measure.times):.2f}-"
+            f"{max(measure.times):.2f}) | {measure.peak_rss_mb:.0f} | {ratio} |"
+        )
+    return lines
+
+
+def targets(carrier: str, measures: dict[str, Measure], size_mb: float) -> list[str]:
+    """Each target of issue 6 that this run can judge: met or not, with the measured ratio."""
+    out: list[str] = []
+    dissect = measures.get("dissect")
+    if dissect is None:
+        return out
+
+    def line(ok: bool, text: str) -> None:
+        out.append(f"- {'MET' if ok else 'NOT MET'}: {text}")
+
+    floor = measures.get("floor")
+    if floor:
+        goal = 0.30 if carrier == "tcp" else 0.20
+        share = dissect.mb_per_s / floor.mb_per_s
+        line(share >= goal, f"dissect at {share:.0%} of the floor's throughput (target >= {goal:.0%})")
+    lua = measures.get("tshark_lua")
+    if lua:
+        speedup = dissect.mb_per_s / lua.mb_per_s
+        line(speedup >= 4, f"dissect {speedup:.2f}x faster than tshark + Lua (target >= 4x)")
+    scapy = measures.get("scapy")
+    if scapy:
+        speedup = dissect.mb_per_s / scapy.mb_per_s
+        line(speedup >= 20, f"dissect {speedup:.1f}x faster than Scapy TCPSession (target >= 20x)")
+    plain = measures.get("tshark")
+    if lua and plain:
+        added = lua.median / plain.median - 1
+        line(added <= 0.5, f"the Lua dissector adds {added:.0%} to plain tshark's time (target <= 50%)")
+    rss = dissect.peak_rss_mb
+    scope = f"on this {size_mb:g} MB capture" + ("" if size_mb >= 1000 else " (the target is judged at 1 GB)")
+    line(rss < RSS_LIMIT_MB, f"dissect peak RSS {rss:.0f} MB {scope} (target < {RSS_LIMIT_MB:.0f} MB)")
+    return out
+
+
+def report(results: dict[str, tuple[dict[str, Measure], dict[str, int]]], args: argparse.Namespace) -> str:
+    lines = [f"Capture size {args.size_mb:g} MB per carrier, {args.runs} runs per tool, "
+             f"MB = 10^6 bytes of pcap file.", ""]
+    for carrier, (measures, counts) in results.items():
+        lines += table(carrier, measures, args.runs)
+        lines.append("")
+        lines += targets(carrier, measures, args.size_mb)
+        if counts:
+            seen = ", ".join(f"{tool} {count}" for tool, count in counts.items())
+            lines.append(f"- frames reported on the small capture: {seen}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=float, default=200.0, help="capture size per carrier (default 200)")
+    parser.add_argument("--scapy-mb", type=float, default=20.0, help="size of Scapy's smaller capture (default 20)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--carriers", default="tcp,websocket", help="comma list of tcp, websocket")
+    parser.add_argument("--tools", default=",".join(TOOLS), help=f"comma list of {', '.join(TOOLS)}")
+    parser.add_argument("--no-check-frames", dest="check_frames", action="store_false",
+                        help="skip counting each tool's frames on the small capture")
+    parser.add_argument("--workdir", type=Path, help="where captures go (default: a new temp folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated captures")
+    parser.add_argument("--output", type=Path, help="also write the markdown report here")
+    args = parser.parse_args(argv)
+    args.tools = [t for t in args.tools.split(",") if t]
+    unknown = set(args.tools) - set(TOOLS)
+    if unknown:
+        parser.error(f"unknown tools {sorted(unknown)}")
+    carriers = [c for c in args.carriers.split(",") if c]
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mproxy-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        results = {carrier: bench_carrier(carrier, args, workdir) for carrier in carriers}
+    finally:
+        if args.workdir is None and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    text = report(results, args)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    failed = any(m.failures for measures, _ in results.values() for m in measures.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
