@@ -383,6 +383,8 @@ class Carrier:
             if len(scan) > self.max_detect or self._held_bytes[0] > self.max_detect + self._request.wire_length:
                 return self._settle_websocket(None, "no complete answer to the upgrade")
             if final:
+                if not scan and not self._scan[0]:
+                    return self._settle_none("http")  # an upgrade request left unanswered, nothing after it
                 return self._settle_websocket(None, "the connection ended before the upgrade answer")
             return []
         raw, wire = split

@@ -287,8 +287,12 @@ def _binary_verdict(h: FrameHeader, buf: bytes | bytearray | memoryview, at: int
     if have < want and not final:
         if have == 0 or h.rsv & 0x40:
             return "more"
-        first = buf[at] ^ h.mask[0] if h.mask is not None else buf[at]
-        if first == 0xFE:
+        head = buf[at : at + min(have, 2)]
+        if h.mask is not None:
+            head = unmask(head, h.mask)
+        if head[0] != 0xFE:
+            return "no"
+        if len(head) < 2 or have < 2 + head[1]:
             return "more"
     if have and _payload_looks_like_mproxy(h, buf[at : at + have]):
         return "yes"

@@ -363,3 +363,49 @@ def test_real_websockets_exchange_through_a_recording_relay(compression):
     assert stream_of(events, 0) == up and stream_of(events, 1) == down
     assert problem_kinds(events) == []
     assert carrier.unframers[1].closed and carrier.unframers[0].closed
+
+
+def test_unanswered_upgrade_with_nothing_after_it_is_not_a_tunnel():
+    carrier = Carrier()
+    events = feed_all(carrier, [(0, bytes(WsPair().c2s))])
+    assert carrier.kind == "none" and detected(events) == []
+
+
+def test_uncompressed_connection_bytes_are_all_accounted_for():
+    pair = WsPair()
+    up = mproxy_stream(40)
+    pair.client_sends(BytesMessage(data=up[:7], message_finished=False), Ping(b"x"), BytesMessage(data=up[7:]))
+    pair.client_sends(TextMessage(data="t"), CloseConnection(code=1000))
+    pair.server_sends(BytesMessage(data=up), CloseConnection(code=1000))
+    c2s, s2c = bytes(pair.c2s) + b"late", bytes(pair.s2c)
+    events = feed_all(Carrier(), interleave(c2s, s2c, 1000))
+    for direction, wire in ((0, c2s), (1, s2c)):
+        skipped = sum(e.nbytes for e in events if isinstance(e, Skipped) and e.direction == direction)
+        assert len(stream_of(events, direction)) + skipped == len(wire)
+
+
+def test_held_bytes_stay_bounded_while_undecided():
+    carrier = Carrier(max_detect=4096)
+    for i in range(100):
+        carrier.feed(i % 2, os.urandom(1000), i, 0.0)
+        assert max(carrier._held_bytes) <= 4096 + 1000
+    assert carrier.kind == "none"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 20_000), st.integers(0, 255)), max_size=8),
+    st.lists(st.integers(0, 20_000), max_size=6),
+    st.lists(st.tuples(st.integers(0, 20_000), st.integers(1, 3000)), max_size=3),
+)
+def test_mutated_connections_never_raise(flips, cuts, gaps):
+    wire = bytearray(_PAIR.s2c)
+    for position, value in flips:
+        wire[position % len(wire)] = value
+    items = [(0, bytes(_PAIR.c2s))]
+    for piece in chunks(bytes(wire), cuts + [g for g, _ in gaps]):
+        items.append((1, piece))
+    for position, length in gaps:
+        items.insert(1 + position % len(items), (1, length))
+    events = feed_all(Carrier(max_message=4096), items)
+    assert set(problem_kinds(events)) <= set(CARRIER_PROBLEMS)
