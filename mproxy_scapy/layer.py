@@ -210,11 +210,15 @@ class MProxy(Packet):
             return b"", s
         return s[:body_len], s[body_len:]
 
+    def guess_payload_class(self, payload: bytes) -> type[Packet]:
+        """A truncated body stays Raw: a cut JSON, TLS or HTTP message would only produce errors."""
+        if self.truncated:
+            return conf.raw_layer
+        return super().guess_payload_class(payload)
+
     def default_payload_class(self, payload: bytes) -> type[Packet]:
         """Bodies that bind_layers cannot pick by a field value: TLS (by content) and HTTP."""
         service = self.getfieldval("service")
-        if self.truncated:
-            return conf.raw_layer
         if service in ("https", "tls") and _looks_like_tls(payload):
             tls = _scapy_class("scapy.layers.tls.record", "TLS")
             try:
@@ -296,6 +300,16 @@ class MProxy(Packet):
         if frame.body:
             pkt.do_dissect_payload(frame.body)
         return pkt
+
+    @classmethod
+    def frames_in(cls, pkt: Packet) -> list[MProxy]:
+        """Every frame a packet carries, in order (a segment or a buffer can hold several, chained)."""
+        out = []
+        layer = pkt.getlayer(cls)
+        while layer is not None:
+            out.append(layer)
+            layer = layer.payload.getlayer(cls)
+        return out
 
     @classmethod
     def dissect_all(cls, data: bytes) -> list[Packet]:

@@ -65,16 +65,6 @@ def fields_from_meta(vector: dict) -> dict:
     return kwargs
 
 
-def chain(pkt) -> list[MProxy]:
-    """Every MProxy layer of a packet, in order (a buffer of several frames dissects as a chain)."""
-    out = []
-    layer = pkt.getlayer(MProxy)
-    while layer is not None:
-        out.append(layer)
-        layer = layer.payload.getlayer(MProxy)
-    return out
-
-
 def alone(layer: MProxy) -> bytes:
     """One frame's bytes, without the frames chained after it."""
     whole = bytes(layer)
@@ -241,7 +231,7 @@ def test_other_services_and_message_kinds_stay_raw(vectors):
 def test_a_buffer_of_frames_dissects_as_a_chain(vectors):
     wires = [wire_of(v) for v in vectors]
     pkt = MProxy(b"".join(wires))
-    layers = chain(pkt)
+    layers = MProxy.frames_in(pkt)
     assert [alone(layer) for layer in layers] == wires
     assert bytes(pkt) == b"".join(wires)
 
@@ -252,7 +242,7 @@ def test_dissect_all_returns_one_packet_per_record_and_resynchronises(vectors):
     packets = MProxy.dissect_all(wires[0] + garbage + wires[1] + wires[2])
     assert [type(p) for p in packets] == [MProxy, Raw, MProxy, MProxy]
     assert [bytes(p) for p in packets] == [wires[0], garbage, wires[1], wires[2]]
-    assert all(chain(p) == [p] for p in packets if isinstance(p, MProxy))
+    assert all(MProxy.frames_in(p) == [p] for p in packets if isinstance(p, MProxy))
 
 
 def test_every_prefix_dissects_what_it_has_and_says_truncated(vectors):
@@ -263,6 +253,7 @@ def test_every_prefix_dissects_what_it_has_and_says_truncated(vectors):
             assert pkt.truncated, end
             assert any(p.startswith("truncated:") for p in pkt.getfieldval("problems"))
             assert bytes(pkt) == wire[:end]
+            assert not pkt.payload or type(pkt.payload) is Raw
         assert not MProxy(wire).truncated
 
 
@@ -452,14 +443,14 @@ def test_tcpsession_reassembles_frames_split_across_real_segments(tmp_path, refe
         packets = sniff(offline=str(pcap), session=TCPSession)
     finally:
         unbind(port)
-    to_server = [layer for p in packets if MProxy in p and p[TCP].dport == port for layer in chain(p)]
-    to_client = [layer for p in packets if MProxy in p and p[TCP].sport == port for layer in chain(p)]
+    to_server = [layer for p in packets if MProxy in p and p[TCP].dport == port for layer in MProxy.frames_in(p)]
+    to_client = [layer for p in packets if MProxy in p and p[TCP].sport == port for layer in MProxy.frames_in(p)]
     assert [alone(layer) for layer in to_server] == frames
     assert [alone(layer) for layer in to_client] == acks
     assert [layer.service for layer in to_server] == ["control", "connection", "https", "http", "end"]
     assert to_server[2][TLSClientHello].ext[0].servernames[0].servername == b"pokemap.hellabit.com"
     assert to_server[3][HTTPRequest].Host == b"ex1.telebit.io"
-    assert any(len(chain(p)) > 1 for p in packets), "some segment should have carried two frames"
+    assert any(len(MProxy.frames_in(p)) > 1 for p in packets), "some segment should have carried two frames"
     assert not any(layer.truncated for layer in to_server + to_client)
     assert json.loads(bytes(to_client[0].payload)) == [-1, None]
 
@@ -481,7 +472,7 @@ def test_tcpsession_over_the_recorded_raw_tcp_captures_matches_their_truth():
         truth = [json.loads(line) for line in (CAPTURES / entry["truth"]).read_text().splitlines() if line]
         for to_server in (True, False):
             got = [layer for p in packets if MProxy in p and (p[TCP].dport == server[1]) == to_server
-                   for layer in chain(p)]
+                   for layer in MProxy.frames_in(p)]
             want = [r for r in truth if (r["dst"] == f"{server[0]}:{server[1]}") == to_server]
             assert [(m.service, m.datalen, m.hostname) for m in got] == \
                 [(r["service"], r["datalen"], r["name"]) for r in want], entry["file"]
