@@ -378,11 +378,16 @@ def decode_capture(path: str | Path, *, decoder: Decoder | None = None) -> Itera
     return (decoder or Decoder()).decode(open_capture(str(path)))
 
 
-def decode_live(iface: str, bpf: str | None = None, *, decoder: Decoder | None = None) -> Iterator[Record]:
-    """The same records from a live interface, until the caller stops iterating (or Ctrl-C)."""
+def decode_live(iface: str, bpf: str | None = None, *, timeout: float | None = None, count: int | None = None,
+                decoder: Decoder | None = None) -> Iterator[Record]:
+    """The same records from a live interface, until ``timeout`` seconds or ``count`` packets (or Ctrl-C).
+
+    The capture socket is open when this returns, so traffic started after
+    the call is seen.
+    """
     from .pcap import live_capture
 
-    return (decoder or Decoder()).decode(live_capture(iface, bpf))
+    return (decoder or Decoder()).decode(live_capture(iface, bpf, timeout=timeout, count=count))
 
 
 def frames_only(records: Iterable[Record]) -> Iterator[DecodedFrame]:

@@ -36,6 +36,9 @@ def add_file_argument(parser: argparse.ArgumentParser, *, live: bool) -> None:
                             help="capture live on this interface instead of reading a file (needs root)")
         parser.add_argument("-f", "--filter", dest="bpf", metavar="BPF",
                             help="BPF capture filter for -i, e.g. 'tcp port 443'")
+        parser.add_argument("-a", "--duration", type=float, metavar="SECONDS",
+                            help="with -i: stop after this many seconds (default: until Ctrl-C)")
+        parser.add_argument("-c", "--count", type=int, metavar="N", help="with -i: stop after N packets")
     parser.add_argument("--show-secrets", action="store_true",
                         help="show tokens (control arguments, access_token, Authorization) instead of redacting")
 
@@ -46,7 +49,7 @@ def open_items(args: argparse.Namespace) -> Iterable[Any]:
     if iface:
         if args.file is not None:
             raise UserError("give either FILE or -i IFACE, not both")
-        return _live_items(iface, getattr(args, "bpf", None))
+        return _live_items(iface, getattr(args, "bpf", None), args.duration, args.count)
     path = args.file if args.file is not None else bundled_capture()
     if not path.exists():
         raise UserError(f"{path}: no such file")
@@ -62,10 +65,13 @@ def open_items(args: argparse.Namespace) -> Iterable[Any]:
     return items
 
 
-def _live_items(iface: str, bpf: str | None) -> Iterator[Any]:
+def _live_items(iface: str, bpf: str | None, duration: float | None, count: int | None) -> Iterator[Any]:
     from ..pcap import live_capture
 
-    return _guarded(live_capture(iface, bpf), iface)
+    capture = live_capture(iface, bpf, timeout=duration, count=count)
+    print(f"mproxy: capturing on {iface}" + (f" ({bpf})" if bpf else "") + ", Ctrl-C to stop", file=sys.stderr,
+          flush=True)
+    return _guarded(capture, iface)
 
 
 def _guarded(items: Iterable[Any], where: str) -> Iterator[Any]:
@@ -142,4 +148,5 @@ def decode_records(args: argparse.Namespace, decoder: Decoder) -> Iterator[Recor
     except KeyboardInterrupt:
         if not getattr(args, "interface", None):
             raise
+        print("mproxy: capture stopped", file=sys.stderr)
         yield from decoder.close()

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     write = out.write
     frames = 0
+    live = bool(getattr(args, "interface", None))
     first_ts: float | None = None
     for record in decode_records(args, decoder):
         if first_ts is None:
@@ -98,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
                 write(frame_line(record, first_ts, show_secrets=show_secrets) + "\n")
             if args.scapy and record.frame.is_frame:
                 _show_scapy(record, show_secrets)
+            if live:
+                out.flush()
         elif isinstance(record, StageEvent) and record.is_problem and events_shown:
             if args.json:
                 write(to_ndjson(event_json(record, show_secrets=show_secrets)) + "\n")
