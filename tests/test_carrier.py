@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 
 import pytest
@@ -409,3 +410,85 @@ def test_mutated_connections_never_raise(flips, cuts, gaps):
         items.insert(1 + position % len(items), (1, length))
     events = feed_all(Carrier(max_message=4096), items)
     assert set(problem_kinds(events)) <= set(CARRIER_PROBLEMS)
+
+
+# -- the WebSocket capture from captures/, through the real packet source and reassembler ---------------
+
+
+def _capture_streams(path, first_frame: int = 1) -> tuple[dict[str, list], list[CarrierDetected]]:
+    """M-PROXY frames per sending endpoint, decoding only the packets from ``first_frame`` on."""
+    from mproxy_scapy.pcap import Segment, open_capture
+    from mproxy_scapy.tcp import Closed, Data, Gap, TcpReassembler
+
+    reassembler = TcpReassembler()
+    carriers: dict[int, Carrier] = {}
+    parsers: dict[str, FrameParser] = {}
+    frames: dict[str, list] = {}
+    found: list[CarrierDetected] = []
+
+    def handle(conn, events) -> None:
+        for event in events:
+            if isinstance(event, CarrierDetected):
+                found.append(event)
+            elif isinstance(event, MproxyBytes | MproxyGap):
+                src = conn.endpoint(event.direction)
+                parser = parsers.setdefault(src, FrameParser(synced=first_frame == 1))
+                got = parser.feed(event.data) if isinstance(event, MproxyBytes) else parser.gap(event.length)
+                frames.setdefault(src, []).extend(got)
+
+    for item in open_capture(path):
+        if not isinstance(item, Segment) or item.frame_no < first_frame:
+            continue
+        for event in reassembler.feed(item):
+            carrier = carriers.setdefault(event.conn.id, Carrier())
+            if isinstance(event, Data):
+                handle(event.conn, carrier.feed(event.direction, event.data, event.frame_no, event.ts))
+            elif isinstance(event, Gap):
+                handle(event.conn, carrier.gap(event.direction, event.length))
+            elif isinstance(event, Closed) and event.direction == 1:
+                handle(event.conn, carrier.close())
+    for event in reassembler.close():
+        if isinstance(event, Closed) and event.direction == 1:
+            handle(event.conn, carriers[event.conn.id].close())
+    for src, parser in parsers.items():
+        frames[src].extend(parser.close())
+    return frames, found
+
+
+def _truth(path) -> dict[str, list[tuple[str, str]]]:
+    import json
+
+    out: dict[str, list[tuple[str, str]]] = {}
+    with open(f"{path}.truth.ndjson") as lines:
+        for line in lines:
+            record = json.loads(line)
+            out.setdefault(record["src"], []).append((record["header"], record["body_sha256"]))
+    return out
+
+
+def _decoded(frame) -> tuple[str, str]:
+    """(header, body sha256) as the truth files write them: an empty body hashes as the empty string."""
+    return frame.header, frame.body_sha256 or (hashlib.sha256(b"").hexdigest() if frame.body_len == 0 else None)
+
+
+def test_websocket_capture_decodes_to_its_truth():
+    from support import CAPTURES
+
+    path = CAPTURES / "websocket.pcap"
+    frames, found = _capture_streams(path)
+    assert [f.kind for f in found] == ["websocket"] and found[0].info["midstream"] is False
+    got = {src: [_decoded(f) for f in records if f.is_frame] for src, records in frames.items()}
+    assert got == _truth(path)
+
+
+def test_websocket_capture_picked_up_mid_stream_decodes_a_suffix_of_its_truth():
+    from support import CAPTURES
+
+    path = CAPTURES / "websocket.pcap"
+    frames, found = _capture_streams(path, first_frame=20)
+    assert [f.kind for f in found] == ["websocket"] and found[0].info["midstream"] is True
+    truth = _truth(path)
+    for src, records in frames.items():
+        got = [_decoded(f) for f in records if f.is_frame and not f.problems]
+        assert got and got == truth[src][-len(got) :]
+        assert len(got) >= len(truth[src]) // 2
