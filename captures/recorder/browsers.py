@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,5 +69,5 @@ def echo(host: str, port: int, messages: list[bytes], between: Callable[[int, in
 def refused(host: str, port: int) -> bytes:
     """A client whose service refuses: the relay closes it once the device reports the error."""
     with _connect(host, port) as sock:
-        time.sleep(0.05)
+        sock.sendall(b"hello?\n")
         return _read_all(sock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import signal
 import subprocess
@@ -65,6 +66,7 @@ class Tcpdump:
 
 def capture_counts(path: Path) -> dict[str, Any]:
     """Packets and TCP conversations (4-tuples) of a capture, read with Scapy."""
+    logging.getLogger("scapy.runtime").setLevel(logging.ERROR)  # pcapng TLS secrets: not Scapy's job
     reader = PcapNgReader if path.suffix == ".pcapng" else PcapReader
     packets = 0
     conversations: dict[tuple[str, str], int] = {}

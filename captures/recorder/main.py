@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from .capture import capture_counts, missing_tools
+from .impair import impair
+from .packers import GoPacking
 from .scenarios import Plan, record_tunnel
 from .truth import TruthLog
 
@@ -33,15 +36,54 @@ def _summary(path: Path, truth_path: Path, truth: TruthLog, **extra: Any) -> dic
     }
 
 
+def _describe(carrier: str, host: str, dialect: str = "js") -> dict[str, Any]:
+    """How a capture's tunnel was made, in the decoder's words (carrier 'tcp' or 'websocket')."""
+    return {
+        "carrier": "websocket" if carrier in ("ws", "wss") else "tcp",
+        "tls": carrier == "wss",
+        "tunnel_family": "IPv6" if ":" in host else "IPv4",
+        "dialect": dialect,
+        "relay": "proxy-packer@2.0.4 under Node.js" if carrier == "reference-js" else "python",
+        "impaired": False,
+    }
+
+
 def _record(out: Path, work: Path, name: str, **kwargs: Any) -> dict[str, Any]:
     path = out / name
     truth = record_tunnel(path, work, **kwargs)
     truth_path = out / f"{name}.truth.ndjson"
     truth.write(truth_path)
-    return _summary(path, truth_path, truth, carrier=kwargs["carrier"])
+    dialect = "go" if isinstance(kwargs.get("packing"), GoPacking) else "js"
+    return _summary(path, truth_path, truth, **_describe(kwargs["carrier"], kwargs["host"], dialect))
 
 
-CAPTURES = ("raw-tcp.pcap", "websocket.pcap")
+CAPTURES = ("raw-tcp.pcap", "websocket.pcap", "wss.pcapng", "go-dialect.pcap", "reference-js.pcap", "impaired.pcap")
+FULL = Plan(big_size=200_000)
+
+
+def _record_wss(out: Path, work: Path) -> dict[str, Any]:
+    """wss:// over ::1; tcpdump writes pcap, editcap makes pcapng with the TLS secrets inside."""
+    name, keys = "wss.pcapng", out / "wss.keys"
+    keys.unlink(missing_ok=True)
+    raw = work / "wss.pcap"
+    truth = record_tunnel(raw, work, carrier="wss", host="::1", plan=Plan(big_size=100_000), keylog=keys)
+    subprocess.run(["editcap", "-F", "pcapng", "--inject-secrets", f"tls,{keys}", str(raw), str(out / name)],
+                   check=True, capture_output=True)
+    truth_path = out / f"{name}.truth.ndjson"
+    truth.write(truth_path)
+    return _summary(out / name, truth_path, truth, **_describe("wss", "::1"), keylog=keys.name)
+
+
+def _impaired(out: Path) -> dict[str, Any]:
+    name = "impaired.pcap"
+    truth_path = out / f"{name}.truth.ndjson"
+    details = impair(out / "raw-tcp.pcap", out / "raw-tcp.pcap.truth.ndjson", out / name, truth_path)
+    truth = TruthLog()
+    with truth_path.open(encoding="utf-8") as lines:
+        for line in lines:
+            truth.add(json.loads(line))
+    return _summary(out / name, truth_path, truth, **{**_describe("tcp", "127.0.0.1"), "impaired": True},
+                    impairments=details)
 
 
 def main(parser: argparse.ArgumentParser) -> int:
@@ -61,11 +103,21 @@ def main(parser: argparse.ArgumentParser) -> int:
     with tempfile.TemporaryDirectory(prefix="mproxy-record-") as tmp:
         work = Path(tmp)
         if "raw-tcp.pcap" in wanted:
-            manifest["raw-tcp.pcap"] = _record(
-                out, work, "raw-tcp.pcap", carrier="tcp", host="127.0.0.1", plan=Plan(big_size=200_000))
+            manifest["raw-tcp.pcap"] = _record(out, work, "raw-tcp.pcap", carrier="tcp", host="127.0.0.1", plan=FULL)
         if "websocket.pcap" in wanted:
-            manifest["websocket.pcap"] = _record(
-                out, work, "websocket.pcap", carrier="ws", host="127.0.0.1", plan=Plan(big_size=200_000))
+            manifest["websocket.pcap"] = _record(out, work, "websocket.pcap", carrier="ws", host="127.0.0.1", plan=FULL)
+        if "wss.pcapng" in wanted:
+            manifest["wss.pcapng"] = _record_wss(out, work)
+        if "go-dialect.pcap" in wanted:
+            manifest["go-dialect.pcap"] = _record(
+                out, work, "go-dialect.pcap", carrier="tcp", host="::1", packing=GoPacking(),
+                plan=Plan(big_size=20_000, tls=False))
+        if "reference-js.pcap" in wanted:
+            manifest["reference-js.pcap"] = _record(
+                out, work, "reference-js.pcap", carrier="reference-js", host="127.0.0.1",
+                plan=Plan(big_size=30_000, tls=False))
+        if "impaired.pcap" in wanted:
+            manifest["impaired.pcap"] = _impaired(out)
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     for name, entry in sorted(manifest.items()):
         print(f"{name}: {entry['packets']} packets, {len(entry['tcp_conversations'])} TCP conversations, "

@@ -22,6 +22,7 @@ from .capture import Tcpdump
 from .device import FAKE_JWT, Device
 from .links import Link, RawLink, WsLink
 from .packers import JsPacking
+from .reference import NodeRelay, install_proxy_packer
 from .relay import Relay, RelayPort
 from .services import PAGE, Services
 from .truth import TruthLog
@@ -50,11 +51,11 @@ class Plan:
 class Tunnel:
     """A relay and a device joined by one tunnel connection, plus the services behind it."""
 
-    def __init__(self, truth: TruthLog, services: Services, packing: Any) -> None:
+    def __init__(self, truth: TruthLog, services: Services, packing: Any, relay: Any = None) -> None:
         self.truth = truth
         self.services = services
         routes = services.routes()
-        self.relay = Relay(packing, [HTTP, HTTPS, ECHO, CLOSED])
+        self.relay = relay or Relay(packing, [HTTP, HTTPS, ECHO, CLOSED])
         self.device = Device(
             packing,
             by_name={WEB_NAME: routes["http"], TLS_NAME: routes["https"], ECHO.name: routes["echo"],
@@ -83,6 +84,12 @@ class Tunnel:
         self.device_link = RawLink(device_sock, self.truth, "device->relay")
         self._spawn(self.relay.run_tunnel, RawLink(relay_sock, self.truth, "relay->device"))
         self._spawn(self.device.run, self.device_link)
+
+    def start_device_raw(self, port: int) -> None:
+        """The device dials a relay that runs elsewhere (the Node.js reference relay)."""
+        self.device_link = RawLink(pacing.connect("127.0.0.1", port), self.truth, "device->relay")
+        self._spawn(self.device.run, self.device_link)
+        self.relay.linked.set()
 
     def start_ws(self, listener: pacing.PacedSocket, tls: ssl.SSLContext | None,
                  client_tls: ssl.SSLContext | None) -> None:
@@ -114,7 +121,7 @@ class Tunnel:
         relay, services = self.relay, self.services
         if not relay.linked.wait(10):
             raise RuntimeError("the device never reached the relay")
-        http, https = relay.port_of[HTTP], relay.port_of[HTTPS]
+        http = relay.port_of[HTTP]
         jobs: list[tuple[Any, tuple[Any, ...], Any]] = [
             (browsers.http_get, ("127.0.0.1", http, WEB_NAME, "/"), PAGE),
         ]
@@ -124,7 +131,7 @@ class Tunnel:
         if plan.big_size:
             jobs.append((browsers.http_get, ("::1", http, WEB_NAME, "/big"), services.big))
         if plan.tls:
-            jobs.append((browsers.https_get, ("127.0.0.1", https, TLS_NAME, services.cert_path), PAGE))
+            jobs.append((browsers.https_get, ("127.0.0.1", relay.port_of[HTTPS], TLS_NAME, services.cert_path), PAGE))
         jobs.append((browsers.echo, ("::1", relay.port_of[ECHO], ECHO_MESSAGES, self._pause_between(plan)),
                      ECHO_MESSAGES))
         if plan.refused:
@@ -165,11 +172,20 @@ def record_tunnel(
     """Record one tunnel (raw TCP, ws or wss) over ``host`` into the capture file ``out``."""
     truth = truth or TruthLog()
     services = Services(workdir, plan.big_size, [TLS_NAME, RELAY_NAME])
-    tunnel = Tunnel(truth, services, packing or JsPacking())
-    listener, port = tunnel.listen_raw(host)
+    node_relay = None
+    if carrier == "reference-js":
+        node_relay = NodeRelay(install_proxy_packer(workdir), workdir / "node-truth.ndjson",
+                               {"http": HTTP, "echo": ECHO, "closed": CLOSED})
+    tunnel = Tunnel(truth, services, packing or JsPacking(), node_relay)
+    if node_relay is not None:
+        listener, port = None, node_relay.tunnel_port
+    else:
+        listener, port = tunnel.listen_raw(host)
     dump = Tcpdump(out, [port])
     try:
-        if carrier == "tcp":
+        if node_relay is not None:
+            tunnel.start_device_raw(port)
+        elif carrier == "tcp":
             tunnel.start_raw(listener)
         else:
             server_tls = client_tls = None
@@ -185,4 +201,6 @@ def record_tunnel(
     finally:
         dump.stop()
         services.close()
+    if node_relay is not None:
+        node_relay.merge_truth(truth)
     return truth
