@@ -94,8 +94,12 @@ def event_json(event: StageEvent, *, show_secrets: bool = False) -> dict[str, An
     }
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+
+
 def to_ndjson(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
+    """One NDJSON line (without the newline); non-ASCII text stays readable."""
+    return _ENCODER.encode(obj)
 
 
 _ARROWS = ("→", "←")

@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         if first_ts is None:
             first_ts = decoder.first_ts or 0.0
         if type(record) is DecodedFrame:
-            tracker.add(record)
+            if record.frame.kind == "control":
+                tracker.add(record)  # only control replies get something from the tracker here
             if keep is not None and not keep(record):
                 continue
             frames += 1
