@@ -456,14 +456,18 @@ def test_tcpsession_reassembles_frames_split_across_real_segments(tmp_path, refe
 
 
 def test_tcpsession_over_the_recorded_raw_tcp_captures_matches_their_truth():
-    """The captures helper's recordings (real relay and device): every frame, in order, per direction."""
+    """The recorded captures (real relay and device) on raw TCP: every frame, in order, per direction.
+
+    ``impaired.pcap`` is left to our own reassembler: Scapy's TCPSession does
+    not notice a lost segment, so it cannot match that capture's truth.
+    """
     manifest = json.loads((CAPTURES / "manifest.json").read_text())
-    tcp_captures = [entry for entry in manifest.values() if entry["carrier"] == "tcp"]
+    tcp_captures = [entry for entry in manifest.values() if entry["carrier"] == "tcp" and not entry.get("impairments")]
     assert tcp_captures, "captures/manifest.json lists no raw TCP capture"
     for entry in tcp_captures:
         pcap = CAPTURES / entry["file"]
         syn = next(p for p in rdpcap(str(pcap)) if TCP in p and p[TCP].flags.S and not p[TCP].flags.A)
-        server = (syn[IP].dst, syn[TCP].dport)
+        server = (syn[TCP].underlayer.dst, syn[TCP].dport)
         bind(server[1])
         try:
             packets = sniff(offline=str(pcap), session=TCPSession)
@@ -473,7 +477,7 @@ def test_tcpsession_over_the_recorded_raw_tcp_captures_matches_their_truth():
         for to_server in (True, False):
             got = [layer for p in packets if MProxy in p and (p[TCP].dport == server[1]) == to_server
                    for layer in MProxy.frames_in(p)]
-            want = [r for r in truth if (r["dst"] == f"{server[0]}:{server[1]}") == to_server]
+            want = [r for r in truth if r["dst"].endswith(f":{server[1]}") == to_server]
             assert [(m.service, m.datalen, m.hostname) for m in got] == \
                 [(r["service"], r["datalen"], r["name"]) for r in want], entry["file"]
             assert not any(m.getfieldval("problems") for m in got)
