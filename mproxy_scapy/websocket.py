@@ -34,9 +34,6 @@ MAX_CONTROL_PAYLOAD = 125
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 """Decompressed bytes one compressed message may produce before the rest of it is dropped."""
 
-DEFAULT_MAX_RESYNC = 256 * 1024
-"""Bytes held while looking for the next frame header after the framing was lost."""
-
 MAX_PLAUSIBLE_FRAME = 1 << 31
 """A resync candidate claiming a longer payload is not believed (real peers cut far smaller frames)."""
 
@@ -278,6 +275,8 @@ def _first_byte_class() -> re.Pattern[bytes]:
 
 _FIRST_BYTE = _first_byte_class()
 _MPROXY_HEAD = 2 + 255
+RESYNC_HOLD = 14 + _MPROXY_HEAD
+"""The most bytes a resync scan needs to hold to decide on a candidate frame header."""
 
 
 def _binary_verdict(h: FrameHeader, buf: bytes | bytearray | memoryview, at: int, final: bool) -> str:
@@ -358,13 +357,11 @@ class WebSocketUnframer:
         deflate_known: bool = True,
         synced: bool = True,
         max_message: int = DEFAULT_MAX_MESSAGE,
-        max_resync: int = DEFAULT_MAX_RESYNC,
     ) -> None:
         self.from_client = from_client
         self.deflate = deflate
         self.deflate_known = deflate_known
         self.max_message = max_message
-        self.max_resync = max_resync
         self.closed = False
         self.close_code: int | None = None
         self.close_reason: str | None = None
@@ -678,15 +675,15 @@ class WebSocketUnframer:
         """Look for the next believable frame header in the held bytes plus ``mv``.
 
         Returns the bytes from that header on (framing found again), or None
-        while still looking (the undecided tail stays held, up to ``max_resync``).
+        while still looking. What stays held is at most one candidate header and
+        the start of its payload (``RESYNC_HOLD`` bytes): every candidate is
+        decided once that much has arrived.
         """
         buf = self._rbuf
         buf += mv
         deflate = None if not self.deflate_known else self.deflate is not None
         pos, safe = find_frame_start(buf, masked=self.from_client, deflate=deflate, final=final)
         if pos is None:
-            if len(buf) - safe > self.max_resync:
-                safe = len(buf) - self.max_resync
             if safe:
                 out.append(WsSkipped("resync", safe))
                 del buf[:safe]

@@ -14,6 +14,7 @@ from websockets.frames import Opcode
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from mproxy_scapy.websocket import (
+    RESYNC_HOLD,
     WS_PROBLEMS,
     DeflateParams,
     WebSocketUnframer,
@@ -401,5 +402,59 @@ def test_arbitrary_bytes_and_gaps_never_raise(items, from_client, deflate, synce
     events = []
     for item in items:
         events += unframer.gap(item) if isinstance(item, int) else unframer.feed(item)
+    events += unframer.close()
+    assert set(problems(events)) <= set(WS_PROBLEMS)
+
+
+def test_after_a_capped_message_with_context_takeover_later_messages_fail_loudly_not_silently():
+    pair = WsPair(deflate={})
+    bomb = b"\xfe" + bytes(range(256)) * 2000
+    follow = bytes(range(256)) * 10  # compressed against the dropped message's window
+    pair.server_sends(BytesMessage(data=bomb), BytesMessage(data=follow))
+    events = run(
+        WebSocketUnframer(from_client=False, deflate=DeflateParams(), max_message=10_000), [pair.server_frames]
+    )
+    assert problems(events) == ["decompression_capped", "inflate_error"]
+    assert payload(events) == bomb[:10_000]
+
+
+def test_resync_holds_at_most_one_candidate_and_its_payload_start():
+    unframer = WebSocketUnframer(from_client=None, synced=False)
+    # Candidate headers everywhere: binary frames whose payload starts 0xFE with a long hdrlen.
+    wire = (b"\x82\x7e\xff\xff\xfe\xf0" + b"A" * 300) * 20
+    for i in range(len(wire)):
+        unframer.feed(wire[i : i + 1])
+        assert len(unframer._rbuf) <= RESYNC_HOLD
+    assert payload(unframer.close()) == b""
+
+
+_MUTABLE = WsPair(deflate={})
+_MUTABLE.client_sends(
+    BytesMessage(data=mproxy_stream(11, sizes=(10, 300)), message_finished=False),
+    Ping(b"x"),
+    BytesMessage(data=mproxy_stream(12, sizes=(5000,))),
+    TextMessage(data="t" * 200),
+    CloseConnection(code=1000),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=6),
+    st.lists(st.integers(0, 10_000), max_size=6),
+    st.lists(st.tuples(st.integers(0, 20), st.integers(1, 2000)), max_size=2),
+)
+def test_mutated_streams_never_raise(flips, cuts, gaps):
+    wire = bytearray(_MUTABLE.client_frames)
+    for position, value in flips:
+        wire[position % len(wire)] = value
+    unframer = WebSocketUnframer(from_client=True, deflate=DeflateParams(), max_message=2000)
+    pieces = chunks(bytes(wire), cuts)
+    events = []
+    for i, piece in enumerate(pieces):
+        for where, length in gaps:
+            if where == i:
+                events += unframer.gap(length)
+        events += unframer.feed(piece)
     events += unframer.close()
     assert set(problems(events)) <= set(WS_PROBLEMS)
