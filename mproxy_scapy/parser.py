@@ -199,6 +199,9 @@ class FrameParser:
         self._garbage_offset = 0
         self._garbage_len = 0
         self._streaming: _BodyStream | None = None
+        # (frame, header end, total) of a frame whose header is read and whose body is still arriving:
+        # the header is parsed once per frame, not again on every segment of a long body.
+        self._waiting: tuple[Frame, int, int] | None = None
         self.max_body_held = max_body_held
         self.bytes_seen = 0
 
@@ -234,6 +237,7 @@ class FrameParser:
         if nbytes <= 0:
             return out
         self.bytes_seen += nbytes
+        self._waiting = None
         if self._streaming is None and self._synced and self._buf:
             self._start_streaming_if_header_known()
         if self._streaming is not None:
@@ -277,6 +281,14 @@ class FrameParser:
     def _at_boundary(self, out: list[Frame], final: bool) -> int:
         buf = self._buf
         available = len(buf)
+        if self._waiting is not None:
+            frame, header_end, total = self._waiting
+            if available >= total:
+                self._waiting = None
+                return self._complete_held(out, frame, header_end, total)
+            if not final:
+                return _NEED_MORE
+            self._waiting = None
         if available < 2 or available < 2 + buf[1]:
             return self._short_at_end(out) if final else _NEED_MORE
         version = buf[0]
@@ -313,19 +325,25 @@ class FrameParser:
         datalen = header.datalen or 0
         total = header_end + datalen
         if available >= total and datalen <= self.max_body_held:
-            frame.length = total
-            frame.body = bytes(buf[header_end:total]) if datalen else None
-            frame.body_len = datalen
-            self._check_body(frame)
-            out.append(frame)
-            self._consume(total)
-            return _PROGRESS
+            return self._complete_held(out, frame, header_end, total)
         if datalen > self.max_body_held:
             self._consume(header_end)
             frame.length = total
             self._streaming = _BodyStream(frame, datalen)
             return _PROGRESS
+        if not final:
+            self._waiting = (frame, header_end, total)
         return _NEED_MORE
+
+    def _complete_held(self, out: list[Frame], frame: Frame, header_end: int, total: int) -> int:
+        """The whole frame is in the buffer: take its body and emit it."""
+        frame.length = total
+        frame.body = bytes(self._buf[header_end:total]) if total > header_end else None
+        frame.body_len = total - header_end
+        self._check_body(frame)
+        out.append(frame)
+        self._consume(total)
+        return _PROGRESS
 
     def _wrapped_alternative(self, header: ParsedHeader, header_end: int, final: bool) -> Any:
         """A header longer than 255 bytes usually still parses at ``hdrlen`` (the name is cut).
