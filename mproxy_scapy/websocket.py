@@ -383,7 +383,6 @@ class WebSocketUnframer:
         self._msg_dropping = False
         self._inflater: zlib._Decompress | None = None
         self._resyncing = not synced
-        self._resync_reported = False
         self._rbuf = bytearray()
         self._framing = 0
 
@@ -410,7 +409,7 @@ class WebSocketUnframer:
                 self._rbuf.clear()
             out.append(WsGap(length))
             return out
-        if self._frame is not None and not self._hdr:
+        if self._frame is not None:
             lost = min(length, self._remaining)
             self._lose_payload(lost, out)
             length -= lost
@@ -653,8 +652,10 @@ class WebSocketUnframer:
             self.text_messages += 1
         self.messages += 1
         if self._msg_compressed and (
-            self.deflate is not None and self.deflate.no_context_takeover(bool(self.from_client))
+            (self.deflate is not None and self.deflate.no_context_takeover(bool(self.from_client)))
+            or (self._inflater is not None and self._inflater.eof)
         ):
+            # A sender may also end a message with a final deflate block (RFC 7692 7.2.3.3): start afresh.
             self._inflater = None
         self._msg_opcode = None
         self._msg_compressed = False
@@ -669,7 +670,6 @@ class WebSocketUnframer:
         self._msg_dropping = False
         self._inflater = None
         self._resyncing = True
-        self._resync_reported = False
 
     def _scan(self, mv: memoryview | bytes, out: list[WsEvent], final: bool) -> bytes | None:
         """Look for the next believable frame header in the held bytes plus ``mv``.

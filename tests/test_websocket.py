@@ -458,3 +458,13 @@ def test_mutated_streams_never_raise(flips, cuts, gaps):
         events += unframer.feed(piece)
     events += unframer.close()
     assert set(problems(events)) <= set(WS_PROBLEMS)
+
+
+def test_messages_ending_with_a_final_deflate_block_each_start_afresh():
+    wire = b""
+    for text in (b"\xfefirst", b"\xfesecond"):
+        compressor = zlib.compressobj(wbits=-15)
+        wire += raw_frame(0xC2, compressor.compress(text) + compressor.flush(zlib.Z_FINISH))
+    events = run(WebSocketUnframer(from_client=False, deflate=DeflateParams()), [wire])
+    assert payload(events) == b"\xfefirst\xfesecond"
+    assert problems(events) == []
