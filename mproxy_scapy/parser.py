@@ -8,7 +8,8 @@ included.
 Resynchronisation rule. After a complete frame the next byte is expected to
 start a frame. A header whose datalen is plain decimal digits is decoded even
 when something else is wrong with it (a bad version byte, too few fields,
-non-UTF-8 bytes): the problem is named on the record. A header that can only
+non-UTF-8 bytes; after a version byte other than 0xFE the header must also
+have every mark of a real one): the problem is named on the record. A header that can only
 be read as ``hdrlen + 256`` bytes is decoded as a wrapped header. A header
 whose datalen cannot be read gives a record for the header alone, and then,
 as after any garbage or lost bytes, the parser scans for the next byte 0xFE
@@ -295,7 +296,7 @@ class FrameParser:
         hdrlen = buf[1]
         header_end = 2 + hdrlen
         header = ParsedHeader(bytes(buf[2:header_end]))
-        if header.decodable:
+        if header.decodable and (version == VERSION_1_BYTE or header.looks_like_frame_start()):
             wrapped = self._wrapped_alternative(header, header_end, final)
             if wrapped is _NEED_MORE:
                 return _NEED_MORE
