@@ -92,21 +92,13 @@ class CarrierDetected:
     one). Credentials are ``REDACTED`` unless the Carrier shows secrets.
     """
 
-    __slots__ = ("direction", "frame_no", "info", "kind", "ts")
+    __slots__ = ("frame_no", "info", "kind", "ts")
 
-    def __init__(
-        self,
-        kind: str,
-        info: dict[str, Any],
-        frame_no: int | None = None,
-        ts: float | None = None,
-        direction: int | None = None,
-    ) -> None:
+    def __init__(self, kind: str, info: dict[str, Any], frame_no: int | None = None, ts: float | None = None) -> None:
         self.kind = kind
         self.info = info
         self.frame_no = frame_no
         self.ts = ts
-        self.direction = direction
 
     def __repr__(self) -> str:
         return f"CarrierDetected({self.kind!r}, {self.info!r})"
