@@ -59,7 +59,7 @@ class DecodedFrame:
 class StageEvent:
     """Something a stage before the M-PROXY parser reports: a problem, a carrier found, bytes skipped.
 
-    ``stage`` is ``capture``, ``tcp`` or ``carrier``. ``is_problem`` is False
+    ``stage`` is ``capture``, ``tcp``, ``tls`` or ``carrier``. ``is_problem`` is False
     for notes that are not errors (a carrier detected, a non-M-PROXY
     connection or a WebSocket text message skipped); ``nbytes`` counts the
     bytes a note is about.
@@ -112,8 +112,8 @@ class TunnelInfo:
 class _Conn:
     """Per TCP connection state: its carrier, parsers made on first use, and its endpoints."""
 
-    __slots__ = ("carrier", "carrier_kind", "closed", "conn", "endpoints", "frame_no", "parsers", "synced", "ts",
-                 "tunnel")
+    __slots__ = ("carrier", "carrier_kind", "closed", "conn", "endpoints", "frame_no", "parsers", "synced", "tls",
+                 "tls_checked", "ts", "tunnel")
 
     def __init__(self, conn: Any, carrier: Any) -> None:
         self.conn = conn
@@ -126,6 +126,8 @@ class _Conn:
         self.tunnel: TunnelInfo | None = None
         self.frame_no = 0
         self.ts = 0.0
+        self.tls: Any = None
+        self.tls_checked = False
 
 
 def _default_reassembler() -> Any:
@@ -149,11 +151,14 @@ class Decoder:
     Stages are looked up by event class name, so a stage can be replaced
     (tests use small fakes) without this module importing its classes.
     ``show_secrets`` is handed to the carrier, which redacts upgrade URLs
-    and headers in what it reports.
+    and headers in what it reports. With a ``keylog`` (``tls.KeyLog``),
+    TLS 1.3 connections are decrypted before the carrier sees them.
     """
 
     def __init__(self, *, reassembler: Any = None, carrier_factory: Callable[[], Any] | None = None,
-                 max_body_held: int = DEFAULT_MAX_BODY_HELD, show_secrets: bool = False) -> None:
+                 max_body_held: int = DEFAULT_MAX_BODY_HELD, show_secrets: bool = False,
+                 keylog: Any = None) -> None:
+        self._keylog = keylog
         self._tcp = reassembler if reassembler is not None else _default_reassembler()
         self._new_carrier = carrier_factory or _carrier_factory(show_secrets)
         self._max_body_held = max_body_held
@@ -240,9 +245,37 @@ class Decoder:
             state = self._state(event.conn)
         state.frame_no = event.frame_no
         state.ts = event.ts
+        if not state.tls_checked:
+            self._check_tls(state, event.data)
+        if state.tls is not None:
+            self._tls_events(state, state.tls.feed(event.direction, event.data, event.frame_no, event.ts), out)
+            return
         events = state.carrier.feed(event.direction, event.data, event.frame_no, event.ts)
         if events:
             self._carrier_events(state, events, out)
+
+    def _check_tls(self, state: _Conn, data: Any) -> None:
+        """With a key log, a connection that opens with a ClientHello is decrypted first."""
+        state.tls_checked = True
+        if self._keylog is None:
+            return
+        from .tls import TlsDecryptor, looks_like_tls
+
+        if looks_like_tls(data):
+            state.tls = TlsDecryptor(self._keylog)
+
+    def _tls_events(self, state: _Conn, events: list[Any], out: list[Record]) -> None:
+        for event in events:
+            if type(event).__name__ == "TlsPlain":
+                carried = state.carrier.feed(event.direction, event.data, event.frame_no, event.ts)
+                if carried:
+                    self._carrier_events(state, carried, out)
+                if state.tunnel is not None and "tls" not in state.tunnel.carrier_info:
+                    state.tunnel.carrier_info["tls"] = "TLS 1.3, decrypted with the key log"
+            else:
+                self.skipped_bytes += event.nbytes
+                self._count(out, self._stage_event(state, "tls", event.kind, event.detail, event.direction,
+                                                   state.frame_no, state.ts, nbytes=event.nbytes))
 
     def _on_gap(self, event: Any, out: list[Record]) -> None:
         state = self._state(event.conn)
@@ -250,6 +283,8 @@ class Decoder:
         self._count(out, self._stage_event(state, "tcp", "gap",
                                            f"{event.length} bytes lost at stream offset {event.offset}",
                                            event.direction, event.frame_no, event.ts, nbytes=event.length))
+        if state.tls is not None:
+            self._tls_events(state, state.tls.gap(event.direction, event.length), out)
         self._carrier_events(state, state.carrier.gap(event.direction, event.length), out)
 
     def _on_closed(self, event: Any, out: list[Record]) -> None:
@@ -368,14 +403,20 @@ class Decoder:
         out.append(event)
 
 
-def decode_capture(path: str | Path, *, decoder: Decoder | None = None) -> Iterator[Record]:
+def decode_capture(path: str | Path, *, decoder: Decoder | None = None,
+                   tls_keylog: str | Path | None = None) -> Iterator[Record]:
     """Every record of a pcap/pcapng file, streamed: ``DecodedFrame`` and ``StageEvent`` items.
 
-    Pass your own ``Decoder`` to read its totals (tunnels, problem counts) afterwards.
+    Pass your own ``Decoder`` to read its totals (tunnels, problem counts)
+    afterwards; ``tls_keylog`` (NSS key log file) decrypts ``wss://`` tunnels.
     """
     from .pcap import open_capture
 
-    return (decoder or Decoder()).decode(open_capture(str(path)))
+    if decoder is None:
+        from .tls import KeyLog
+
+        decoder = Decoder(keylog=KeyLog.load(tls_keylog) if tls_keylog else None)
+    return decoder.decode(open_capture(str(path)))
 
 
 def decode_live(iface: str, bpf: str | None = None, *, timeout: float | None = None, count: int | None = None,

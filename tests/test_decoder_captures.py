@@ -16,6 +16,7 @@ import pytest
 
 from mproxy_scapy.decoder import DecodedFrame, Decoder, decode_capture
 from mproxy_scapy.render import body_sha256
+from mproxy_scapy.tls import KeyLog
 
 from support import CAPTURES
 
@@ -38,7 +39,8 @@ def is_lost(record: dict) -> bool:
 def decoded(name: str) -> tuple[Decoder, list[DecodedFrame]]:
     path = CAPTURES / name
     assert path.is_file(), f"{path} is missing (the captures issue records it)"
-    decoder = Decoder()
+    keys = path.with_suffix(".keys")
+    decoder = Decoder(keylog=KeyLog.load(keys) if keys.is_file() else None)
     records = [r for r in decode_capture(path, decoder=decoder) if isinstance(r, DecodedFrame)]
     return decoder, records
 

@@ -39,8 +39,25 @@ def add_file_argument(parser: argparse.ArgumentParser, *, live: bool) -> None:
         parser.add_argument("-a", "--duration", type=float, metavar="SECONDS",
                             help="with -i: stop after this many seconds (default: until Ctrl-C)")
         parser.add_argument("-c", "--count", type=int, metavar="N", help="with -i: stop after N packets")
+    parser.add_argument("--tls-keylog", type=Path, metavar="KEYLOG",
+                        help="NSS key log (SSLKEYLOGFILE) to decrypt wss:// tunnels (TLS 1.3); default: "
+                        "$SSLKEYLOGFILE, else a FILE-stem.keys file next to the capture")
     parser.add_argument("--show-secrets", action="store_true",
                         help="show tokens (control arguments, access_token, Authorization) instead of redacting")
+
+
+def make_decoder(args: argparse.Namespace) -> Decoder:
+    """The decoder for these arguments: secrets shown or not, a TLS key log if one is given or found."""
+    from ..tls import KeyLog
+
+    keylog_path = args.tls_keylog or os.environ.get("SSLKEYLOGFILE")
+    if keylog_path is None and args.file is not None and not getattr(args, "interface", None):
+        sibling = args.file.with_suffix(".keys")
+        keylog_path = sibling if sibling.is_file() else None
+    if keylog_path is not None and not Path(keylog_path).is_file():
+        raise UserError(f"{keylog_path}: no such TLS key log file")
+    keylog = KeyLog.load(keylog_path) if keylog_path else None
+    return Decoder(show_secrets=args.show_secrets, keylog=keylog)
 
 
 def open_items(args: argparse.Namespace) -> Iterable[Any]:

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..decoder import Decoder
 from ..detunnel import Detunneler
 from ..errors import UserError
-from ._source import add_file_argument, check_source, decode_records
+from ._source import add_file_argument, check_source, decode_records, make_decoder
 
 
 def register(subparsers: Any) -> None:
@@ -33,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         stream = args.output.open("wb")
     except OSError as exc:
         raise UserError(f"{args.output}: cannot write: {exc.strerror}") from None
-    decoder = Decoder(show_secrets=args.show_secrets)
+    decoder = make_decoder(args)
     with stream:
         detunneler = Detunneler(stream, show_secrets=args.show_secrets)
         for record in decode_records(args, decoder):

@@ -6,13 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from ..decoder import DecodedFrame, Decoder, StageEvent
+from ..decoder import DecodedFrame, StageEvent
 from ..render import event_json, event_line, frame_json, frame_line, to_ndjson
 from ..secrets import redact_text
 from ..sessions import SessionTracker
 from ..spec import KINDS
 from ..textout import safe_text
-from ._source import add_file_argument, check_source, decode_records
+from ._source import add_file_argument, check_source, decode_records, make_decoder
 
 
 def register(subparsers: Any) -> None:
@@ -75,7 +75,7 @@ def _frame_filter(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    decoder = Decoder(show_secrets=args.show_secrets)
+    decoder = make_decoder(args)
     tracker = SessionTracker()
     keep = _frame_filter(args)
     events_shown = args.problems_only or not (args.client or args.service or args.name or args.kind)

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..decoder import DecodedFrame, Decoder
+from ..decoder import DecodedFrame
 from ..errors import UserError
 from ..secrets import mask_bytes
 from ..sessions import Session, SessionTracker
 from ..textout import safe_text
-from ._source import add_file_argument, check_source, decode_records
+from ._source import add_file_argument, check_source, decode_records, make_decoder
 from .dissect import client_matcher
 
 _RULE = "=" * 69
@@ -86,7 +86,7 @@ class _Files:
 
 def run(args: argparse.Namespace) -> int:
     matches = client_matcher(args.client)
-    decoder = Decoder(show_secrets=args.show_secrets)
+    decoder = make_decoder(args)
     tracker = SessionTracker()
     files = _Files(args.output_dir) if args.output_dir else None
     numbers: dict[int, int] = {}

@@ -16,7 +16,7 @@ from ..secrets import redact_control, redact_value
 from ..sessions import SessionTracker
 from ..spec import PROBLEMS
 from ..textout import safe_text
-from ._source import add_file_argument, check_source, decode_records
+from ._source import add_file_argument, check_source, decode_records, make_decoder
 
 
 def register(subparsers: Any) -> None:
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    decoder = Decoder(show_secrets=args.show_secrets)
+    decoder = make_decoder(args)
     tracker = SessionTracker()
     for record in decode_records(args, decoder):
         tracker.add(record)
