@@ -168,6 +168,8 @@ class Decoder:
         self.first_problems: dict[str, StageEvent] = {}
         self.skipped: Counter[str] = Counter()
         self.skipped_bytes = 0
+        self.tls_not_decrypted = 0
+        """TLS connections seen without a key log (they may be wss:// tunnels)."""
         self.connections = 0
         self.packets = 0
         self.first_ts: float | None = None
@@ -257,11 +259,13 @@ class Decoder:
     def _check_tls(self, state: _Conn, data: Any) -> None:
         """With a key log, a connection that opens with a ClientHello is decrypted first."""
         state.tls_checked = True
-        if self._keylog is None:
-            return
         from .tls import TlsDecryptor, looks_like_tls
 
-        if looks_like_tls(data):
+        if not looks_like_tls(data):
+            return
+        if self._keylog is None:
+            self.tls_not_decrypted += 1
+        else:
             state.tls = TlsDecryptor(self._keylog)
 
     def _tls_events(self, state: _Conn, events: list[Any], out: list[Record]) -> None:

@@ -40,6 +40,8 @@ _CONTENT_CCS, _CONTENT_ALERT, _CONTENT_HANDSHAKE, _CONTENT_APPDATA = 20, 21, 22,
 _HANDSHAKE_KEY_UPDATE = 24
 _RECORD = struct.Struct("!BHH")
 MAX_RECORD = (1 << 14) + 256
+MAX_HELD_BEFORE_KEYS = 1 << 20
+"""Encrypted bytes held per direction while the ServerHello that says how to decrypt them is not seen."""
 
 
 class KeyLog:
@@ -157,27 +159,39 @@ class TlsDecryptor:
         self._app_phase = [False, False]
         self._dead = [False, False]
         self.skipped = [0, 0]
+        self._drained_other = False
 
     def feed(self, direction: int, data: bytes | memoryview, frame_no: int, ts: float) -> list[Any]:
         out: list[Any] = []
         if self._dead[direction]:
             self.skipped[direction] += len(data)
             return out
+        self._buf[direction] += data
+        self._drain(direction, frame_no, ts, out)
+        return out
+
+    def _drain(self, direction: int, frame_no: int, ts: float, out: list[Any]) -> None:
         buf = self._buf[direction]
-        buf += data
-        while len(buf) >= 5:
+        while len(buf) >= 5 and not self._dead[direction]:
             content, version, length = _RECORD.unpack_from(buf)
             if version >> 8 != 3 or length > MAX_RECORD or content not in (20, 21, 22, 23):
                 self._stop(direction, "tls_malformed", f"record header {bytes(buf[:5]).hex()}", out)
-                return out
+                return
             if len(buf) < 5 + length:
-                break
+                return
+            if content == _CONTENT_APPDATA and self._suite is None:
+                # encrypted records seen before the ServerHello (capture order): held until the keys are known
+                if len(buf) > MAX_HELD_BEFORE_KEYS:
+                    self._stop(direction, "tls_unsupported", "encrypted records without a ServerHello", out)
+                return
             header = bytes(buf[:5])
             body = bytes(buf[5:5 + length])
             del buf[:5 + length]
             if not self._record(direction, content, header, body, frame_no, ts, out):
-                return out
-        return out
+                return
+            if self._suite is not None and self._buf[1 - direction] and not self._drained_other:
+                self._drained_other = True
+                self._drain(1 - direction, frame_no, ts, out)
 
     def gap(self, direction: int, length: int) -> list[Any]:
         out: list[Any] = []

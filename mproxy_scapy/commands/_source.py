@@ -139,6 +139,13 @@ def _with_progress(items: Iterator[Any], path: Path) -> Iterator[Any]:
 _FATAL_SOURCE_PROBLEMS = ("truncated_record", "bad_record_length")
 
 
+def tls_hint(decoder: Decoder) -> None:
+    """Say so when TLS connections went by undecrypted: they may be the wss:// tunnels the user wants."""
+    if decoder.tls_not_decrypted:
+        print(f"mproxy: {decoder.tls_not_decrypted} TLS connections were not decrypted (wss:// tunnels need "
+              "--tls-keylog KEYLOG)", file=sys.stderr)
+
+
 def check_source(args: argparse.Namespace, decoder: Decoder) -> None:
     """After the output: a capture that could not be read to its end is an error (exit 2).
 
@@ -146,6 +153,7 @@ def check_source(args: argparse.Namespace, decoder: Decoder) -> None:
     the one line that says the file is damaged. A file with no packet of a
     link type we read is an error too.
     """
+    tls_hint(decoder)
     where = args.interface if getattr(args, "interface", None) else str(args.file or bundled_capture())
     for kind in _FATAL_SOURCE_PROBLEMS:
         event = decoder.first_problems.get(f"capture.{kind}")
