@@ -25,6 +25,7 @@ const PORTS = { http: { service: 'http', name: '' }, echo: { service: 'tcp', nam
 
 let tunnel = null;
 let offset = 0;
+let writeCount = 0;
 let count = 0;
 let open = 0;
 let drainWanted = false;
@@ -50,10 +51,12 @@ function send(parts, packer) {
     offset: offset,
     frame_hex: frame.toString('hex'),
     packer: packer,
+    write_index: writeCount,
     writes: parts.length,
     ts: now(),
   }) + '\n');
   offset += frame.length;
+  writeCount += parts.length;
   parts.forEach(function (part) { tunnel.write(part); });
 }
 

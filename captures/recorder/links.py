@@ -36,10 +36,15 @@ class Link(ABC):
         self.src = endpoint(local)
         self.dst = endpoint(peer)
         self.offset = 0
+        self.write_count = 0
         self._lock = threading.Lock()
 
     def send(self, frames: Sequence[Packed], *, split_body: bool = False) -> None:
-        """Write frames in one piece, or one frame's header and body as two writes/messages."""
+        """Write frames in one piece, or one frame's header and body as two writes/messages.
+
+        The truth gets each frame's ``write_index`` (the first write, or WebSocket message,
+        of this direction that carries it) and ``writes`` (how many carry it).
+        """
         with self._lock:
             if split_body:
                 (frame,) = frames
@@ -56,9 +61,11 @@ class Link(ABC):
                     offset=self.offset,
                     frame=whole,
                     packer=frame.packer,
+                    write_index=self.write_count,
                     writes=len(writes) if split_body else 1,
                 )
                 self.offset += len(whole)
+            self.write_count += len(writes)
             for data in writes:
                 self._write(data)
 

@@ -24,6 +24,9 @@ def _summary(path: Path, truth_path: Path, truth: TruthLog, **extra: Any) -> dic
     counts = capture_counts(path)
     directions = Counter(r["direction"] for r in truth.records)
     kinds = Counter(r["kind"] for r in truth.records)
+    writes: dict[str, int] = {}
+    for r in truth.records:
+        writes[r["direction"]] = max(writes.get(r["direction"], 0), r["write_index"] + r["writes"])
     return {
         "file": path.name,
         "truth": truth_path.name,
@@ -32,6 +35,7 @@ def _summary(path: Path, truth_path: Path, truth: TruthLog, **extra: Any) -> dic
         "frames": len(truth.records),
         "frames_by_direction": dict(sorted(directions.items())),
         "frames_by_kind": dict(sorted(kinds.items())),
+        "writes_by_direction": dict(sorted(writes.items())),
         **extra,
     }
 

@@ -88,6 +88,7 @@ class NodeRelay:
                         **describe(frame, len(frame) - 2 - frame[1]),
                         "packer": logged["packer"],
                         "ts": round(logged["ts"], 6),
+                        "write_index": logged["write_index"],
                         "writes": logged["writes"],
                     }
                 )
