@@ -94,6 +94,8 @@ _IPV4 = struct.Struct("!BxH2xHxB2x4s4s")  # version/ihl, total length, flags/fra
 _IPV6 = struct.Struct("!4xHB1x16s16s")  # payload length, next header, src, dst
 _IPV6_FRAG = struct.Struct("!BxH")  # next header, fragment offset/flags
 _TCP = struct.Struct("!HHIIH")  # sport, dport, seq, ack, data offset/flags
+_unpack_u16 = _U16.unpack_from
+_unpack_ether_ipv4_tcp = struct.Struct("!12xHBxH2xHxB2x8sHHIIH").unpack_from
 
 
 class Segment:
@@ -141,7 +143,7 @@ class CaptureStats:
     """Counters of one capture source; read as attributes or ``stats["name"]``."""
 
     __slots__ = ("bytes_read", "ip_fragments", "kernel_drops", "malformed", "non_tcp", "packets", "problems",
-                 "snapped", "tcp_payload_bytes", "tcp_segments", "unsupported")
+                 "snapped", "tcp_segments", "unsupported")
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -168,9 +170,10 @@ class PacketDecoder:
         self.stats = stats
         self._text4: dict[bytes, str] = {}
         self._text6: dict[bytes, str] = {}
+        self._pairs: dict[bytes, tuple[str, str]] = {}
         self._reported: set[object] = set()
-        self.pending: Segment | None = None
-        """A segment held back while the problem about it is returned first."""
+        self.pending: list[Segment] = []
+        """Segments held back while the problem about them is returned first."""
         self._links: dict[int, Callable[[bytes, int, int], tuple[int, int]]] = {
             LINKTYPE_NULL: self._null,
             LINKTYPE_LOOP: self._loop,
@@ -200,14 +203,26 @@ class PacketDecoder:
     def decode(self, linktype: int, buf: bytes, start: int, end: int, frame_no: int,
                ts: float) -> Segment | SourceProblem | None:
         if linktype == LINKTYPE_ETHERNET:
+            if end - start >= 54:
+                # The common case in one unpack: Ethernet, IPv4 without options, not fragmented, TCP.
+                ethertype, vihl, total, frag, proto, addresses, sport, dport, seq, ack, offflags = \
+                    _unpack_ether_ipv4_tcp(buf, start)
+                ip_end = start + 14 + total
+                data = start + 34 + ((offflags >> 10) & 0x3C)
+                if (ethertype == _ETH_IPV4 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF
+                        and offflags >= 0x5000 and data <= ip_end <= end):
+                    self.stats.tcp_segments += 1
+                    pair = self._pairs.get(addresses) or self._pair4(addresses)
+                    return Segment(frame_no, ts, pair[0], pair[1], sport, dport, seq, ack, offflags & 0x1FF,
+                                   buf[data:ip_end], 4)
             if end - start < 14:
                 return self._short(frame_no, ts, "Ethernet header")
-            ethertype = _U16.unpack_from(buf, start + 12)[0]
+            ethertype = _unpack_u16(buf, start + 12)[0]
             off = start + 14
             while ethertype in _VLAN_TYPES:
                 if end - off < 4:
                     return self._short(frame_no, ts, "VLAN tag")
-                ethertype = _U16.unpack_from(buf, off + 2)[0]
+                ethertype = _unpack_u16(buf, off + 2)[0]
                 off += 4
         else:
             link = self._links.get(linktype)
@@ -365,16 +380,22 @@ class PacketDecoder:
         stats = self.stats
         payload = buf[off + hlen:ip_end]
         stats.tcp_segments += 1
-        stats.tcp_payload_bytes += len(payload)
         segment = Segment(frame_no, ts, src, dst, sport, dport, seq, ack, offflags & 0x1FF, payload, version)
         if snapped:
             stats.snapped += 1
             problem = self.once("snapped", frame_no, ts, "snapped_packet",
                                 "packet cut by the snapshot length: TCP payload bytes are missing")
             if problem is not None:
-                self.pending = segment
+                self.pending.append(segment)
                 return problem
         return segment
+
+    def _pair4(self, raw: bytes) -> tuple[str, str]:
+        """IPv4 source and destination text of the 8 address bytes, cached."""
+        if len(self._pairs) > 65536:
+            self._pairs.clear()
+        pair = self._pairs[raw] = (self._addr4(raw[:4]), self._addr4(raw[4:]))
+        return pair
 
     def _addr4(self, raw: bytes) -> str:
         text = self._text4.get(raw)
@@ -494,58 +515,64 @@ class CaptureReader:
         return self._walk_pcap(order, scale, snaplen, self.linktype)
 
     def _walk_pcap(self, order: str, scale: float, snaplen: int, linktype: int) -> Iterator[Segment | SourceProblem]:
-        record = struct.Struct(order + "IIII")
-        unpack_record = record.unpack_from
+        """The records of a pcap file. ``stats.packets`` and ``bytes_read`` advance per chunk, exact at the end."""
+        unpack_record = struct.Struct(order + "IIII").unpack_from
         read = self._file.read
         stats = self.stats
         decoder = self._decoder
         decode = decoder.decode
-        buf, pos, frame_no, ts = b"", 0, 0, 0.0
-        stats.bytes_read = 24
+        pending = decoder.pending
+        suspicious = min(snaplen or MAX_RECORD, MAX_RECORD)
+        buf, pos, size, frame_no, ts = b"", 0, 0, 0, 0.0
+        consumed = 24  # file bytes before buf[0]
+        counted = False  # stats set exactly on the way out
         try:
             while True:
-                if len(buf) - pos < 16:
+                if size - pos < 16:
+                    consumed += pos
+                    stats.packets, stats.bytes_read = frame_no, consumed
                     buf = buf[pos:] + read(CHUNK_SIZE)
-                    pos = 0
-                    if len(buf) < 16:
+                    pos, size = 0, len(buf)
+                    if size < 16:
+                        counted = True
                         if buf:
-                            stats.bytes_read += len(buf)
+                            stats.bytes_read += size
                             yield decoder.problem(frame_no + 1, ts, "truncated_record",
                                                   f"file ends inside record header {frame_no + 1} "
-                                                  f"({len(buf)} of 16 bytes)")
+                                                  f"({size} of 16 bytes)")
                         return
                 sec, frac, caplen, _ = unpack_record(buf, pos)
                 frame_no += 1
                 ts = sec + frac / scale
-                if caplen > MAX_RECORD:
-                    yield decoder.problem(frame_no, ts, "bad_record_length",
-                                          f"record {frame_no} claims {caplen} bytes: the file is corrupt here")
-                    return
-                if caplen > snaplen > 0:
+                if caplen > suspicious:
+                    if caplen > MAX_RECORD:
+                        stats.packets, stats.bytes_read, counted = frame_no - 1, consumed + pos, True
+                        yield decoder.problem(frame_no, ts, "bad_record_length",
+                                              f"record {frame_no} claims {caplen} bytes: the file is corrupt here")
+                        return
                     problem = decoder.once("caplen", frame_no, ts, "caplen_exceeds_snaplen",
                                            f"record of {caplen} bytes in a file with snapshot length {snaplen}")
                     if problem is not None:
                         yield problem
                 end = pos + 16 + caplen
-                if end > len(buf):
+                if end > size:
+                    consumed += pos
                     buf = buf[pos:] + read(max(CHUNK_SIZE, 16 + caplen))
-                    pos, end = 0, 16 + caplen
-                    if end > len(buf):
-                        stats.bytes_read += len(buf)
+                    pos, end, size = 0, 16 + caplen, len(buf)
+                    if end > size:
+                        stats.packets, stats.bytes_read, counted = frame_no - 1, consumed + size, True
                         yield decoder.problem(frame_no, ts, "truncated_record",
-                                              f"file ends inside record {frame_no} "
-                                              f"({len(buf) - 16} of {caplen} bytes)")
+                                              f"file ends inside record {frame_no} ({size - 16} of {caplen} bytes)")
                         return
-                stats.packets += 1
-                stats.bytes_read += 16 + caplen
                 item = decode(linktype, buf, pos + 16, end, frame_no, ts)
                 pos = end
                 if item is not None:
                     yield item
-                    if decoder.pending is not None:
-                        item, decoder.pending = decoder.pending, None
-                        yield item
+                    if pending:
+                        yield pending.pop()
         finally:
+            if not counted:  # the consumer stopped early
+                stats.packets, stats.bytes_read = frame_no, consumed + pos
             self._file.close()
 
     def _pcapng_items(self, head: bytes) -> Iterator[Segment | SourceProblem]:
@@ -563,6 +590,7 @@ class CaptureReader:
         stats = self.stats
         decoder = self._decoder
         decode = decoder.decode
+        pending = decoder.pending
         once = decoder.once
         buf, pos, frame_no, ts = head, 0, 0, 0.0
         order = "<"
@@ -679,9 +707,8 @@ class CaptureReader:
                     continue
                 if item is not None:
                     yield item
-                    if decoder.pending is not None:
-                        item, decoder.pending = decoder.pending, None
-                        yield item
+                    if pending:
+                        yield pending.pop()
         finally:
             self._file.close()
 
@@ -811,6 +838,7 @@ class LiveCapture:
         sock, stats, linktype = self._sock, self.stats, self.linktype
         decoder = PacketDecoder(stats)
         decode = decoder.decode
+        pending = decoder.pending
         ancillary = socket.CMSG_SPACE(_TIMESPEC.size)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         frame_no = 0
@@ -838,9 +866,8 @@ class LiveCapture:
                 item = decode(linktype, data, 0, len(data), frame_no, ts)
                 if item is not None:
                     yield item
-                    if decoder.pending is not None:
-                        item, decoder.pending = decoder.pending, None
-                        yield item
+                    if pending:
+                        yield pending.pop()
         finally:
             self._read_kernel_drops()
             sock.close()

@@ -158,10 +158,11 @@ class Connection:
     """One TCP connection: ``client`` sent the SYN (else the first segment seen), direction 0 is client->server.
 
     ``syn_seen`` is True when the handshake (SYN or SYN-ACK) was captured, so
-    both streams are known from their first byte.
+    both streams are known from their first byte. ``last_frame`` and
+    ``last_ts`` say when a segment of it was last seen.
     """
 
-    __slots__ = ("_halves", "_keys", "_last", "client", "closed", "id", "server", "syn_seen")
+    __slots__ = ("_halves", "_keys", "client", "closed", "id", "last_frame", "last_ts", "server", "syn_seen")
 
     def __init__(self, conn_id: int, client: tuple[str, int], server: tuple[str, int], syn_seen: bool) -> None:
         self.id = conn_id
@@ -169,7 +170,8 @@ class Connection:
         self.server = server
         self.syn_seen = syn_seen
         self.closed = False
-        self._last: Segment | None = None  # the latest segment: activity for eviction, the point of capture end
+        self.last_frame = 0  # the latest segment's frame and time: activity for eviction, the point of capture end
+        self.last_ts = 0.0
         self._keys = ((client[0], client[1], server[0], server[1]), (server[0], server[1], client[0], client[1]))
         self._halves = (_Half(self, 0), _Half(self, 1))
         self._halves[0].peer = self._halves[1]
@@ -246,30 +248,34 @@ class TcpReassembler:
     def feed(self, seg: Segment) -> list[Any]:
         """Events caused by one captured segment, in order."""
         half = self._halves.get((seg.src, seg.sport, seg.dst, seg.dport))
-        if half is not None and half.fast and not seg.flags & 7:
-            half.conn._last = seg
-            peer = half.peer
-            if seg.flags & ACK and peer.open:
-                delta = (seg.ack - peer.next_seq) & _MASK
-                if delta and delta < MAX_AHEAD:
-                    return self._slow(seg, half)
-            payload = seg.payload
-            if not payload:
-                return []
-            if seg.seq == half.next_seq:
-                size = len(payload)
-                offset = half.next_off
-                half.next_off = offset + size
-                half.next_seq = (seg.seq + size) & _MASK
-                return [Data(half.conn, half.direction, offset, payload, seg.frame_no, seg.ts)]
+        if half is not None and half.fast:
+            flags = seg.flags
+            if not flags & 0x07:  # no FIN, SYN, RST
+                conn = half.conn
+                conn.last_frame = seg.frame_no
+                conn.last_ts = seg.ts
+                peer = half.peer
+                if flags & 0x10 and peer.open:  # an ACK: does it pass bytes of the peer never captured?
+                    delta = (seg.ack - peer.next_seq) & 0xFFFFFFFF
+                    if delta and delta < 0x40000000:  # MAX_AHEAD
+                        return self._slow(seg, half)
+                payload = seg.payload
+                if not payload:
+                    return []
+                seq = seg.seq
+                if seq == half.next_seq:
+                    size = len(payload)
+                    offset = half.next_off
+                    half.next_off = offset + size
+                    half.next_seq = (seq + size) & 0xFFFFFFFF
+                    return [Data(conn, half.direction, offset, payload, seg.frame_no, seg.ts)]
         return self._slow(seg, half)
 
     def close(self) -> list[Any]:
         """The capture ended: every hole becomes a gap, every open direction closes with 'capture_end'."""
         events: list[Any] = []
         for conn in self._conns.values():
-            last = conn._last
-            self._end(conn, "capture_end", last.frame_no if last else 0, last.ts if last else 0.0, events)
+            self._end(conn, "capture_end", conn.last_frame, conn.last_ts, events)
         self._halves.clear()
         self._conns.clear()
         self._idle.clear()
@@ -291,7 +297,7 @@ class TcpReassembler:
         elif flags & SYN:
             half = self._syn_on_known(seg, half, events)
         conn = half.conn
-        conn._last = seg
+        conn.last_frame, conn.last_ts = frame_no, ts
         if half.base is None:
             if flags & SYN:
                 half.start((seg.seq + 1) & _MASK, seg.seq)
@@ -534,9 +540,8 @@ class TcpReassembler:
             stamp, _, conn = heapq.heappop(self._idle)
             if self._conns.get(conn.id) is not conn:
                 continue
-            last = conn._last.frame_no if conn._last else stamp
-            if last > stamp:  # active since it was queued: queue it again at its latest activity
-                heapq.heappush(self._idle, (last, conn.id, conn))
+            if conn.last_frame > stamp:  # active since it was queued: queue it again at its latest activity
+                heapq.heappush(self._idle, (conn.last_frame, conn.id, conn))
                 continue
             self.stats["evicted"] += 1
             self._end(conn, "evicted", frame_no, ts, events)
