@@ -89,6 +89,9 @@ class StageEvent:
 
 Record = DecodedFrame | StageEvent
 
+TCP_GAP_MEANING = "Bytes of a TCP stream are missing from the capture (a segment was lost)"
+"""The one stage problem the decoder names itself: the reassembler reports gaps as events."""
+
 
 class TunnelInfo:
     """One TCP connection that carries M-PROXY, with totals for ``mproxy stats``."""

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..decoder import Decoder
+from ..decoder import TCP_GAP_MEANING, Decoder
 from ..secrets import redact_control, redact_value
 from ..sessions import SessionTracker
 from ..spec import PROBLEMS
@@ -98,6 +98,21 @@ def summarize(decoder: Decoder, tracker: SessionTracker, *, show_secrets: bool =
     }
 
 
+def problem_meaning(key: str) -> str:
+    """What a problem kind means: ``kind`` from the parser, ``stage.kind`` from the stages before it."""
+    from ..carrier import CARRIER_PROBLEMS
+    from ..pcap import SOURCE_PROBLEMS
+    from ..tcp import TCP_PROBLEMS
+    from ..tls import TLS_PROBLEMS
+
+    if key == "tcp.gap":
+        return TCP_GAP_MEANING
+    stage, _, kind = key.rpartition(".")
+    table = {"": PROBLEMS, "capture": SOURCE_PROBLEMS, "tcp": TCP_PROBLEMS, "carrier": CARRIER_PROBLEMS,
+             "tls": TLS_PROBLEMS}.get(stage, {})
+    return table.get(kind, "")
+
+
 def _t(value: Any) -> str:
     return "" if value is None else safe_text(str(value))
 
@@ -137,7 +152,7 @@ def print_tables(summary: dict[str, Any], console: Console) -> None:
     problems.add_column("count", justify="right")
     problems.add_column("meaning")
     for kind, count in summary["problems"].items():
-        problems.add_row(_t(kind), str(count), PROBLEMS.get(kind, ""))
+        problems.add_row(_t(kind), str(count), problem_meaning(kind))
     if summary["problems"]:
         console.print(problems)
     else:

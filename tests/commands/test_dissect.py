@@ -186,3 +186,32 @@ def test_no_such_interface():
 
 def test_file_and_interface_together(sample):
     assert_clean_error(mproxy("dissect", str(sample), "-i", "lo"), "either FILE or -i")
+
+
+def test_progress_bar_on_a_terminal_for_big_files(tmp_path):
+    import os
+    import pty
+
+    from tunnel_capture import simple_tunnel
+
+    body = bytes(range(97, 123)) * 600
+    stream = b"".join(pack(HTTP_CLIENT, body) for _ in range(1200))
+    path = simple_tunnel(tmp_path / "big.pcap", stream, b"", chunk=16000)
+    assert path.stat().st_size >= 16 * 1024 * 1024
+    master, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "mproxy_scapy.cli", "dissect", "--json", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert proc.wait(timeout=120) == 0
+    assert b"decoding big.pcap" in shown and b"1200 records shown" in shown
+    piped = mproxy("dissect", "--json", str(path))
+    assert "decoding" not in piped.stderr

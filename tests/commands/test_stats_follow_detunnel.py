@@ -135,3 +135,14 @@ def test_detunnel_on_the_recorded_websocket_capture(tmp_path):
 def test_detunnel_cannot_write(sample, tmp_path):
     assert_clean_error(mproxy("detunnel", str(sample), "-o", str(tmp_path / "no" / "dir" / "x.pcap")),
                        "cannot write")
+
+
+def test_stats_counts_the_loss_in_the_impaired_capture():
+    from support import CAPTURES
+
+    result = mproxy("stats", str(CAPTURES / "impaired.pcap"), "--json")
+    assert result.returncode == 0, result.stderr
+    problems = json.loads(result.stdout)["problems"]
+    assert problems["tcp.gap"] >= 1 and problems["gap"] >= 1
+    table = mproxy("stats", str(CAPTURES / "impaired.pcap"))
+    assert "a segment was lost" in table.stdout
