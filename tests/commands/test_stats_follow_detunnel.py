@@ -146,3 +146,31 @@ def test_stats_counts_the_loss_in_the_impaired_capture():
     assert problems["tcp.gap"] >= 1 and problems["gap"] >= 1
     table = mproxy("stats", str(CAPTURES / "impaired.pcap"))
     assert "a segment was lost" in table.stdout
+
+
+COMMANDS = (("stats",), ("follow", "--client", "1.2.3.4:5"), ("detunnel", "-o", "OUT"))
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_every_command_reports_a_missing_file_and_a_non_capture(command, tmp_path):
+    args = [a.replace("OUT", str(tmp_path / "o.pcap")) for a in command]
+    assert_clean_error(mproxy(args[0], str(tmp_path / "missing.pcap"), *args[1:]), "no such file")
+    text = tmp_path / "text.pcap"
+    text.write_text("not a capture at all\n")
+    assert_clean_error(mproxy(args[0], str(text), *args[1:]), "not a pcap or pcapng file")
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_every_command_still_reports_what_a_truncated_capture_held(command, sample, tmp_path):
+    cut = tmp_path / "cut.pcap"
+    data = sample.read_bytes()
+    cut.write_bytes(data[: len(data) - 30])
+    args = [a.replace("OUT", str(tmp_path / "o.pcap")).replace("1.2.3.4:5", "203.0.113.7:50123") for a in command]
+    result = mproxy(args[0], str(cut), *args[1:])
+    assert_clean_error(result, "truncated")
+    if args[0] == "stats":
+        assert "IPv4,203.0.113.7,50123" in result.stdout
+    elif args[0] == "follow":
+        assert "GET /hello?x=1" in result.stdout
+    else:
+        assert (tmp_path / "o.pcap").stat().st_size > 100
