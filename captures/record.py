@@ -14,7 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from recorder.main import main
+try:
+    from recorder.main import main
+except ImportError as exc:
+    sys.exit(f"record.py: missing Python package {exc.name!r}: run  pip install -e '.[test]'  first")
 
 if __name__ == "__main__":
     sys.exit(main(argparse.ArgumentParser(description=__doc__.splitlines()[0])))

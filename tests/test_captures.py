@@ -221,3 +221,16 @@ def test_recorder_regenerates_every_capture(tmp_path, tshark_env):
         assert conversations == {(c["a"], c["b"]): c["packets"] for c in entry["tcp_conversations"]}
         fixed = {k: v for k, v in entry["frames_by_kind"].items() if k != "data"}
         assert fixed == {k: v for k, v in committed[name]["frames_by_kind"].items() if k != "data"}, name
+
+
+def test_recorder_names_missing_tools_and_records_nothing(tmp_path):
+    empty_path = tmp_path / "bin"
+    empty_path.mkdir()
+    result = subprocess.run(
+        [sys.executable, str(REPO / "captures" / "record.py"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "PATH": str(empty_path)},
+    )
+    assert result.returncode == 2
+    for tool in ("tcpdump", "editcap", "node", "npm"):
+        assert f"{tool}:" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -59,6 +60,8 @@ class Tcpdump:
         self._proc.send_signal(signal.SIGINT)
         if self._proc.wait(15) != 0:
             raise RuntimeError("tcpdump failed: " + " | ".join(self.messages))
+        folder = self.path.parent.stat()
+        os.chown(self.path, folder.st_uid, folder.st_gid)  # tcpdump hands the file to its own user
         dropped = [m for m in self.messages if m.endswith("dropped by kernel") and not m.startswith("0 ")]
         if dropped:
             raise RuntimeError(f"tcpdump lost packets ({dropped[0]}): the capture is incomplete")

@@ -80,6 +80,8 @@ def _record_wss(out: Path, work: Path) -> dict[str, Any]:
 
 def _impaired(out: Path) -> dict[str, Any]:
     name = "impaired.pcap"
+    if not (out / "raw-tcp.pcap.truth.ndjson").exists():
+        raise SystemExit(f"impaired.pcap is made from raw-tcp.pcap: record that into {out} first")
     truth_path = out / f"{name}.truth.ndjson"
     details = impair(out / "raw-tcp.pcap", out / "raw-tcp.pcap.truth.ndjson", out / name, truth_path)
     truth = TruthLog()

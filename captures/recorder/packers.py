@@ -76,13 +76,10 @@ def go_pack(tun: Mapping[str, Any], body: bytes, scheme: str) -> bytes:
 
 
 class GoPacking:
-    """The Go dialect: no connection frames (the first data opens a client), 0-length end/error."""
+    """The Go dialect: no connection or control frames (the first data opens a client), 0-length end/error."""
 
     dialect = "go"
     sends_connection = False
-
-    def connection(self, tun: Mapping[str, Any]) -> Packed:
-        raise ValueError("the Go dialect has no connection frames")
 
     def data(self, tun: Mapping[str, Any], chunk: bytes, style: str) -> Packed:
         return _split(go_pack(tun, chunk, tun.get("service") or "tcp"), GO_PACK)
@@ -95,6 +92,3 @@ class GoPacking:
 
     def flow(self, tun: Mapping[str, Any], kind: str, count: int) -> Packed:
         return _split(go_pack(tun, str(count).encode(), kind), GO_PACK)
-
-    def control(self, message: list[Any]) -> Packed:
-        raise ValueError("the Go dialect recording has no control channel")

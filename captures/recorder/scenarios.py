@@ -64,6 +64,7 @@ class Tunnel:
         )
         self.threads: list[threading.Thread] = []
         self.device_link: Link | None = None
+        self._ws_server: Any = None
 
     def _spawn(self, target: Any, *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)
@@ -160,7 +161,7 @@ class Tunnel:
         self.device_link.close()
         for thread in self.threads:
             thread.join(10)
-        if hasattr(self, "_ws_server"):
+        if self._ws_server is not None:
             self._ws_server.shutdown()
         self.relay.close()
 
