@@ -6,7 +6,8 @@ layout is a ``struct.Struct`` compiled once, each header is read with one
 copy made per packet is the TCP payload slice. No Scapy object is built.
 
 Files are read in chunks of ``CHUNK_SIZE`` bytes (never whole), so memory stays
-bounded whatever the capture size. Items come out in capture order:
+bounded whatever the capture size; gzip-compressed captures (``.pcap.gz``, as
+Wireshark reads them) are decompressed as they stream. Items come out in capture order:
 ``Segment`` for each TCP segment, ``SourceProblem`` for anything the source
 could not decode (see ``SOURCE_PROBLEMS``); packets that are not TCP are only
 counted in ``stats``.
@@ -21,10 +22,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import gzip
 import os
 import socket
 import struct
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -64,7 +67,7 @@ LINKTYPE_NAMES: dict[int, str] = {
 """The link types this source decodes."""
 
 SOURCE_PROBLEMS: dict[str, str] = {
-    "truncated_record": "The capture file ends in the middle of a record; the rest is lost",
+    "truncated_record": "The capture file ends (or cannot be read further) inside a record; the rest is lost",
     "bad_record_length": "A record length is impossible; the rest of the file cannot be read",
     "caplen_exceeds_snaplen": "Records are longer than the file's snapshot length (first one reported)",
     "snapped_packet": "Packets were cut by the snapshot length: TCP payload bytes are missing (first one reported)",
@@ -431,6 +434,7 @@ _PCAP_MAGICS: dict[bytes, tuple[str, float]] = {
     b"\xa1\xb2\x3c\x4d": (">", 1e9),
 }
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_GZIP_MAGIC = b"\x1f\x8b"
 _BYTE_ORDER_MAGIC = 0x1A2B3C4D
 
 _BLOCK_IDB, _BLOCK_PB, _BLOCK_SPB, _BLOCK_EPB = 1, 2, 3, 6
@@ -462,19 +466,23 @@ class CaptureReader:
 
     def __init__(self, path: str | os.PathLike[str] | BinaryIO) -> None:
         self.stats = CaptureStats()
-        self.name = getattr(path, "name", "<capture>") if hasattr(path, "read") else os.fspath(path)
+        self.read_error: str | None = None
+        """Why reading stopped early (an I/O or decompression error), if it did."""
+        self.compressed = False
         if hasattr(path, "read"):
-            self._file: BinaryIO = path  # type: ignore[assignment]
+            self.name = str(getattr(path, "name", "<capture>"))
+            self._raw: BinaryIO = path  # type: ignore[assignment]
         else:
+            self.name = os.fspath(path)
             try:
-                self._file = open(path, "rb")  # noqa: SIM115 - closed when the items end or by close()
+                self._raw = open(path, "rb")  # noqa: SIM115 - closed when the items end or by close()
             except OSError as exc:
                 raise UserError(f"cannot open capture {self.name}: {exc.strerror or exc}") from None
-        try:
-            head = self._file.read(24)
-        except OSError as exc:
-            self._file.close()
-            raise UserError(f"cannot read capture {self.name}: {exc.strerror or exc}") from None
+        self._file: BinaryIO = self._raw
+        head = self._head()
+        if head[:2] == _GZIP_MAGIC:
+            self._open_gzip()
+            head = self._head()
         magic = head[:4]
         self._decoder = PacketDecoder(self.stats)
         if magic in _PCAP_MAGICS:
@@ -484,10 +492,54 @@ class CaptureReader:
             self.format = "pcapng"
             self._items = self._pcapng_items(head)
         else:
-            self._file.close()
+            self._close_files()
             if not head:
                 raise UserError(f"{self.name} is empty: not a pcap or pcapng file")
             raise UserError(f"{self.name}: not a pcap or pcapng file (magic 0x{magic.hex()})")
+
+    def _head(self) -> bytes:
+        try:
+            return self._file.read(24)
+        except (OSError, EOFError, zlib.error) as exc:
+            self._close_files()
+            raise UserError(f"cannot read capture {self.name}: {getattr(exc, 'strerror', None) or exc}") from None
+
+    def _open_gzip(self) -> None:
+        """A gzip-compressed capture (as Wireshark reads them) is decompressed as it streams."""
+        try:
+            self._raw.seek(0)
+        except (OSError, ValueError) as exc:
+            self._close_files()
+            raise UserError(f"cannot rewind compressed capture {self.name}: {exc}") from None
+        self._file = gzip.GzipFile(fileobj=self._raw, mode="rb")  # type: ignore[assignment]
+        self.compressed = True
+
+    def _read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; on a read or decompression error, what came before it (and ``read_error``)."""
+        if not self.compressed:
+            try:
+                return self._file.read(size)
+            except OSError as exc:
+                self.read_error = exc.strerror or str(exc)
+                return b""
+        parts, wanted = [], size
+        try:
+            while wanted > 0:
+                part = self._file.read1(wanted)  # type: ignore[attr-defined]
+                if not part:
+                    break
+                parts.append(part)
+                wanted -= len(part)
+        except (OSError, EOFError, zlib.error) as exc:
+            self.read_error = str(exc)
+        return b"".join(parts)
+
+    def _ended(self) -> str:
+        return f"; {self.read_error}" if self.read_error else ""
+
+    def _close_files(self) -> None:
+        self._file.close()
+        self._raw.close()
 
     def __iter__(self) -> Iterator[Segment | SourceProblem]:
         return self._items
@@ -497,7 +549,7 @@ class CaptureReader:
 
     def close(self) -> None:
         self._items.close()
-        self._file.close()
+        self._close_files()
 
     def __enter__(self) -> CaptureReader:
         return self
@@ -507,7 +559,7 @@ class CaptureReader:
 
     def _pcap_items(self, head: bytes) -> Iterator[Segment | SourceProblem]:
         if len(head) < 24:
-            self._file.close()
+            self._close_files()
             raise UserError(f"{self.name}: truncated pcap file header ({len(head)} of 24 bytes)")
         order, scale = _PCAP_MAGICS[head[:4]]
         snaplen, network = struct.unpack_from(order + "II", head, 16)
@@ -517,7 +569,7 @@ class CaptureReader:
     def _walk_pcap(self, order: str, scale: float, snaplen: int, linktype: int) -> Iterator[Segment | SourceProblem]:
         """The records of a pcap file. ``stats.packets`` and ``bytes_read`` advance per chunk, exact at the end."""
         unpack_record = struct.Struct(order + "IIII").unpack_from
-        read = self._file.read
+        read = self._read
         stats = self.stats
         decoder = self._decoder
         decode = decoder.decode
@@ -539,7 +591,7 @@ class CaptureReader:
                             stats.bytes_read += size
                             yield decoder.problem(frame_no + 1, ts, "truncated_record",
                                                   f"file ends inside record header {frame_no + 1} "
-                                                  f"({size} of 16 bytes)")
+                                                  f"({size} of 16 bytes{self._ended()})")
                         return
                 sec, frac, caplen, _ = unpack_record(buf, pos)
                 frame_no += 1
@@ -562,7 +614,8 @@ class CaptureReader:
                     if end > size:
                         stats.packets, stats.bytes_read, counted = frame_no - 1, consumed + size, True
                         yield decoder.problem(frame_no, ts, "truncated_record",
-                                              f"file ends inside record {frame_no} ({size - 16} of {caplen} bytes)")
+                                              f"file ends inside record {frame_no} "
+                                              f"({size - 16} of {caplen} bytes{self._ended()})")
                         return
                 item = decode(linktype, buf, pos + 16, end, frame_no, ts)
                 pos = end
@@ -573,20 +626,20 @@ class CaptureReader:
         finally:
             if not counted:  # the consumer stopped early
                 stats.packets, stats.bytes_read = frame_no, consumed + pos
-            self._file.close()
+            self._close_files()
 
     def _pcapng_items(self, head: bytes) -> Iterator[Segment | SourceProblem]:
         if len(head) < 12:
-            self._file.close()
+            self._close_files()
             raise UserError(f"{self.name}: truncated pcapng section header")
         magic = head[8:12]
         if magic not in (b"\x1a\x2b\x3c\x4d", b"\x4d\x3c\x2b\x1a"):
-            self._file.close()
+            self._close_files()
             raise UserError(f"{self.name}: not a pcap or pcapng file (pcapng byte-order magic 0x{magic.hex()})")
         return self._walk_pcapng(head)
 
     def _walk_pcapng(self, head: bytes) -> Iterator[Segment | SourceProblem]:
-        read = self._file.read
+        read = self._read
         stats = self.stats
         decoder = self._decoder
         decode = decoder.decode
@@ -607,7 +660,8 @@ class CaptureReader:
                         if buf:
                             stats.bytes_read += len(buf)
                             yield decoder.problem(frame_no + 1, ts, "truncated_record",
-                                                  f"file ends inside a block header ({len(buf)} bytes left)")
+                                                  f"file ends inside a block header "
+                                                  f"({len(buf)} bytes left{self._ended()})")
                         return
                 if buf[pos:pos + 4] == _PCAPNG_SHB:
                     bom = buf[pos + 8:pos + 12]
@@ -639,7 +693,7 @@ class CaptureReader:
                         is_packet = btype in (_BLOCK_EPB, _BLOCK_SPB, _BLOCK_PB)
                         yield decoder.problem(frame_no + 1 if is_packet else frame_no, ts, "truncated_record",
                                               f"file ends inside a block of type 0x{btype:08x} "
-                                              f"({len(buf)} of {blen} bytes)")
+                                              f"({len(buf)} of {blen} bytes{self._ended()})")
                         return
                 stats.bytes_read += blen
                 start = pos
@@ -710,7 +764,7 @@ class CaptureReader:
                     if pending:
                         yield pending.pop()
         finally:
-            self._file.close()
+            self._close_files()
 
 
 def _u32(order: str) -> struct.Struct:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import shutil
@@ -386,6 +387,35 @@ def test_not_a_capture(tmp_path):
         open_capture(io.BytesIO(pcap([])[:20]))
 
 
+def test_gzip_compressed_captures_stream(tmp_path):
+    frames = [ether(ipv4(tcp(os.urandom(1000), seq=n * 1000))) for n in range(300)]
+    path = tmp_path / "big.pcap.gz"
+    path.write_bytes(gzip.compress(pcap(frames)))
+    reader = open_capture(path)
+    assert [s.seq for s in reader] == [n * 1000 for n in range(300)]
+    assert reader.compressed and reader.stats.packets == 300
+    ng = tmp_path / "small.pcapng.gz"
+    ng.write_bytes(gzip.compress(shb(">") + idb(">", 1) + epb(">", 0, 5, frames[0])))
+    assert [s.seq for s in open_capture(ng)] == [0]
+
+
+def test_truncated_gzip_keeps_what_was_readable(tmp_path):
+    frames = [ether(ipv4(tcp(os.urandom(1000), seq=n * 1000))) for n in range(300)]
+    packed = gzip.compress(pcap(frames))
+    path = tmp_path / "cut.pcap.gz"
+    path.write_bytes(packed[:len(packed) // 2])
+    found = list(open_capture(path))
+    segments_ = [s for s in found if isinstance(s, Segment)]
+    assert 100 < len(segments_) < 300
+    assert [s.seq for s in segments_] == [n * 1000 for n in range(len(segments_))]
+    assert problems(found) == [(len(segments_) + 1, "truncated_record")]
+    assert "Compressed file ended" in found[-1].detail
+    garbage = tmp_path / "text.gz"
+    garbage.write_bytes(gzip.compress(b"hello, not a capture"))
+    with pytest.raises(UserError, match=r"not a pcap or pcapng file \(magic 0x68656c6c\)"):
+        open_capture(garbage)
+
+
 def test_reading_is_streamed_in_chunks(monkeypatch):
     """A file larger than the chunk size is read piecewise, and records straddling chunks decode."""
     monkeypatch.setattr("mproxy_scapy.pcap.CHUNK_SIZE", 100)
@@ -594,3 +624,24 @@ def test_live_capture_without_permission_is_a_clear_error():
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.stdout.strip() == ("UserError live capture on lo needs root or the CAP_NET_RAW capability "
                                      "(permission denied)"), result.stderr
+
+
+@pytest.mark.live
+def test_ctrl_c_ends_a_live_capture_cleanly():
+    """The documented way to stop: SIGINT raises KeyboardInterrupt out of the loop; the socket is closed."""
+    code = ("from mproxy_scapy.pcap import live_capture\n"
+            "capture = live_capture('lo', 'tcp port 9')\n"
+            "print('ready', flush=True)\n"
+            "try:\n"
+            "    for item in capture:\n"
+            "        pass\n"
+            "except KeyboardInterrupt:\n"
+            "    capture.close()\n"
+            "    print('interrupted after', capture.stats.packets, 'packets', flush=True)\n")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "ready\n"
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=10)
+    assert (process.returncode, out, err) == (0, "interrupted after 0 packets\n", "")

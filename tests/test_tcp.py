@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mproxy_scapy.pcap import ACK, FIN, PSH, RST, SYN, Segment
+from mproxy_scapy.pcap import ACK, FIN, PSH, RST, SYN, Segment, open_capture
 from mproxy_scapy.tcp import Closed, Data, Gap, Opened, TcpProblem, TcpReassembler
 
 CLIENT = ("10.0.0.1", 40000)
@@ -345,6 +347,32 @@ def test_finished_connections_make_room_silently():
     assert tcp.stats["evicted"] == 0
 
 
+def test_impaired_capture_loses_exactly_the_dropped_segment():
+    """captures/impaired.pcap is raw-tcp.pcap with segments reordered, retransmitted, overlapped and one dropped."""
+    captures = Path(__file__).resolve().parent.parent / "captures"
+    lost = json.loads((captures / "manifest.json").read_text())
+    lost = next(entry for entry in (lost.values() if isinstance(lost, dict) else lost)
+                if isinstance(entry, dict) and entry.get("file") == "impaired.pcap")["impairments"]["lost_segment"]
+
+    def streams(name: str) -> tuple[dict[str, tuple[bytes, list]], TcpReassembler]:
+        tcp = TcpReassembler()
+        events = run([item for item in open_capture(captures / name) if isinstance(item, Segment)], tcp)
+        conn = kinds(events, Opened)[0].conn
+        assert len(kinds(events, Opened)) == 1 and conn.syn_seen
+        return {conn.endpoint(d): stream_of(events, d) for d in (0, 1)}, tcp
+
+    clean, _ = streams("raw-tcp.pcap")
+    impaired, tcp = streams("impaired.pcap")
+    assert clean.keys() == impaired.keys()
+    damaged = [sender for sender in clean if impaired[sender] != clean[sender]]
+    assert len(damaged) == 1
+    sender = damaged[0]
+    start, length = lost["stream_offset"], lost["length"]
+    whole = clean[sender][0]
+    assert impaired[sender] == (whole[:start] + whole[start + length:], [(start, length)])
+    assert tcp.stats["retransmitted_segments"] >= 4 and tcp.stats["overlap_conflicts"] == 0
+
+
 # Properties.
 
 @st.composite
@@ -414,3 +442,41 @@ def test_dropped_segments_give_gaps_that_add_up(data, case):
     assert delivered == b"".join(expected)
     assert gaps == expected_gaps
     assert next((c.direction, c.reason) for c in kinds(events, Closed)) == (0, "fin")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), case=segmented_stream())
+def test_receiver_acks_declare_lost_bytes_as_soon_as_they_are_known(data, case):
+    """ACKs of bytes the capture lacks give gaps at once; no captured byte is ever lost."""
+    stream, isn, pieces = case
+    dropped = [data.draw(st.booleans()) for _ in pieces]
+    captured = [index for index, drop in enumerate(dropped) if not drop]
+    order = data.draw(st.permutations(captured))
+    flow = Flow(isn=isn)
+    segments = [flow.syn(), flow.synack()]
+    seen: set[int] = set()
+    for index in order:
+        segments.append(flow.seg(0, pieces[index][0], pieces[index][1]))
+        seen.add(index)
+        if data.draw(st.booleans()):
+            # The receiver has every byte before the first segment that is neither lost nor captured yet.
+            prefix = 0
+            while prefix < len(pieces) and (dropped[prefix] or prefix in seen):
+                prefix += 1
+            acked = pieces[prefix][0] if prefix < len(pieces) else len(stream)
+            segments.append(flow.seg(1, 0, flags=ACK, ack=flow.ack_of(0, acked)))
+    segments.append(flow.seg(1, 0, flags=ACK, ack=flow.ack_of(0, len(stream))))  # the receiver got it all
+    tcp = TcpReassembler()
+    events = [event for segment in segments for event in tcp.feed(segment)]  # no close(): the ACKs suffice
+    delivered, gaps = stream_of(events)
+    expected_data = b"".join(payload for (_, payload), drop in zip(pieces, dropped, strict=True) if not drop)
+    assert delivered == expected_data
+    lost = [(offset, len(payload)) for (offset, payload), drop in zip(pieces, dropped, strict=True) if drop]
+    merged: list[list[int]] = []
+    for offset, length in lost:
+        if merged and merged[-1][0] + merged[-1][1] == offset:
+            merged[-1][1] += length
+        else:
+            merged.append([offset, length])
+    assert gaps == [tuple(gap) for gap in merged]
+    assert len(delivered) + sum(length for _, length in gaps) == len(stream)
