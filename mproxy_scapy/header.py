@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from .spec import DATA_KIND, FAMILIES, HEADER_FIELDS, MESSAGE_KINDS, MIN_HEADER_FIELDS
 
-_DIGITS = frozenset(b"0123456789")
 _SERVICE_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+")
 _HEADER_KEYS = tuple(f.key for f in HEADER_FIELDS)
 
@@ -37,7 +36,8 @@ class ParsedHeader:
         if self.dialect == "go" and len(fields) > 1 and fields[-1] == "":
             fields.pop()
         self.field_count = len(fields)
-        self.values = {k: (fields[i] if i < len(fields) else None) for i, k in enumerate(_HEADER_KEYS)}
+        self.values = dict.fromkeys(_HEADER_KEYS)
+        self.values.update(zip(_HEADER_KEYS, fields, strict=False))
         self.problems: list[tuple[str, str]] = []
         if not self.utf8:
             self.problems.append(("header_not_utf8", "header bytes are not valid UTF-8"))
@@ -48,10 +48,9 @@ class ParsedHeader:
         self.datalen = None
         datalen_text = self.values["datalen"]
         if datalen_text is not None:
-            raw_len = datalen_text.encode("utf-8", "replace")
-            if raw_len and all(c in _DIGITS for c in raw_len):
+            if datalen_text.isascii() and datalen_text.isdigit():
                 self.datalen = int(datalen_text)
-            elif raw_len[:1] == b"-" and len(raw_len) > 1 and all(c in _DIGITS for c in raw_len[1:]):
+            elif datalen_text[:1] == "-" and datalen_text[1:].isascii() and datalen_text[1:].isdigit():
                 self.problems.append(("datalen_negative", f"datalen {datalen_text!r}"))
             else:
                 self.problems.append(("datalen_not_numeric", f"datalen {datalen_text!r}"))

@@ -217,6 +217,8 @@ class FrameParser:
             return out
         self.bytes_seen += len(data)
         self._buf += data
+        if self._waiting is not None and len(self._buf) < self._waiting[2]:
+            return out
         self._run(out, final=False)
         return out
 
