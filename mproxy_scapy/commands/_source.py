@@ -44,6 +44,44 @@ def add_file_argument(parser: argparse.ArgumentParser, *, live: bool) -> None:
                         "$SSLKEYLOGFILE, else a FILE-stem.keys file next to the capture")
     parser.add_argument("--show-secrets", action="store_true",
                         help="show tokens (control arguments, access_token, Authorization) instead of redacting")
+    add_bound_arguments(parser)
+
+
+def byte_count(text: str) -> int:
+    """A positive number of bytes, with an optional K, M or G suffix (powers of 1024)."""
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1:].lower(), 1)
+    digits = text[:-1] if scale > 1 else text
+    if not digits.isdigit() or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes (e.g. 65536, 64K, 16M)")
+    return int(digits) * scale
+
+
+def positive_int(text: str) -> int:
+    """A count of at least 1."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def add_bound_arguments(parser: argparse.ArgumentParser) -> None:
+    """The memory bounds a hostile capture runs into (docs/HARDENING.md); past each one a problem is reported."""
+    from ..carrier import DEFAULT_MAX_MESSAGE
+    from ..parser import DEFAULT_MAX_BODY_HELD
+    from ..tcp import DEFAULT_MAX_BUFFERED, DEFAULT_MAX_FLOWS
+
+    bounds = parser.add_argument_group("resource bounds")
+    bounds.add_argument("--max-flows", type=positive_int, default=DEFAULT_MAX_FLOWS, metavar="N",
+                        help="TCP connections tracked at once; the least recently active is evicted (reported) "
+                        f"past it (default {DEFAULT_MAX_FLOWS})")
+    bounds.add_argument("--max-buffered", type=byte_count, default=DEFAULT_MAX_BUFFERED, metavar="BYTES",
+                        help="out-of-order bytes held per connection direction; past it the hole is declared "
+                        f"lost, a gap (default {DEFAULT_MAX_BUFFERED})")
+    bounds.add_argument("--max-frame-held", type=byte_count, default=DEFAULT_MAX_BODY_HELD, metavar="BYTES",
+                        help="body bytes held for one incomplete M-PROXY frame; a larger body streams through "
+                        f"hashed, not held (default {DEFAULT_MAX_BODY_HELD})")
+    bounds.add_argument("--max-message", type=byte_count, default=DEFAULT_MAX_MESSAGE, metavar="BYTES",
+                        help="decompressed bytes per WebSocket message (permessage-deflate); the rest is "
+                        f"dropped and reported (default {DEFAULT_MAX_MESSAGE})")
 
 
 def make_decoder(args: argparse.Namespace) -> Decoder:
@@ -57,7 +95,13 @@ def make_decoder(args: argparse.Namespace) -> Decoder:
     if keylog_path is not None and not Path(keylog_path).is_file():
         raise UserError(f"{keylog_path}: no such TLS key log file")
     keylog = KeyLog.load(keylog_path) if keylog_path else None
-    return Decoder(show_secrets=args.show_secrets, keylog=keylog)
+    from ..carrier import Carrier
+    from ..tcp import TcpReassembler
+
+    show_secrets, max_message = args.show_secrets, args.max_message
+    return Decoder(show_secrets=show_secrets, keylog=keylog, max_body_held=args.max_frame_held,
+                   reassembler=TcpReassembler(max_flows=args.max_flows, max_buffered_per_flow=args.max_buffered),
+                   carrier_factory=lambda: Carrier(show_secrets=show_secrets, max_message=max_message))
 
 
 def open_items(args: argparse.Namespace) -> Iterable[Any]:
