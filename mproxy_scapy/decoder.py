@@ -14,7 +14,7 @@ capture order, so outputs can show them and stats can count them.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,11 @@ from .parser import DEFAULT_MAX_BODY_HELD, Frame, FrameParser
 class DecodedFrame:
     """One parser record (a frame, or skipped garbage / lost bytes) with where and when it was seen.
 
-    ``pcap_frame`` and ``ts`` are those of the packet whose bytes completed
-    the record; ``src``/``dst`` the tunnel connection's sender and receiver
+    ``pcap_frame`` and ``ts`` are those of the packet that held the record's
+    last byte (as Wireshark shows it). Records come out in the order they
+    are complete, which is pcap order per direction; a frame the parser
+    could only close on the next byte of its stream may come out after a
+    frame of the other direction with a higher packet number. ``src``/``dst`` the tunnel connection's sender and receiver
     as ``ip:port`` text; ``direction`` 0 is tunnel client -> tunnel server.
     ``reply_to``/``reply_time`` are set on control replies by the session
     tracker when it has seen the request.
@@ -115,8 +118,8 @@ class TunnelInfo:
 class _Conn:
     """Per TCP connection state: its carrier, parsers made on first use, and its endpoints."""
 
-    __slots__ = ("carrier", "carrier_kind", "closed", "conn", "endpoints", "frame_no", "parsers", "synced", "tls",
-                 "tls_checked", "ts", "tunnel")
+    __slots__ = ("carrier", "carrier_kind", "chunks", "closed", "conn", "endpoints", "frame_no", "parsers",
+                 "stream_end", "synced", "tls", "tls_checked", "ts", "tunnel")
 
     def __init__(self, conn: Any, carrier: Any) -> None:
         self.conn = conn
@@ -131,6 +134,9 @@ class _Conn:
         self.ts = 0.0
         self.tls: Any = None
         self.tls_checked = False
+        self.stream_end = [0, 0]
+        self.chunks: tuple[deque[tuple[int, int, float]], deque[tuple[int, int, float]]] = (deque(), deque())
+        """Per direction: (stream offset where a chunk ends, its packet number, its time), oldest first."""
 
 
 def _default_reassembler() -> Any:
@@ -343,13 +349,19 @@ class Decoder:
         if tunnel.first_ts is None:
             tunnel.first_ts = ts
         tunnel.last_ts = ts
+        direction = event.direction
+        end = state.stream_end[direction] = state.stream_end[direction] + len(event.data)
+        state.chunks[direction].append((end, frame_no, ts))
         frames = parser.feed(event.data)
         if frames:
-            self._emit(state, event.direction, frames, frame_no, ts, out)
+            self._emit(state, direction, frames, frame_no, ts, out)
 
     def _on_mproxy_gap(self, state: _Conn, event: Any, out: list[Record]) -> None:
         parser = self._parser(state, event.direction)
-        self._emit(state, event.direction, parser.gap(event.length), state.frame_no, state.ts, out)
+        direction = event.direction
+        end = state.stream_end[direction] = state.stream_end[direction] + event.length
+        state.chunks[direction].append((end, state.frame_no, state.ts))
+        self._emit(state, direction, parser.gap(event.length), state.frame_no, state.ts, out)
 
     def _on_detected(self, state: _Conn, event: Any, out: list[Record] | None) -> None:
         kind = event.kind if event is not None else "tcp"
@@ -386,12 +398,19 @@ class Decoder:
         tunnel = state.tunnel
         carrier = state.carrier_kind or "tcp"
         counts = self.problem_counts
+        chunks = state.chunks[direction]
         for frame in frames:
             for problem in frame.problems:
                 counts[problem.kind] += 1
             if tunnel is not None:
                 tunnel.frames[direction] += 1
-            out.append(DecodedFrame(frame, frame_no, ts, carrier, state.conn.id, direction, src, dst))
+            # the parser may hand a frame out a chunk late (it looks one byte past a frame for a wrapped
+            # header); the record names the packet that held the frame's last byte, as Wireshark would
+            end = frame.offset + frame.length
+            while chunks and chunks[0][0] < end:
+                chunks.popleft()
+            number, when = (chunks[0][1], chunks[0][2]) if chunks else (frame_no, ts)
+            out.append(DecodedFrame(frame, number, when, carrier, state.conn.id, direction, src, dst))
 
     def _stage_event(self, state: _Conn, stage: str, kind: str, detail: str, direction: int | None,
                      frame_no: int | None, ts: float | None, *, is_problem: bool = True,

@@ -224,3 +224,14 @@ def test_connection_reuse_gets_a_fresh_parser():
     ])
     parsed = [r.frame for r in records if isinstance(r, DecodedFrame)]
     assert [(f.kind, [p.kind for p in f.problems]) for f in parsed] == [("garbage", ["truncated"]), ("data", [])]
+
+
+def test_pcap_frame_is_the_packet_with_the_last_byte_even_when_the_parser_looks_ahead():
+    conn = Connection(8)
+    named, following = pack(TUN, b"body"), pack(TUN, None, "end")
+    _, records = decode([
+        Packet(4, 4.0, Data(conn, 1, 0, named, 4, 4.0)),
+        Packet(5, 5.0, Data(conn, 1, len(named), following, 5, 5.0)),
+    ])
+    frames = list(frames_only(records))
+    assert [(r.frame.kind, r.pcap_frame, r.ts) for r in frames] == [("data", 4, 4.0), ("end", 5, 5.0)]
