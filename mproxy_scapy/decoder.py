@@ -29,8 +29,9 @@ class DecodedFrame:
     last byte (as Wireshark shows it). Records come out in the order they
     are complete, which is pcap order per direction; a frame the parser
     could only close on the next byte of its stream may come out after a
-    frame of the other direction with a higher packet number. ``src``/``dst`` the tunnel connection's sender and receiver
-    as ``ip:port`` text; ``direction`` 0 is tunnel client -> tunnel server.
+    frame of the other direction with a higher packet number.
+    ``src``/``dst`` are the tunnel connection's sender and receiver as
+    ``ip:port`` text; ``direction`` 0 is tunnel client -> tunnel server.
     ``reply_to``/``reply_time`` are set on control replies by the session
     tracker when it has seen the request.
     """
