@@ -99,6 +99,7 @@ _IPV6_FRAG = struct.Struct("!BxH")  # next header, fragment offset/flags
 _TCP = struct.Struct("!HHIIH")  # sport, dport, seq, ack, data offset/flags
 _unpack_u16 = _U16.unpack_from
 _unpack_ether_ipv4_tcp = struct.Struct("!12xHBxH2xHxB2x8sHHIIH").unpack_from
+_unpack_ipv4_tcp = struct.Struct("!BxH2xHxB2x8sHHIIH").unpack_from
 
 
 class Segment:
@@ -238,6 +239,16 @@ class PacketDecoder:
             if off < 0:
                 return self._short(frame_no, ts, f"{LINKTYPE_NAMES[linktype]} header")
         if ethertype == _ETH_IPV4:
+            if end - off >= 40:  # the same common case behind VLAN tags and other link layers
+                vihl, total, frag, proto, addresses, sport, dport, seq, ack, offflags = _unpack_ipv4_tcp(buf, off)
+                ip_end = off + total
+                data = off + 20 + ((offflags >> 10) & 0x3C)
+                if (vihl == 0x45 and proto == 6 and not frag & 0x3FFF and offflags >= 0x5000
+                        and data <= ip_end <= end):
+                    self.stats.tcp_segments += 1
+                    pair = self._pairs.get(addresses) or self._pair4(addresses)
+                    return Segment(frame_no, ts, pair[0], pair[1], sport, dport, seq, ack, offflags & 0x1FF,
+                                   buf[data:ip_end], 4)
             return self._ipv4(buf, off, end, frame_no, ts)
         if ethertype == _ETH_IPV6:
             return self._ipv6(buf, off, end, frame_no, ts)

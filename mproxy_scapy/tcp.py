@@ -328,6 +328,8 @@ class TcpReassembler:
         """A new connection for a segment of an unknown 4-tuple."""
         if len(self._conns) >= self.max_flows:
             self._evict(seg.frame_no, seg.ts, events)
+        if len(self._idle) > 2 * len(self._conns) + 1024:
+            self._compact()
         source, destination = (seg.src, seg.sport), (seg.dst, seg.dport)
         flags = seg.flags
         if flags & SYN and flags & ACK:  # the SYN was not captured: the receiver is the client
@@ -528,6 +530,13 @@ class TcpReassembler:
         for key, half in zip(conn._keys, conn._halves, strict=True):
             if self._halves.get(key) is half:
                 del self._halves[key]
+
+    def _compact(self) -> None:
+        """Drop queue entries of connections already forgotten, so the queues stay as small as the table."""
+        conns = self._conns
+        self._idle = [entry for entry in self._idle if conns.get(entry[1]) is entry[2]]
+        heapq.heapify(self._idle)
+        self._finished = deque(conn for conn in self._finished if conns.get(conn.id) is conn)
 
     def _evict(self, frame_no: int, ts: float, events: list[Any]) -> None:
         """Make room for one connection: a finished one if any, else the least recently active one."""

@@ -480,3 +480,18 @@ def test_receiver_acks_declare_lost_bytes_as_soon_as_they_are_known(data, case):
             merged.append([offset, length])
     assert gaps == [tuple(gap) for gap in merged]
     assert len(delivered) + sum(length for _, length in gaps) == len(stream)
+
+
+def test_many_short_connections_keep_the_tables_bounded():
+    tcp = TcpReassembler(max_flows=50)
+    frame = 0
+    for n in range(5000):
+        flow = Flow(client=("10.0.0.1", 1024 + n % 3000), isn=n * 7919)
+        flow.frame = frame
+        for segment in [*flow.handshake(), flow.seg(0, 0, b"hi"), flow.seg(0, 2, flags=FIN | ACK),
+                        flow.seg(1, 0, flags=FIN | ACK, ack=flow.ack_of(0, 3))]:
+            tcp.feed(segment)
+        frame = flow.frame
+    assert tcp.stats["connections"] == 5000 and tcp.stats["evicted"] == 0
+    assert len(tcp._conns) <= 50 and len(tcp._halves) <= 100
+    assert len(tcp._idle) <= 2 * 50 + 1025 and len(tcp._finished) <= 2 * 50 + 1025
