@@ -234,3 +234,21 @@ def test_recorder_names_missing_tools_and_records_nothing(tmp_path):
     for tool in ("tcpdump", "editcap", "node", "npm"):
         assert f"{tool}:" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_readme_table_matches_the_manifest():
+    """captures/README.md quotes the manifest's counts; re-recording must update both."""
+    rows = {}
+    for line in (CAPTURES / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`") and cells[2].isdigit():
+            rows[cells[0].split("`")[1]] = (int(cells[2]), int(cells[3]), cells[4])
+    entries = manifest()
+    assert sorted(rows) == sorted(NAMES)
+    for name, (packets, conversations, frames) in rows.items():
+        entry = entries[name]
+        by_direction = entry["frames_by_direction"]
+        assert (packets, conversations, frames) == (
+            entry["packets"], len(entry["tcp_conversations"]),
+            f"{by_direction['relay->device']} + {by_direction['device->relay']}",
+        ), name

@@ -126,6 +126,8 @@ def main(parser: argparse.ArgumentParser) -> int:
             manifest["impaired.pcap"] = _impaired(out)
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     for name, entry in sorted(manifest.items()):
+        directions = entry["frames_by_direction"]
         print(f"{name}: {entry['packets']} packets, {len(entry['tcp_conversations'])} TCP conversations, "
-              f"{entry['frames']} frames, {entry['bytes']} bytes")
+              f"{directions['relay->device']} + {directions['device->relay']} frames "
+              f"(relay->device + device->relay), {entry['bytes']} bytes")
     return 0
