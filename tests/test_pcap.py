@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mproxy_scapy.errors import UserError
 from mproxy_scapy.pcap import ACK, FIN, PSH, SYN, Segment, SourceProblem, live_capture, open_capture
@@ -430,6 +432,37 @@ def test_reading_is_streamed_in_chunks(monkeypatch):
     found = list(open_capture(Spy(pcap(frames))))
     assert [bytes(s.payload) for s in found] == [bytes([n]) * (30 + 7 * n) for n in range(40)]
     assert -1 not in reads and max(reads) <= 400
+
+
+def _sample_captures() -> list[bytes]:
+    frames = [ether(ipv4(tcp(b"a" * 30, seq=1))), ether(ipv6(tcp(b"b" * 20), next_header=0, extensions=ext(6)),
+                                                         0x86DD),
+              ether(ipv4(tcp(b"c"), options=b"\x01" * 4), vlans=(0x8100,)), ether(ipv4(b"udp", proto=17))]
+    classic = pcap(frames)
+    ng = shb("<") + idb("<", 1, tsresol=9) + idb("<", 276)
+    ng += b"".join(epb("<", n % 2, n, frame if n % 2 == 0 else sll2(frame[14:], 0x0800)) for n, frame in
+                   enumerate(frames))
+    ng += spb("<", frames[0]) + pb("<", 0, 5, frames[1])
+    return [classic, ng]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_damaged_captures_never_raise(data):
+    """Any byte flips and cuts past the file header give items and problems, never an exception."""
+    original = bytearray(data.draw(st.sampled_from(_sample_captures())))
+    for _ in range(data.draw(st.integers(0, 8))):
+        original[data.draw(st.integers(24, len(original) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(24, len(original)))
+    reader = open_capture(io.BytesIO(bytes(original[:cut])))
+    found = list(reader)
+    assert all(isinstance(item, Segment | SourceProblem) for item in found)
+    assert reader.stats.problems == sum(isinstance(item, SourceProblem) for item in found)
+    tcp_ = TcpReassembler()
+    for item in found:
+        if isinstance(item, Segment):
+            tcp_.feed(item)
+    tcp_.close()
 
 
 @pytest.mark.tshark
