@@ -493,17 +493,6 @@ local function new_parser()
     return setmetatable({ base = 0, synced = true, garbage_offset = 0, garbage_len = 0 }, Parser)
 end
 
-function Parser:snapshot()
-    return { base = self.base, synced = self.synced, garbage_offset = self.garbage_offset,
-             garbage_len = self.garbage_len, origin = self.origin }
-end
-
-local function parser_from(snapshot)
-    local p = new_parser()
-    for k, v in pairs(snapshot) do p[k] = v end
-    return p
-end
-
 local function add_problem(record, kind, detail)
     record.problems[#record.problems + 1] = { kind, detail }
 end
@@ -550,7 +539,7 @@ function Parser:skip(count)
 end
 
 -- A header longer than 255 bytes usually still parses at hdrlen (the name is cut); see parser.py.
-function Parser:wrapped_alternative(buf, pos, h, header_end)
+function Parser:wrapped_alternative(buf, pos, h, header_end, final)
     local available = #buf - pos
     if h.field_count < 7 or not h.values.name or h.values.name == "" or buf:byte(pos + 1) ~= VERSION_1_BYTE then
         return nil
@@ -563,28 +552,34 @@ function Parser:wrapped_alternative(buf, pos, h, header_end)
     local datalen = h.datalen or 0
     local short_end, long_end = header_end + datalen, tail_end + datalen
     if available > short_end and buf:byte(pos + short_end + 1) == VERSION_1_BYTE then return nil end
-    if available <= long_end then return NEED_MORE end
-    if buf:byte(pos + long_end + 1) ~= VERSION_1_BYTE then return nil end
+    if available <= long_end then
+        if not final then return NEED_MORE end
+        if available < long_end then return nil end
+    elseif buf:byte(pos + long_end + 1) ~= VERSION_1_BYTE then
+        return nil
+    end
     local longer = parse_header(buf:sub(pos + 3, pos + tail_end))
     if longer.datalen == h.datalen then return longer end
     return nil
 end
 
-function Parser:at_boundary(buf, pos, out)
+function Parser:at_boundary(buf, pos, out, final)
     local available = #buf - pos
-    if available < 2 then return NEED_MORE end
+    if available < 2 or available < 2 + buf:byte(pos + 2) then
+        if final then return self:short_at_end(buf, pos, out) end
+        return NEED_MORE
+    end
     local version, hdrlen = buf:byte(pos + 1, pos + 2)
     local header_end = 2 + hdrlen
-    if available < header_end then return NEED_MORE end
     local h = parse_header(buf:sub(pos + 3, pos + header_end))
     if h.datalen ~= nil then
-        local wrapped = self:wrapped_alternative(buf, pos, h, header_end)
+        local wrapped = self:wrapped_alternative(buf, pos, h, header_end, final)
         if wrapped == NEED_MORE then return NEED_MORE end
         if wrapped ~= nil then
             h, header_end = wrapped, header_end + WRAP
         end
     else
-        if available < header_end + WRAP then return NEED_MORE end
+        if available < header_end + WRAP and not final then return NEED_MORE end
         local longer = parse_header(buf:sub(pos + 3, pos + header_end + WRAP))
         if version == VERSION_1_BYTE and looks_like_frame_start(longer) then
             h, header_end = longer, header_end + WRAP
@@ -618,25 +613,57 @@ function Parser:at_boundary(buf, pos, out)
 end
 
 -- Index (0-based, from pos) of the next believable frame start; -1 none; -2 - i: maybe at i, header incomplete.
-local function find_frame_start(buf, pos)
-    local position = pos
+local function find_frame_start(buf, pos, from, final)
+    local position = pos + from
     while true do
         local candidate = buf:find("\254", position + 1, true)
         if candidate == nil then return -1 end
         candidate = candidate - 1
         local hdrlen = buf:byte(candidate + 2)
         if hdrlen == nil or #buf < candidate + 2 + hdrlen then
-            return -2 - (candidate - pos)
-        end
-        if looks_like_frame_start(parse_header(buf:sub(candidate + 3, candidate + 2 + hdrlen))) then
+            if not final then return -2 - (candidate - pos) end
+        elseif looks_like_frame_start(parse_header(buf:sub(candidate + 3, candidate + 2 + hdrlen))) then
             return candidate - pos
         end
         position = candidate + 1
     end
 end
 
-function Parser:scan(buf, pos, out)
-    local start = find_frame_start(buf, pos)
+-- The start of a frame whose end never came: decoded as far as it goes.
+function Parser:partial_record(buf, pos, count, out)
+    local record
+    local hdrlen = buf:byte(pos + 2)
+    if count >= 2 and count >= 2 + hdrlen then
+        local h = parse_header(buf:sub(pos + 3, pos + 2 + hdrlen))
+        record = frame_record(pos, self.base, buf:byte(pos + 1), hdrlen, h)
+        record.header_end = 2 + hdrlen
+        record.body_len = count - 2 - hdrlen
+        record.length = count
+        record.truncated = true
+    else
+        record = { kind = "garbage", pos = pos, offset = self.base, length = count, body_len = 0, problems = {} }
+    end
+    add_problem(record, "truncated", string.format("%d bytes of an incomplete frame at stream offset %d",
+        count, self.base))
+    out[#out + 1] = record
+    self.base = self.base + count
+    return count
+end
+
+-- The stream ends inside what should be a frame: keep any believable frame after it.
+function Parser:short_at_end(buf, pos, out)
+    local start = find_frame_start(buf, pos, 1, true)
+    if start < 0 then return NEED_MORE end
+    if buf:byte(pos + 1) == VERSION_1_BYTE then
+        return PROGRESS, self:partial_record(buf, pos, start, out)
+    end
+    self:skip(start)
+    self:flush_garbage(out)
+    return PROGRESS, start
+end
+
+function Parser:scan(buf, pos, out, final)
+    local start = find_frame_start(buf, pos, 0, final)
     if start == -1 then
         self:skip(#buf - pos)
         return NEED_MORE, #buf - pos
@@ -652,17 +679,29 @@ function Parser:scan(buf, pos, out)
 end
 
 -- All records buf completes; returns records and the number of bytes consumed.
-function Parser:run(buf)
+-- final: the stream ends after buf (FrameParser.close).
+function Parser:run(buf, final)
     local out, pos = {}, 0
     while pos < #buf do
         local step, used
         if self.synced then
-            step, used = self:at_boundary(buf, pos, out)
+            step, used = self:at_boundary(buf, pos, out, final)
         else
-            step, used = self:scan(buf, pos, out)
+            step, used = self:scan(buf, pos, out, final)
         end
         pos = pos + (used or 0)
         if step == NEED_MORE then break end
+    end
+    if final then
+        if pos < #buf then
+            if self.synced then
+                pos = pos + self:partial_record(buf, pos, #buf - pos, out)
+            else
+                self:skip(#buf - pos)
+                pos = #buf
+            end
+        end
+        self:flush_garbage(out)
     end
     return out, pos
 end
@@ -671,57 +710,65 @@ end
 -- State kept across packets (first pass builds it, later passes look it up)
 ----------------------------------------------------------------------------
 
-local f_tcp_stream = Field.new("tcp.stream")
 local f_tcp_seq_raw = Field.new("tcp.seq_raw")
 local f_tcp_len = Field.new("tcp.len")
+local f_tcp_syn = Field.new("tcp.flags.syn")
+local f_tcp_ack = Field.new("tcp.flags.ack")
+local f_tcp_fin = Field.new("tcp.flags.fin")
+local f_tcp_rst = Field.new("tcp.flags.reset")
 
-local tunnels = {}        -- tcp.stream -> { carrier = "tcp"|"websocket" }
+local tunnels = {}        -- connection -> { carrier = "tcp"|"websocket", directions = {key -> peer key} }
 local parsers = {}        -- stream:direction key -> Parser
-local tcp_calls = {}      -- frame number -> { [call] = parser snapshot before the call }
-local ws_results = {}     -- frame number -> { [call] = { records with their bytes } }
+local results = {}        -- frame number -> { { record, bytes, ctx, header_in } } shown there
+local continuations = {}  -- frame number -> true: WebSocket bytes of a frame completed later
 local ws_pending = {}     -- stream:direction key -> { bytes = "", frames = {frame numbers} }
 local reassembled_in = {} -- frame number -> frame number completing a frame started there
 local controls = {}       -- stream:direction:id -> request { frame, time }
 local control_links = {}  -- frame number .. ":" .. record offset -> { reply_to, replied_in, reply_time }
-local upgrades = {}       -- tcp.stream -> true once an M-PROXY WebSocket upgrade was seen
-local call_counter = { frame = -1, count = 0 }
+local ws_dirs = {}        -- direction key -> our WebSocket unframer's state
+local ws_heads = {}       -- frame number -> { offset, length } of the HTTP upgrade head shown there
+local clients = {}        -- connection -> endpoint key of the SYN sender (else the first sender)
+local first_pass = { done = false } -- set once a later pass has begun
 
 local function init_state()
-    tunnels, parsers, tcp_calls, ws_results, ws_pending = {}, {}, {}, {}, {}
-    reassembled_in, controls, control_links, upgrades = {}, {}, {}, {}
-    call_counter = { frame = -1, count = 0 }
+    tunnels, parsers, results, continuations, ws_pending = {}, {}, {}, {}, {}
+    reassembled_in, controls, control_links = {}, {}, {}
+    clients, ws_dirs, ws_heads = {}, {}, {}
+    first_pass = { done = false }
 end
 
 function mproxy.init()
     init_state()
 end
 
-local function stream_id()
-    local field = f_tcp_stream()
-    return field and field.value or -1
+-- A TCP connection, named by its two endpoints (the same in every pass; field
+-- extractors such as tcp.stream are empty when tshark builds no tree).
+local function stream_id(pinfo)
+    local a = string.format("%s|%d", tostring(pinfo.src), pinfo.src_port)
+    local b = string.format("%s|%d", tostring(pinfo.dst), pinfo.dst_port)
+    if a < b then return a .. "|" .. b end
+    return b .. "|" .. a
 end
 
 local function endpoint_key(pinfo, stream)
-    return string.format("%d|%s|%d", stream, tostring(pinfo.src), pinfo.src_port)
+    return string.format("%s>%s|%d", stream, tostring(pinfo.src), pinfo.src_port)
 end
 
 -- the other direction of the same tunnel: where replies to this direction's requests come from
 local function peer_key(pinfo, stream)
-    return string.format("%d|%s|%d", stream, tostring(pinfo.dst), pinfo.dst_port)
+    return string.format("%s>%s|%d", stream, tostring(pinfo.dst), pinfo.dst_port)
 end
 
 local function context(pinfo, stream)
     return { key = endpoint_key(pinfo, stream), peer = peer_key(pinfo, stream) }
 end
 
--- Several calls of our dissector can happen in one packet; number them so later passes find their state.
-local function next_call(pinfo)
-    if call_counter.frame ~= pinfo.number then
-        call_counter.frame, call_counter.count = pinfo.number, 0
-    end
-    call_counter.count = call_counter.count + 1
-    return call_counter.count
+local function new_tunnel(stream, carrier)
+    local count = 0
+    for _ in pairs(tunnels) do count = count + 1 end
+    tunnels[stream] = { carrier = carrier, order = count + 1, directions = {} }
 end
+
 
 ----------------------------------------------------------------------------
 -- Showing one record
@@ -901,7 +948,10 @@ local function show_record(record, tvb, pinfo, tree, ctx, bodies)
         item:add(pf.dialect, header_range, h.dialect):append_text(" (" .. DIALECTS[h.dialect] .. ")")
         local cid = client_id(record)
         if cid then item:add(pf.client_id, header_range, cid):set_generated() end
-        if record.body_len > 0 then
+        if record.truncated then
+            item:add(mproxy, tvb(pos + header_end, record.body_len),
+                string.format("Partial body: %d of %s bytes", record.body_len, h.values.datalen or "?"))
+        elseif record.body_len > 0 then
             local body_range = tvb(pos + header_end, record.body_len)
             item:add(pf.body, body_range)
             local body = body_range:raw()
@@ -969,37 +1019,70 @@ local function tvb_stream_offset(tvb, parser)
     return (start - parser.origin) % 4294967296
 end
 
+-- Keep what a record needs to be shown again: later passes (tshark -2, the
+-- GUI) do not see the same tvbs, so they show records from these copies.
+--
+-- A record belongs to the packet that held its last byte (the parser may
+-- decide a packet late: it looks one byte past a frame for a wrapped header),
+-- as in the Python decoder: each direction keeps (stream end, frame) of the
+-- packets whose bytes are not yet in a record.
+local function note_arrival(parser, stream_end, number)
+    parser.arrivals = parser.arrivals or {}
+    local last = parser.arrivals[#parser.arrivals]
+    if last == nil or stream_end > last[1] then
+        parser.arrivals[#parser.arrivals + 1] = { stream_end, number }
+    end
+end
+
+local function frame_of(parser, record_end, fallback)
+    local arrivals = parser.arrivals or {}
+    local first = 1
+    while arrivals[first] and arrivals[first][1] < record_end do first = first + 1 end
+    if first > 1 then
+        local kept = {}
+        for index = first, #arrivals do kept[#kept + 1] = arrivals[index] end
+        parser.arrivals = kept
+    end
+    return arrivals[first] and arrivals[first][2] or fallback
+end
+
+local function remember(pinfo, parser, record, buf, ctx, header_in)
+    local number = frame_of(parser, record.offset + record.length, pinfo.number)
+    local entry = { record = record, ctx = ctx, header_in = header_in, number = number }
+    if record.pos ~= nil then entry.bytes = buf:sub(record.pos + 1, record.pos + record.length) end
+    results[number] = results[number] or {}
+    table.insert(results[number], entry)
+    return entry
+end
+
 local function dissect_tcp(tvb, pinfo, tree)
-    local stream = stream_id()
+    if pinfo.visited then return tvb:len() end
+    local stream = stream_id(pinfo)
     local ctx = context(pinfo, stream)
     local key = ctx.key
-    local call = next_call(pinfo)
-    local parser
-    if not pinfo.visited then
-        parser = parsers[key]
-        if parser == nil then
-            parser = new_parser()
-            parsers[key] = parser
-        end
-        local start = tvb_stream_offset(tvb, parser)
-        if start > parser.base then
-            -- bytes missing in the capture: start over at the next believable frame
-            parser.base, parser.synced, parser.garbage_len = start, false, 0
-        end
-        tcp_calls[pinfo.number] = tcp_calls[pinfo.number] or {}
-        tcp_calls[pinfo.number][call] = { state = parser:snapshot(), skip = parser.base - start }
+    local parser = parsers[key]
+    if parser == nil then
+        parser = new_parser()
+        parsers[key] = parser
     end
-    local saved = tcp_calls[pinfo.number] and tcp_calls[pinfo.number][call]
-    if saved == nil then return 0 end
-    if pinfo.visited then parser = parser_from(saved.state) end
-    local skip = saved.skip
+    local tunnel = tunnels[stream]
+    if tunnel then tunnel.directions[key] = ctx.peer end
+    local start = tvb_stream_offset(tvb, parser)
+    if start > parser.base then
+        -- bytes missing in the capture: start over at the next believable frame
+        parser.base, parser.synced, parser.garbage_len = start, false, 0
+    end
+    local skip = parser.base - start
     if skip >= tvb:len() then return tvb:len() end
+    note_arrival(parser, start + tvb:len(), pinfo.number)
     local buf = tvb:raw(skip, tvb:len() - skip)
     local records, consumed = parser:run(buf)
+    parser.pending = buf:sub(consumed + 1)
     local lines, bodies = {}, {}
     for _, record in ipairs(records) do
-        if record.pos then record.pos = record.pos + skip end
-        lines[#lines + 1] = show_record(record, tvb, pinfo, tree, ctx, bodies)
+        remember(pinfo, parser, record, buf, ctx)
+        local shown = setmetatable({ pos = record.pos and record.pos + skip }, { __index = record })
+        lines[#lines + 1] = show_record(shown, tvb, pinfo, tree, ctx, bodies)
     end
     set_columns(pinfo, lines)
     dissect_bodies(bodies, pinfo, tree, lines)
@@ -1027,93 +1110,105 @@ end
 -- WebSocket: our own reassembly across messages
 ----------------------------------------------------------------------------
 
-local function dissect_ws(tvb, pinfo, tree)
-    local stream = stream_id()
-    local ctx = context(pinfo, stream)
-    local key = ctx.key
-    local call = next_call(pinfo)
-    if not pinfo.visited then
-        local pending = ws_pending[key] or { bytes = "", frames = {} }
-        ws_pending[key] = pending
-        local parser = parsers[key]
-        if parser == nil then
-            parser = new_parser()
-            parsers[key] = parser
-        end
-        local buf = pending.bytes .. tvb:raw(0, tvb:len())
-        local first_frames = pending.frames
-        if #first_frames == 0 or first_frames[#first_frames].number ~= pinfo.number then
-            first_frames[#first_frames + 1] = { number = pinfo.number, at = #pending.bytes }
-        end
-        local records, consumed = parser:run(buf)
-        local results = {}
-        for _, record in ipairs(records) do
-            local saved = { record = record, bytes = nil }
-            if record.pos ~= nil then
-                saved.bytes = buf:sub(record.pos + 1, record.pos + record.length)
-                -- the frame where this record's first byte arrived
-                local header_in
-                for _, arrival in ipairs(first_frames) do
-                    if arrival.at <= record.pos then header_in = arrival.number end
-                end
-                if header_in and header_in ~= pinfo.number then
-                    saved.header_in = header_in
-                    reassembled_in[header_in] = reassembled_in[header_in] or {}
-                    table.insert(reassembled_in[header_in], pinfo.number)
-                end
-            end
-            results[#results + 1] = saved
-        end
-        pending.bytes = buf:sub(consumed + 1)
-        local kept = {}
-        for _, arrival in ipairs(first_frames) do
-            if arrival.at + 0 >= consumed or arrival == first_frames[#first_frames] then
-                kept[#kept + 1] = { number = arrival.number, at = math.max(arrival.at - consumed, 0) }
-            end
-        end
-        if #pending.bytes == 0 then kept = {} end
-        pending.frames = kept
-        ws_results[pinfo.number] = ws_results[pinfo.number] or {}
-        ws_results[pinfo.number][call] = results
-    end
-    local results = ws_results[pinfo.number] and ws_results[pinfo.number][call] or {}
+local function show_entries(entries, pinfo, tree, fallback_tvb)
     local lines, bodies = {}, {}
-    for _, saved in ipairs(results) do
-        local record_tvb = tvb
-        local record = saved.record
-        if saved.bytes ~= nil then
-            record_tvb = ByteArray.new(saved.bytes, true):tvb("M-PROXY frame")
-            record = setmetatable({ pos = 0 }, { __index = saved.record })
+    for _, entry in ipairs(entries) do
+        local record_tvb, record = fallback_tvb, entry.record
+        if entry.bytes ~= nil then
+            record_tvb = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame")
+            record = setmetatable({ pos = 0 }, { __index = entry.record })
         end
-        lines[#lines + 1] = show_record(record, record_tvb, pinfo, tree,
-            { key = ctx.key, peer = ctx.peer, header_in = saved.header_in }, bodies)
+        local ctx = { key = entry.ctx.key, peer = entry.ctx.peer, header_in = entry.header_in }
+        lines[#lines + 1] = show_record(record, record_tvb, pinfo, tree, ctx, bodies)
     end
-    if #results == 0 then
-        local waiting = tree:add(mproxy, tvb(), "M-PROXY stream bytes (frame continues in a later message)")
-        local later = reassembled_in[pinfo.number]
-        if later then waiting:add(pf.reassembled_in, tvb(), later[1]):set_generated() end
-        pinfo.cols.protocol = "M-PROXY"
-        pinfo.cols.info = "M-PROXY continuation"
-    else
-        local later = reassembled_in[pinfo.number]
-        if later then
-            for _, number in ipairs(later) do
-                if number ~= pinfo.number then
-                    tree:add(pf.reassembled_in, tvb(), number):set_generated()
-                end
+    return lines, bodies
+end
+
+local function show_continuation(tvb, pinfo, tree)
+    local waiting = tree:add(mproxy, tvb(0, 0), "M-PROXY stream bytes (the frame continues in a later message)")
+    local later = reassembled_in[pinfo.number]
+    if later then waiting:add(pf.reassembled_in, tvb(0, 0), later[1]):set_generated() end
+end
+
+-- Feed one direction's M-PROXY stream bytes that arrived in this packet; the
+-- records they complete are kept (with the frame where each began) and returned.
+local function feed_stream(pinfo, stream, ctx, data)
+    local key = ctx.key
+    local pending = ws_pending[key] or { bytes = "", frames = {} }
+    ws_pending[key] = pending
+    local parser = parsers[key]
+    if parser == nil then
+        parser = new_parser()
+        parsers[key] = parser
+    end
+    tunnels[stream].directions[key] = ctx.peer
+    local buf = pending.bytes .. data
+    parser.stream_end = (parser.stream_end or 0) + #data
+    note_arrival(parser, parser.stream_end, pinfo.number)
+    -- arrivals: where in buf the bytes of each packet begin
+    local arrivals = pending.frames
+    if #arrivals == 0 or arrivals[#arrivals].number ~= pinfo.number then
+        arrivals[#arrivals + 1] = { number = pinfo.number, at = #pending.bytes }
+    end
+    local records, consumed = parser:run(buf)
+    local entries = {}
+    for _, record in ipairs(records) do
+        local header_in
+        if record.pos ~= nil then
+            for _, arrival in ipairs(arrivals) do
+                if arrival.at <= record.pos then header_in = arrival.number end
+            end
+            if header_in == pinfo.number then
+                header_in = nil
+            elseif header_in then
+                reassembled_in[header_in] = reassembled_in[header_in] or {}
+                table.insert(reassembled_in[header_in], pinfo.number)
             end
         end
-        set_columns(pinfo, lines)
-        dissect_bodies(bodies, pinfo, tree, lines)
+        entries[#entries + 1] = remember(pinfo, parser, record, buf, ctx, header_in)
     end
+    pending.bytes = buf:sub(consumed + 1)
+    parser.pending = pending.bytes
+    local kept = {}
+    for index, arrival in ipairs(arrivals) do
+        local next_at = arrivals[index + 1] and arrivals[index + 1].at or #buf
+        if next_at > consumed then
+            kept[#kept + 1] = { number = arrival.number, at = math.max(arrival.at - consumed, 0) }
+        end
+    end
+    pending.frames = kept
+    if #records == 0 and #data > 0 then continuations[pinfo.number] = true end
+    return entries
+end
+
+local function show_stream_entries(entries, tvb, pinfo, tree)
+    if #entries == 0 then
+        if continuations[pinfo.number] then
+            show_continuation(tvb, pinfo, tree)
+            pinfo.cols.protocol = "M-PROXY"
+            pinfo.cols.info = "M-PROXY continuation"
+        end
+        return
+    end
+    local lines, bodies = show_entries(entries, pinfo, tree, tvb)
+    set_columns(pinfo, lines)
+    dissect_bodies(bodies, pinfo, tree, lines)
+end
+
+-- A WebSocket message handed over by Wireshark's websocket dissector.
+local function dissect_ws(tvb, pinfo, tree)
+    if pinfo.visited then return tvb:len() end
+    local stream = stream_id(pinfo)
+    local ctx = context(pinfo, stream)
+    show_stream_entries(feed_stream(pinfo, stream, ctx, tvb:raw(0, tvb:len())), tvb, pinfo, tree)
     return tvb:len()
 end
 
 local function heur_ws(tvb, pinfo, tree)
-    local stream = stream_id()
+    local stream = stream_id(pinfo)
     if tunnels[stream] == nil then
         if pinfo.visited or not starts_with_frame(tvb) then return false end
-        tunnels[stream] = { carrier = "websocket" }
+        new_tunnel(stream, "websocket")
     end
     dissect_ws(tvb, pinfo, tree)
     return true
@@ -1124,41 +1219,309 @@ end
 ----------------------------------------------------------------------------
 
 local mproxy_ws_upgrade = Proto("mproxy_upgrade", "M-PROXY WebSocket upgrade")
+local mproxy_ws = Proto("mproxy_ws", "M-PROXY WebSocket tunnel")
 
--- HTTP Upgrade: websocket request; telebit tunnels carry access_token or versions=v1 in the query.
-local function is_websocket_upgrade(tvb)
-    if tvb:len() < 16 then return false end
+local bxor = (bit32 and bit32.bxor) or bit.bxor
+
+local function upgrade_request(tvb)
+    if tvb:len() < 16 then return nil end
     local head = tvb:raw(0, math.min(tvb:len(), 4096))
-    if head:sub(1, 4) ~= "GET " then return false end
-    local lower = head:lower()
-    return lower:find("\r\nupgrade:%s*websocket") ~= nil
+    if head:sub(1, 4) ~= "GET " then return nil end
+    if not head:lower():find("\r\nupgrade:[ \t]*websocket") then return nil end
+    return head
 end
 
+-- A telebit tunnel: the relay is asked for the M-PROXY versions or handed a token.
+local function is_tunnel_upgrade(head)
+    local target = head:match("^GET ([^ ]*)") or ""
+    local lower = head:lower()
+    return target:find("[?&]access_token=") ~= nil or target:find("[?&]versions=") ~= nil
+        or lower:find("\r\nauthorization:[ \t]*bearer ") ~= nil
+end
+
+-- Any other WebSocket upgrade on a port Wireshark does not know: hand the
+-- connection to http (which hands it to websocket, whose messages reach our
+-- "ws" heuristic). TCP lets only the dissector it calls ask for more data;
+-- http and websocket sit two calls deeper, so that allowance is passed on.
 function mproxy_ws_upgrade.dissector(tvb, pinfo, tree)
     local http = Dissector.get("http")
+    if pinfo.can_desegment > 0 then pinfo.can_desegment = pinfo.can_desegment + 2 end
     return http:call(tvb, pinfo, tree)
 end
 
+
+local function ws_direction(key)
+    local st = ws_dirs[key]
+    if st == nil then
+        st = { base = 0, phase = "http", head = "", hdr = "", remaining = 0, mask_pos = 0 }
+        ws_dirs[key] = st
+    end
+    return st
+end
+
+local function unmask(data, mask, mask_pos)
+    local out = {}
+    for index = 1, #data do
+        local k = mask:byte((mask_pos + index - 1) % 4 + 1)
+        out[index] = string.char(bxor(data:byte(index), k))
+    end
+    return table.concat(out)
+end
+
+local function start_ws_frame(st, header)
+    local b0, b1 = header:byte(1, 2)
+    local opcode, fin, masked = b0 % 16, b0 >= 128, b1 >= 128
+    local len7 = b1 % 128
+    local at, length = 3, len7
+    if len7 == 126 then
+        length = header:byte(3) * 256 + header:byte(4)
+        at = 5
+    elseif len7 == 127 then
+        length = 0
+        for index = 3, 10 do length = length * 256 + header:byte(index) end
+        at = 11
+    end
+    st.mask = masked and header:sub(at, at + 3) or nil
+    st.mask_pos, st.remaining, st.fin = 0, length, fin
+    local compressed = math.floor(b0 / 64) % 2 == 1
+    if opcode >= 8 then
+        st.sink = opcode == 8 and "close" or "control"
+    elseif opcode == 0 then
+        st.sink = st.msg_sink or "orphan"
+    elseif opcode == 1 or opcode == 2 then
+        st.msg_sink = (opcode == 2 and not compressed) and "binary" or "skip"
+        st.sink = st.msg_sink
+    else
+        st.sink = "skip"
+    end
+end
+
+local function end_ws_frame(st)
+    if st.sink == "close" then
+        st.closed = true
+    elseif (st.sink == "binary" or st.sink == "skip") and st.fin then
+        st.msg_sink = nil
+    end
+    st.sink = nil
+end
+
+local function ws_header_size(b0, b1)
+    local len7 = b1 % 128
+    return 2 + (len7 == 126 and 2 or (len7 == 127 and 8 or 0)) + (b1 >= 128 and 4 or 0)
+end
+
+-- The binary message payload bytes in data (WebSocketUnframer: payload is
+-- delivered as it arrives, not per message, like the Python carrier).
+local function unframe(st, data)
+    local out, pos, n = {}, 1, #data
+    while pos <= n and not st.closed do
+        if st.sink ~= nil then
+            local take = math.min(st.remaining, n - pos + 1)
+            if take > 0 then
+                if st.sink == "binary" then
+                    local chunk = data:sub(pos, pos + take - 1)
+                    if st.mask then chunk = unmask(chunk, st.mask, st.mask_pos) end
+                    out[#out + 1] = chunk
+                end
+                st.mask_pos = st.mask_pos + take
+                st.remaining = st.remaining - take
+                pos = pos + take
+            end
+            if st.remaining == 0 then end_ws_frame(st) end
+        else
+            st.hdr = st.hdr .. data:sub(pos, pos)
+            pos = pos + 1
+            if #st.hdr >= 2 and #st.hdr == ws_header_size(st.hdr:byte(1, 2)) then
+                local header = st.hdr
+                st.hdr = ""
+                start_ws_frame(st, header)
+                if st.remaining == 0 then end_ws_frame(st) end
+            end
+        end
+    end
+    return table.concat(out)
+end
+
+-- The upgrade request or response, line by line (http itself would take the
+-- connection over for its websocket dissector, which reports whole messages).
+local function show_http_head(tvb, head, pinfo, tree)
+    local text = head[3]
+    local lines = {}
+    for line in (text .. "\r\n"):gmatch("(.-)\r\n") do lines[#lines + 1] = line end
+    local item = tree:add(mproxy_ws, tvb(head[1], head[2]), "WebSocket upgrade: " .. (lines[1] or ""))
+    for index = 2, #lines do
+        local line = lines[index]
+        if not mproxy.prefs.show_tokens and line:lower():match("^authorization:") then
+            line = line:match("^[^:]*") .. ": " .. REDACTED
+        end
+        item:add(mproxy_ws, tvb(head[1], head[2]), line)
+    end
+    local first = lines[1] or ""
+    if not mproxy.prefs.show_tokens then first = first:gsub("(access_token=)[^&%s]*", "%1" .. REDACTED) end
+    pinfo.cols.protocol = "M-PROXY"
+    pinfo.cols.info = "WebSocket upgrade " .. first
+end
+
+local function dissect_own_ws(tvb, pinfo, tree)
+    local stream = stream_id(pinfo)
+    local ctx = context(pinfo, stream)
+    if pinfo.visited then
+        local head = ws_heads[pinfo.number]
+        if head then show_http_head(tvb, head, pinfo, tree) end
+        return tvb:len()
+    end
+    local st = ws_direction(ctx.key)
+    local start = tvb_stream_offset(tvb, st)
+    if start > st.base then st.base = start end
+    local skip = st.base - start
+    if skip >= tvb:len() then return tvb:len() end
+    local data = tvb:raw(skip, tvb:len() - skip)
+    st.base = st.base + #data
+    if st.phase == "http" then
+        local before = #st.head
+        st.head = st.head .. data
+        local stop = st.head:find("\r\n\r\n", 1, true)
+        if stop == nil then
+            if #st.head > 65536 then st.phase = "none" end
+            return tvb:len()
+        end
+        local head_in_tvb = stop + 3 - before
+        ws_heads[pinfo.number] = { skip, head_in_tvb, st.head:sub(1, stop - 1) }
+        show_http_head(tvb, ws_heads[pinfo.number], pinfo, tree)
+        data = st.head:sub(stop + 4)
+        local status = st.head:match("^HTTP/%S+ (%d+)")
+        st.head = ""
+        st.phase = "ws"
+        if status ~= nil and status ~= "101" then
+            tunnels[stream].refused = true
+        end
+    end
+    if st.phase ~= "ws" or tunnels[stream].refused then return tvb:len() end
+    local payload = unframe(st, data)
+    if #payload > 0 then
+        show_stream_entries(feed_stream(pinfo, stream, ctx, payload), tvb, pinfo, tree)
+    end
+    return tvb:len()
+end
+
+function mproxy_ws.dissector(tvb, pinfo, tree)
+    return dissect_own_ws(tvb, pinfo, tree)
+end
+
 local function heur_tcp(tvb, pinfo, tree)
-    local stream = stream_id()
+    local stream = stream_id(pinfo)
     if starts_with_frame(tvb) then
-        tunnels[stream] = { carrier = "tcp" }
+        new_tunnel(stream, "tcp")
         pinfo.conversation = mproxy
         dissect_tcp(tvb, pinfo, tree)
         return true
     end
-    if is_websocket_upgrade(tvb) then
-        upgrades[stream] = true
-        pinfo.conversation = mproxy_ws_upgrade
-        mproxy_ws_upgrade.dissector(tvb, pinfo, tree)
+    local head = upgrade_request(tvb)
+    if head ~= nil then
+        if is_tunnel_upgrade(head) then
+            new_tunnel(stream, "websocket")
+            pinfo.conversation = mproxy_ws
+            dissect_own_ws(tvb, pinfo, tree)
+        else
+            pinfo.conversation = mproxy_ws_upgrade
+            mproxy_ws_upgrade.dissector(tvb, pinfo, tree)
+        end
         return true
     end
     return false
 end
 
 ----------------------------------------------------------------------------
+-- The end of a raw tunnel: what the parsers still hold is decoded as the
+-- Python decoder does at FIN from both sides, or at a RST (FrameParser.close)
+----------------------------------------------------------------------------
+
+local mproxy_end = Proto("mproxy_end", "M-PROXY stream end")
+
+local function last_value(extractor)
+    local all = { extractor() }
+    return #all > 0 and all[#all].value or nil
+end
+
+local function finish_tunnel(stream, tunnel, pinfo)
+    tunnel.finished = true
+    if tunnel.directions == nil then return end
+    local client = clients[stream]
+    local keys = {}
+    for key in pairs(tunnel.directions) do
+        if key == client then table.insert(keys, 1, key) else keys[#keys + 1] = key end
+    end
+    local entries = {}
+    for _, key in ipairs(keys) do
+        local parser = parsers[key]
+        if parser then
+            local buf = parser.pending or ""
+            local records = parser:run(buf, true)
+            parser.pending = ""
+            for _, record in ipairs(records) do
+                entries[#entries + 1] = remember(pinfo, parser, record, buf,
+                    { key = key, peer = tunnel.directions[key] })
+            end
+        end
+    end
+    return entries
+end
+
+-- Wireshark has no end-of-capture event. The first call of a later pass
+-- (tshark -2, the GUI re-dissecting a packet) knows the first pass is over:
+-- tunnels still open then end as the Python decoder ends them at the end of
+-- the capture, and their last records go to the packets that held them.
+local function note_capture_end(pinfo)
+    if not pinfo.visited or first_pass.done then return end
+    first_pass.done = true
+    local streams = {}
+    for stream, tunnel in pairs(tunnels) do
+        if not tunnel.finished then streams[#streams + 1] = stream end
+    end
+    table.sort(streams, function(a, b) return tunnels[a].order < tunnels[b].order end)
+    for _, stream in ipairs(streams) do finish_tunnel(stream, tunnels[stream], pinfo) end
+end
+
+local function note_tcp_end(pinfo)
+    local stream = stream_id(pinfo)
+    if last_value(f_tcp_syn) and not last_value(f_tcp_ack) then
+        clients[stream] = endpoint_key(pinfo, stream)
+    elseif clients[stream] == nil then
+        clients[stream] = endpoint_key(pinfo, stream)
+    end
+    local tunnel = tunnels[stream]
+    if tunnel == nil or tunnel.finished then return end
+    local fin, rst = last_value(f_tcp_fin), last_value(f_tcp_rst)
+    if not (fin or rst) then return end
+    tunnel.closed = tunnel.closed or {}
+    tunnel.closed[endpoint_key(pinfo, stream)] = true
+    local closed = 0
+    for _ in pairs(tunnel.closed) do closed = closed + 1 end
+    if rst or closed >= 2 then return finish_tunnel(stream, tunnel, pinfo) end
+end
+
+-- First pass: records the end of a tunnel completes. Later passes: every
+-- record of the frame, from the copies the first pass kept.
+function mproxy_end.dissector(tvb, pinfo, tree)
+    local entries
+    note_capture_end(pinfo)
+    if not pinfo.visited then
+        entries = note_tcp_end(pinfo)
+    else
+        entries = results[pinfo.number]
+        if continuations[pinfo.number] then show_continuation(tvb, pinfo, tree) end
+    end
+    if entries == nil or #entries == 0 then return end
+    local lines, bodies = show_entries(entries, pinfo, tree, tvb)
+    set_columns(pinfo, lines)
+    dissect_bodies(bodies, pinfo, tree, lines)
+end
+
+----------------------------------------------------------------------------
 -- Registration
 ----------------------------------------------------------------------------
+
+register_postdissector(mproxy_end)
 
 mproxy:register_heuristic("tcp", heur_tcp)
 mproxy:register_heuristic("ws", heur_ws)
