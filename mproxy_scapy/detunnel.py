@@ -71,6 +71,8 @@ class Detunneler:
         self.show_secrets = show_secrets
         self._conversations: dict[int, _Conversation] = {}
         self.conversations = 0
+        self.bytes_missing = 0
+        """Body bytes of data frames that could not be written (lost in the capture or not held)."""
 
     def add(self, record: object) -> None:
         session = self.tracker.add(record)
@@ -89,6 +91,12 @@ class Detunneler:
         if frame.kind == "data" and frame.body:
             body = frame.body if self.show_secrets else mask_bytes(frame.body)
             self._send(conversation, from_client, body, record.ts)
+        elif frame.kind == "data" and frame.datalen:
+            # the body was lost or not held: leave a hole in the sequence space, which Wireshark shows
+            # as a segment not captured, rather than splice the bytes either side together
+            side = 0 if from_client else 1
+            conversation.next_seq[side] = (conversation.next_seq[side] + frame.datalen) & 0xFFFFFFFF
+            self.bytes_missing += frame.datalen
         elif frame.kind == "end":
             self._finish(conversation, from_client, record.ts)
         elif frame.kind == "error":

@@ -39,5 +39,8 @@ def run(args: argparse.Namespace) -> int:
             detunneler.add(record)
     print(f"{detunneler.conversations} tunneled connections, {detunneler.writer.packets} packets "
           f"written to {args.output}", file=sys.stderr)
+    if detunneler.bytes_missing:
+        print(f"mproxy: {detunneler.bytes_missing} tunneled bytes were lost or not held: left as holes in the "
+              "TCP sequence space", file=sys.stderr)
     check_source(args, decoder)
     return 0

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     files = _Files(args.output_dir) if args.output_dir else None
     numbers: dict[int, int] = {}
     sizes: dict[int, int] = {}
+    missing = 0
     offsets: dict[int, list[int]] = {}
     out = sys.stdout
     try:
@@ -105,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
                 if files is None:
                     _print_banner(out, session, args.format)
             frame = record.frame
+            if frame.kind == "data" and not frame.body and frame.datalen:
+                missing += frame.datalen
             if frame.kind != "data" or not frame.body:
                 continue
             body = frame.body if args.show_secrets else mask_bytes(frame.body)
@@ -126,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
         for path in files.paths:
             print(path, file=sys.stderr)
     print(f"{len(numbers)} sessions, {sum(sizes.values())} bytes", file=sys.stderr)
+    if missing:
+        print(f"mproxy: {missing} bytes of this client were lost in the capture or not held "
+              "(see --max-frame-held) and are not shown", file=sys.stderr)
     return 0
 
 

@@ -174,3 +174,19 @@ def test_every_command_still_reports_what_a_truncated_capture_held(command, samp
         assert "GET /hello?x=1" in result.stdout
     else:
         assert (tmp_path / "o.pcap").stat().st_size > 100
+
+
+@pytest.mark.tshark
+def test_detunnel_and_follow_show_lost_bytes_as_lost(tmp_path):
+    from support import CAPTURES
+
+    out = tmp_path / "impaired-inner.pcap"
+    result = mproxy("detunnel", str(CAPTURES / "impaired.pcap"), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "left as holes in the TCP sequence space" in result.stderr
+    assert len(tshark_fields(out, "frame.number", extra=("-Y", "tcp.analysis.lost_segment"))) == 1
+    stats = json.loads(mproxy("stats", str(CAPTURES / "impaired.pcap"), "--json").stdout)
+    hit = next(s for s in stats["sessions"] if s["bytes_out"] > 100_000)
+    followed = mproxy("follow", str(CAPTURES / "impaired.pcap"), "--client", hit["client"], "--format", "raw")
+    assert followed.returncode == 0, followed.stderr
+    assert "were lost in the capture or not held" in followed.stderr
