@@ -3,9 +3,10 @@
 A tunnel multiplexes many client connections; what an analyst asks is per
 client: when did it start, what went each way, how did it end. A session is
 keyed by (tunnel, ``family,address,port``) as the reference's ``addrToId``;
-after an ``end`` or ``error`` the same key starts a new session (ports are
-reused). Control requests (``id > 0``) are matched to replies (``id < 0``)
-coming the other way on the same tunnel.
+after an ``end`` or ``error`` a new ``connection`` frame for the same key
+starts a new session (ports are reused). Control requests (``id > 0``)
+are matched to replies (``id < 0``) coming the other way on the same
+tunnel.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class Session:
             self.inbound = direction
             self.relay = record.src
             self.servicename = frame.servicename or ""
-        elif kind in ("end", "error"):
+        elif kind in ("end", "error") and self.ended_by is None:
             self.ended_by = kind
             if kind == "error":
                 message = frame.control
@@ -173,11 +174,21 @@ class SessionTracker:
             return None
         key = (record.tunnel, frame.client_id or "")
         session = self._live.get(key)
-        if session is None or (session.ended_by is not None and frame.kind in ("connection", "data")):
+        if session is None or (session.ended_by is not None and self._starts_anew(session, frame.kind)):
             session = self._live[key] = Session(record)
             self.sessions.append(session)
         session.add(record)
         return session
+
+    @staticmethod
+    def _starts_anew(ended: Session, kind: str) -> bool:
+        """After an end or error, does this frame open a new session for the same client id?
+
+        A ``connection`` frame always does. Data does only on tunnels that
+        announce no connections: otherwise it is the ended session's bytes
+        still in flight when the other side ended it (they are counted there).
+        """
+        return kind == "connection" or (kind == "data" and not ended.saw_connection)
 
     def track(self, records: Iterable[Any]) -> Iterator[Any]:
         """Pass records through, tracking each: for streaming outputs that also want reply times."""

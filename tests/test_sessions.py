@@ -92,3 +92,21 @@ def test_garbage_and_non_json_control_are_ignored():
     tracker = run([DecodedFrame(garbage, 1, 1.0, "tcp", 1, 0, "a:1", "b:2"),
                    record(pack_header(None, b"not json", "control", True), RELAY, 1.0, 2)])
     assert tracker.sessions == [] and tracker.exchanges == []
+
+
+def test_bytes_in_flight_after_an_error_stay_with_the_ended_session():
+    error = pack_header(A, b'{"message":"refused","code":"E_CONN"}', "error", True)
+    tracker = run([
+        record(pack(A, None, "connection"), RELAY, 1.0, 1),
+        record(error, DEVICE, 1.1, 2),
+        record(pack(A, b"late"), RELAY, 1.2, 3),
+        record(pack(A, None, "end"), RELAY, 1.3, 4),
+    ])
+    (session,) = tracker.sessions
+    assert (session.outcome, session.frames, session.data_bytes) == ("error", [3, 1], [4, 0])
+
+
+def test_without_connection_frames_data_after_end_is_a_new_session():
+    tracker = run([record(pack(A, b"a"), RELAY, 1.0, 1), record(pack(A, None, "end"), DEVICE, 1.1, 2),
+                   record(pack(A, b"b"), RELAY, 2.0, 3)])
+    assert [s.outcome for s in tracker.sessions] == ["end", OPEN]
