@@ -9,6 +9,7 @@ frame.
 from __future__ import annotations
 
 import io
+import itertools
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -124,3 +125,45 @@ def test_a_lost_segment_is_a_reported_gap_and_decoding_resumes(data):
     region_start = max([f.offset for f in expected if f.offset <= lost_start], default=0)
     region_end = min([f.offset for f in expected if f.offset >= lost_end], default=len(stream))
     assert all(region_start <= f.offset and f.offset + f.length <= region_end for f in frames if f.problems)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_websocket_tunnels_give_the_same_frames_however_messages_and_segments_are_cut(data):
+    from wsproto.events import BytesMessage
+
+    from wsstreams import WsPair
+
+    deflate = data.draw(st.sampled_from([None, {}]))
+    pair = WsPair(deflate=deflate)
+    streams_each_way = (data.draw(streams()), data.draw(streams()))
+    for direction, stream in enumerate(streams_each_way):
+        cuts_at = sorted({0, len(stream), *data.draw(cuts(len(stream)))})
+        for a, b in itertools.pairwise(cuts_at):
+            message = BytesMessage(data=stream[a:b])
+            (pair.client_sends if direction == 0 else pair.server_sends)(message)
+    conversation = Conversation()
+    conversation.handshake()
+    wire = (bytes(pair.c2s), bytes(pair.s2c))
+    handshake_len = (pair.request_len, pair.response_len)
+    segments = []
+    for direction in (0, 1):
+        points = [handshake_len[direction], *data.draw(cuts(len(wire[direction])))]
+        segments.append(conversation.segments(direction, wire[direction], points, conversation.start + 1))
+    first = [segments[0].pop(0), segments[1].pop(0)]  # the upgrade request, then the 101 answer
+    rest = []
+    for direction in (0, 1):
+        tail = segments[direction]
+        swaps = data.draw(st.lists(st.integers(0, max(0, len(tail) - 2)), max_size=4))
+        for i in swaps:
+            if i + 1 < len(tail):
+                tail[i], tail[i + 1] = tail[i + 1], tail[i]
+        rest.append(tail)
+    conversation.packets += first + [p for pair_ in itertools.zip_longest(*rest) for p in pair_ if p]
+    conversation.close((len(wire[0]), len(wire[1])), conversation.start + 5)
+    decoder, records = decode_packets(conversation)
+    for direction, stream in enumerate(streams_each_way):
+        got = [r.frame for r in records if r.direction == direction]
+        assert essentials(got) == essentials(iter_frames(stream)), direction
+    assert {r.carrier for r in records} == {"websocket"}
+    assert not decoder.problem_counts
