@@ -825,6 +825,10 @@ _ARPHRD_ETHERNET_LIKE = frozenset((1, 772))  # Ethernet; loopback (fake Ethernet
 _ARPHRD_LOOPBACK = 772
 _ARPHRD_NO_HEADER = frozenset((512, 519, 768, 769, 776, 65534))  # PPP, raw IP, IP tunnels, tun: bare IP
 _TIMESPEC = struct.Struct("qq")
+_SO_RCVBUFFORCE = 33
+_RECEIVE_BUFFER = 32 << 20
+ANY_INTERFACE = "any"
+"""The interface name that captures on every interface (cooked, like ``tcpdump -i any``)."""
 _MAX_PACKET = 262144
 
 
@@ -842,7 +846,8 @@ class LiveCapture:
     out, and the caller catches it and prints its summary.
 
     On loopback each packet passes the socket twice (sent and received); like
-    libpcap, only the received copy is kept.
+    libpcap, only the received copy is kept. ``iface`` "any" captures on every
+    interface at once, as network-layer packets (``linktype`` raw IP).
     """
 
     def __init__(self, iface: str, bpf: str | None = None, *, timeout: float | None = None,
@@ -852,28 +857,36 @@ class LiveCapture:
         self.timeout = timeout
         self.count = count
         names = [name for _, name in socket.if_nameindex()]
-        if iface not in names:
-            raise UserError(f"no such network interface: {iface} (available: {', '.join(names)})")
+        if iface != ANY_INTERFACE and iface not in names:
+            raise UserError(f"no such network interface: {iface} (available: {', '.join([*names, ANY_INTERFACE])})")
+        # Every interface at once: a cooked socket (network-layer packets, whatever the link type).
+        cooked = iface == ANY_INTERFACE
         try:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM if cooked else socket.SOCK_RAW,
+                                 socket.htons(_ETH_P_ALL) if cooked else 0)
         except PermissionError:
             raise UserError(f"live capture on {iface} needs root or the CAP_NET_RAW capability "
                             "(permission denied)") from None
         try:
-            hatype = _interface_type(iface)
-            if hatype in _ARPHRD_ETHERNET_LIKE:
-                self.linktype = LINKTYPE_ETHERNET
-            elif hatype in _ARPHRD_NO_HEADER:
+            hatype = 0 if cooked else _interface_type(iface)
+            if cooked or hatype in _ARPHRD_NO_HEADER:
                 self.linktype = LINKTYPE_RAW
+            elif hatype in _ARPHRD_ETHERNET_LIKE:
+                self.linktype = LINKTYPE_ETHERNET
             else:
                 raise UserError(f"interface {iface} has hardware type {hatype}: live capture reads Ethernet, "
-                                "loopback and raw IP interfaces")
-            self._skip_outgoing = hatype == _ARPHRD_LOOPBACK
+                                "loopback and raw IP interfaces (or 'any')")
             if bpf:
                 _attach_filter(sock, bpf, 12 if self.linktype == LINKTYPE_RAW else self.linktype)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            try:  # room for bursts of 64 KiB loopback packets; root may exceed net.core.rmem_max
+                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RECEIVE_BUFFER)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
             sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-            sock.bind((iface, _ETH_P_ALL))
+            if cooked:
+                _drain(sock)  # what arrived before the filter was attached
+            else:
+                sock.bind((iface, _ETH_P_ALL))
         except OSError as exc:
             sock.close()
             raise UserError(f"cannot capture on {iface}: {exc.strerror or exc}") from None
@@ -918,7 +931,7 @@ class LiveCapture:
                     data, cmsgs, _, address = sock.recvmsg(_MAX_PACKET, ancillary)
                 except TimeoutError:
                     return
-                if self._skip_outgoing and address[2] == _PACKET_OUTGOING:
+                if address[2] == _PACKET_OUTGOING and address[3] == _ARPHRD_LOOPBACK:
                     continue
                 ts = time.time()
                 for level, kind, value in cmsgs:
@@ -945,6 +958,18 @@ class LiveCapture:
         self.stats.kernel_drops += struct.unpack("II", raw)[1]
 
 
+def _drain(sock: socket.socket) -> None:
+    """Discard the packets already queued on a socket."""
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.recv(1)
+    except BlockingIOError:
+        pass
+    finally:
+        sock.setblocking(True)
+
+
 def _interface_type(iface: str) -> int:
     """The ARPHRD hardware type of an interface, as the kernel reports it."""
     try:
@@ -955,22 +980,33 @@ def _interface_type(iface: str) -> int:
 
 
 def _attach_filter(sock: socket.socket, expression: str, linktype: int) -> None:
-    """Compile a BPF expression with libpcap (through Scapy) and attach it to the socket."""
-    from scapy.arch.common import compile_filter, free_filter
-    from scapy.error import Scapy_Exception
+    """Compile a BPF expression with libpcap (through Scapy's bindings) and attach it to the socket.
 
+    Compiled for a snapshot length of ``_MAX_PACKET``, not Scapy's 65535: loopback packets
+    can be 65550 bytes long, and the filter's return value truncates what the socket gets.
+    """
     try:
-        program = compile_filter(expression, linktype=linktype)
-    except (Scapy_Exception, ImportError) as exc:
-        raise UserError(f"bad capture filter {expression!r}: {exc}") from None
+        from scapy.libs.structures import bpf_program
+        from scapy.libs.winpcapy import pcap_close, pcap_compile, pcap_freecode, pcap_geterr, pcap_open_dead
+    except (ImportError, OSError) as exc:
+        raise UserError(f"a capture filter needs libpcap (apt-get install libpcap0.8): {exc}") from None
+    handle = pcap_open_dead(linktype, _MAX_PACKET)
+    program = bpf_program()
     try:
-        fprog = _SockFprog(program.bf_len, ctypes.cast(program.bf_insns, ctypes.c_void_p))
-        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, bytes(fprog))
-    except OSError as exc:
-        raise UserError(f"cannot attach capture filter {expression!r}: {os.strerror(exc.errno or errno.EINVAL)}") \
-            from None
+        if pcap_compile(handle, ctypes.byref(program), expression.encode(), 1, 0xFFFFFFFF) == -1:
+            message = pcap_geterr(handle)
+            message = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
+            raise UserError(f"bad capture filter {expression!r}: {message}")
+        try:
+            fprog = _SockFprog(program.bf_len, ctypes.cast(program.bf_insns, ctypes.c_void_p))
+            sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, bytes(fprog))
+        except OSError as exc:
+            raise UserError(f"cannot attach capture filter {expression!r}: "
+                            f"{os.strerror(exc.errno or errno.EINVAL)}") from None
+        finally:
+            pcap_freecode(ctypes.byref(program))
     finally:
-        free_filter(program)
+        pcap_close(handle)
 
 
 def live_capture(iface: str, bpf: str | None = None, *, timeout: float | None = None,

@@ -593,11 +593,13 @@ def test_real_capture_of_real_sockets(tmp_path, host, args, tool, linktype):
 
 
 @pytest.mark.live
-@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
-def test_live_capture_on_loopback(host):
-    request = os.urandom(200_000)
+@pytest.mark.parametrize(("iface", "host"), [("lo", "127.0.0.1"), ("lo", "::1"), ("any", "127.0.0.1"),
+                                             ("any", "::1")])
+def test_live_capture_on_loopback(iface, host):
+    request = os.urandom(2_000_000)
     server = Server(host)
-    capture = live_capture("lo", f"tcp port {server.port}", timeout=30)
+    capture = live_capture(iface, f"tcp port {server.port}", timeout=30)
+    assert capture.linktype == (1 if iface == "lo" else 101)
     replies = []
     thread = threading.Thread(target=lambda: (time.sleep(0.2), replies.append(server.exchange(request))))
     thread.start()
@@ -617,7 +619,7 @@ def test_live_capture_on_loopback(host):
     assert closed == 2
     assert b"".join(parts[0]) == request
     assert b"".join(parts[1]) == replies[0] == request[::-1]
-    assert capture.stats.packets == capture.stats.tcp_segments > 0
+    assert capture.stats.packets == capture.stats.tcp_segments > 0 and capture.stats.problems == 0
 
 
 @pytest.mark.live
