@@ -240,6 +240,8 @@ class FrameParser:
         if nbytes <= 0:
             return out
         self.bytes_seen += nbytes
+        if self._streaming is None:
+            self._run(out, final=True)
         self._waiting = None
         if self._streaming is None and self._synced and self._buf:
             self._start_streaming_if_header_known()

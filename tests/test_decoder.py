@@ -3,8 +3,6 @@ CONVENTIONS.md fixes them), so the routing, context and accounting are tested on
 
 from __future__ import annotations
 
-import pytest
-
 from mproxy_scapy.codec import pack
 from mproxy_scapy.decoder import DecodedFrame, Decoder, StageEvent, frames_only
 
@@ -175,9 +173,6 @@ def test_tcp_gap_is_reported_and_the_parser_resynchronises():
     assert decoder.problem_counts == {"tcp.gap": 1, "gap": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="parser.py (not ours): a complete frame with a name, held to rule out a "
-                   "wrapped hdrlen, is reported truncated when a gap follows it; FrameParser.gap() should first "
-                   "run the boundary check with final=True")
 def test_a_complete_frame_just_before_a_gap_is_not_truncated():
     conn = Connection(3)
     one = pack(TUN, b"a" * 10)
