@@ -725,7 +725,9 @@ local ws_pending = {}     -- stream:direction key -> { bytes = "", frames = {fra
 local reassembled_in = {} -- frame number -> frame number completing a frame started there
 local controls = {}       -- stream:direction:id -> request { frame, time }
 local control_links = {}  -- frame number .. ":" .. record offset -> { reply_to, replied_in, reply_time }
+local relay_keys = {}     -- connection -> direction key of the side that sends connection frames (the relay)
 local ws_dirs = {}        -- direction key -> our WebSocket unframer's state
+local ws_verdicts = {}    -- connection -> whether the WebSocket connection http upgraded carries M-PROXY
 local ws_heads = {}       -- frame number -> { offset, length } of the HTTP upgrade head shown there
 local clients = {}        -- connection -> endpoint key of the SYN sender (else the first sender)
 local first_pass = { done = false } -- set once a later pass has begun
@@ -733,7 +735,7 @@ local first_pass = { done = false } -- set once a later pass has begun
 local function init_state()
     tunnels, parsers, results, continuations, ws_pending = {}, {}, {}, {}, {}
     reassembled_in, controls, control_links = {}, {}, {}
-    clients, ws_dirs, ws_heads = {}, {}, {}
+    clients, ws_dirs, ws_heads, ws_verdicts, relay_keys = {}, {}, {}, {}, {}
     first_pass = { done = false }
 end
 
@@ -760,7 +762,7 @@ local function peer_key(pinfo, stream)
 end
 
 local function context(pinfo, stream)
-    return { key = endpoint_key(pinfo, stream), peer = peer_key(pinfo, stream) }
+    return { key = endpoint_key(pinfo, stream), peer = peer_key(pinfo, stream), stream = stream }
 end
 
 local function new_tunnel(stream, carrier)
@@ -882,11 +884,23 @@ local function add_control(tree, pinfo, record, body_range, body, ctx)
     return control
 end
 
-local function call_subdissector(name, tvb, pinfo, tree)
-    local dissector = Dissector.get(name)
+-- A tunneled client's bytes must not reach tls or http as the tunnel's own
+-- connection (for wss that would clobber the outer TLS and HTTP state): the
+-- body is dissected with the ports of the tunneled connection, client port
+-- and relay service port, so Wireshark keeps it in a conversation of its own.
+local function call_subdissector(body, pinfo, tree)
+    local dissector = Dissector.get(body.dissector)
     if dissector == nil then return end
-    local ok = pcall(function() dissector:call(tvb, pinfo, tree) end)
-    return ok
+    local src_port, dst_port = pinfo.src_port, pinfo.dst_port
+    if body.client_port then
+        if body.toward_service then
+            pinfo.src_port, pinfo.dst_port = body.client_port, body.service_port
+        else
+            pinfo.src_port, pinfo.dst_port = body.service_port, body.client_port
+        end
+    end
+    pcall(function() dissector:call(body.tvb, pinfo, tree) end)
+    pinfo.src_port, pinfo.dst_port = src_port, dst_port
 end
 
 -- Add one record to the tree. tvb holds the record's bytes from position pos.
@@ -906,6 +920,7 @@ local function show_record(record, tvb, pinfo, tree, ctx, bodies)
     if ctx.header_in then
         item:add(pf.header_in, range, ctx.header_in):set_generated()
     end
+    if record.kind == "connection" and ctx.stream then relay_keys[ctx.stream] = ctx.key end
     if record.kind ~= "garbage" then
         local pos = record.pos
         local h = record.header
@@ -963,7 +978,16 @@ local function show_record(record, tvb, pinfo, tree, ctx, bodies)
             end
             local sub = BODY_SUBDISSECTORS[h.values.service or ""]
             if sub and mproxy.prefs.subdissectors then
-                bodies[#bodies + 1] = { dissector = sub, tvb = body_range:tvb() }
+                local body = { dissector = sub, tvb = body_range:tvb() }
+                local client_port = tonumber(is_digits(h.values.port) and h.values.port or "")
+                if client_port and client_port <= 65535 and sub ~= "json" then
+                    local service_port = tonumber(is_digits(h.values.serviceport) and h.values.serviceport or "")
+                    body.client_port = client_port
+                    body.service_port = (service_port and service_port <= 65535) and service_port or 0
+                    local relay = relay_keys[ctx.stream]
+                    body.toward_service = relay == ctx.key or (relay == nil and clients[ctx.stream] ~= ctx.key)
+                end
+                bodies[#bodies + 1] = body
             end
         end
     end
@@ -992,7 +1016,7 @@ local function dissect_bodies(bodies, pinfo, tree, lines)
     pinfo.cols.info:fence()
     local only_json = true
     for _, body in ipairs(bodies) do
-        call_subdissector(body.dissector, body.tvb, pinfo, tree)
+        call_subdissector(body, pinfo, tree)
         only_json = only_json and body.dissector == "json"
     end
     if only_json then
@@ -1118,7 +1142,8 @@ local function show_entries(entries, pinfo, tree, fallback_tvb)
             record_tvb = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame")
             record = setmetatable({ pos = 0 }, { __index = entry.record })
         end
-        local ctx = { key = entry.ctx.key, peer = entry.ctx.peer, header_in = entry.header_in }
+        local ctx = { key = entry.ctx.key, peer = entry.ctx.peer, stream = entry.ctx.stream,
+                      header_in = entry.header_in }
         lines[#lines + 1] = show_record(record, record_tvb, pinfo, tree, ctx, bodies)
     end
     return lines, bodies
@@ -1222,6 +1247,7 @@ local mproxy_ws_upgrade = Proto("mproxy_upgrade", "M-PROXY WebSocket upgrade")
 local mproxy_ws = Proto("mproxy_ws", "M-PROXY WebSocket tunnel")
 
 local bxor = (bit32 and bit32.bxor) or bit.bxor
+local websocket_dissector = Dissector.get("websocket")
 
 local function upgrade_request(tvb)
     if tvb:len() < 16 then return nil end
@@ -1250,10 +1276,11 @@ function mproxy_ws_upgrade.dissector(tvb, pinfo, tree)
 end
 
 
-local function ws_direction(key)
+local function ws_direction(key, tunnel)
     local st = ws_dirs[key]
     if st == nil then
-        st = { base = 0, phase = "http", head = "", hdr = "", remaining = 0, mask_pos = 0 }
+        st = { base = 0, phase = tunnel.after_http and "ws" or "http", head = "", hdr = "", remaining = 0,
+               mask_pos = 0 }
         ws_dirs[key] = st
     end
     return st
@@ -1370,8 +1397,9 @@ local function dissect_own_ws(tvb, pinfo, tree)
         if head then show_http_head(tvb, head, pinfo, tree) end
         return tvb:len()
     end
-    local st = ws_direction(ctx.key)
-    local start = tvb_stream_offset(tvb, st)
+    local st = ws_direction(ctx.key, tunnels[stream])
+    -- handed on by http (over TCP or TLS): the bytes come in order, not placed by sequence number
+    local start = tunnels[stream].after_http and st.base or tvb_stream_offset(tvb, st)
     if start > st.base then st.base = start end
     local skip = st.base - start
     if skip >= tvb:len() then return tvb:len() end
@@ -1404,7 +1432,40 @@ local function dissect_own_ws(tvb, pinfo, tree)
     return tvb:len()
 end
 
+-- The first WebSocket frame of a connection http upgraded carries M-PROXY.
+local function first_ws_payload_is_mproxy(tvb)
+    if tvb:len() < 2 then return false end
+    local b0, b1 = tvb(0, 1):uint(), tvb(1, 1):uint()
+    local opcode, size = b0 % 16, ws_header_size(b0, b1)
+    if (opcode ~= 1 and opcode ~= 2) or tvb:len() < size + 2 then return false end
+    local payload = tvb:raw(size, math.min(tvb:len() - size, 2 + 255))
+    if b1 >= 128 then payload = unmask(payload, tvb:raw(size - 4, 4), 0) end
+    local hdrlen = payload:byte(2)
+    if payload:byte(1) ~= VERSION_1_BYTE or hdrlen < 5 or #payload < 2 + hdrlen then return false end
+    return looks_like_frame_start(parse_header(payload:sub(3, 2 + hdrlen)))
+end
+
+-- Registered for the "websocket" upgrade token in http.upgrade, so http hands
+-- every upgraded connection (over TCP or TLS, e.g. wss) here: M-PROXY
+-- tunnels are unframed by us, streaming, everything else goes on to
+-- Wireshark's websocket dissector unchanged.
 function mproxy_ws.dissector(tvb, pinfo, tree)
+    local stream = stream_id(pinfo)
+    local tunnel = tunnels[stream]
+    if tunnel == nil then
+        if not pinfo.visited and ws_verdicts[stream] == nil then
+            ws_verdicts[stream] = first_ws_payload_is_mproxy(tvb)
+            if ws_verdicts[stream] then
+                new_tunnel(stream, "websocket")
+                tunnels[stream].after_http = true
+            end
+        end
+        tunnel = tunnels[stream]
+    end
+    if tunnel == nil or tunnel.carrier ~= "websocket" then
+        if pinfo.can_desegment > 0 then pinfo.can_desegment = pinfo.can_desegment + 1 end
+        return websocket_dissector:call(tvb, pinfo, tree)
+    end
     return dissect_own_ws(tvb, pinfo, tree)
 end
 
@@ -1460,7 +1521,7 @@ local function finish_tunnel(stream, tunnel, pinfo)
             parser.pending = ""
             for _, record in ipairs(records) do
                 entries[#entries + 1] = remember(pinfo, parser, record, buf,
-                    { key = key, peer = tunnel.directions[key] })
+                    { key = key, peer = tunnel.directions[key], stream = stream })
             end
         end
     end
@@ -1522,6 +1583,7 @@ end
 ----------------------------------------------------------------------------
 
 register_postdissector(mproxy_end)
+DissectorTable.get("http.upgrade"):add("websocket", mproxy_ws)
 
 mproxy:register_heuristic("tcp", heur_tcp)
 mproxy:register_heuristic("ws", heur_ws)
