@@ -381,7 +381,7 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes:
 
 
 def _start_tcpdump(pcap, port: int) -> subprocess.Popen:
-    command = ["tcpdump", "-i", "lo", "-n", "-U", "--immediate-mode", "-w", str(pcap), f"tcp port {port}"]
+    command = ["tcpdump", "-i", "lo", "-n", "-B", "65536", "-U", "--immediate-mode", "-w", str(pcap), f"tcp port {port}"]
     dump = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert dump.stderr is not None
     line = dump.stderr.readline()
