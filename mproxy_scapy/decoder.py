@@ -352,10 +352,15 @@ class Decoder:
         tunnel.last_ts = ts
         direction = event.direction
         end = state.stream_end[direction] = state.stream_end[direction] + len(event.data)
-        state.chunks[direction].append((end, frame_no, ts))
+        chunks = state.chunks[direction]
+        chunks.append((end, frame_no, ts))
         frames = parser.feed(event.data)
         if frames:
             self._emit(state, direction, frames, frame_no, ts, out)
+        # a frame still to come ends inside the bytes the parser holds, or later: older chunks can go
+        consumed = end - parser.buffered
+        while len(chunks) > 1 and chunks[0][0] <= consumed:
+            chunks.popleft()
 
     def _on_mproxy_gap(self, state: _Conn, event: Any, out: list[Record]) -> None:
         parser = self._parser(state, event.direction)
