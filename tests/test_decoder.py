@@ -230,3 +230,18 @@ def test_pcap_frame_is_the_packet_with_the_last_byte_even_when_the_parser_looks_
     ])
     frames = list(frames_only(records))
     assert [(r.frame.kind, r.pcap_frame, r.ts) for r in frames] == [("data", 4, 4.0), ("end", 5, 5.0)]
+
+
+def test_what_is_kept_per_chunk_stays_bounded_while_a_huge_body_streams_past():
+    conn = Connection(9)
+    header = pack(NAMELESS, b"x" * 200_000)[:-200_000]
+    decoder = Decoder(reassembler=FakeReassembler(), carrier_factory=FakeCarrier, max_body_held=1000)
+    records = decoder.feed(Packet(1, 1.0, Data(conn, 1, 0, header, 1, 1.0)))
+    for i in range(200):
+        records += decoder.feed(Packet(2 + i, 2.0 + i, Data(conn, 1, len(header) + i * 1000, b"x" * 1000,
+                                                            2 + i, 2.0 + i)))
+        assert len(decoder._conns[9].chunks[1]) <= 2
+    (record,) = [r for r in records if isinstance(r, DecodedFrame)]
+    assert (record.frame.kind, record.frame.body_len, record.pcap_frame, record.frame.body) == (
+        "data", 200_000, 201, None)
+    assert record.frame.body_sha256 == __import__("hashlib").sha256(b"x" * 200_000).hexdigest()
