@@ -120,6 +120,39 @@ def test_detunnel_output_is_plain_tcp_that_tshark_dissects(sample, tmp_path):
     assert JWT.encode() not in out.read_bytes()
 
 
+def requests_and_snis_in(capture):
+    """HTTP request lines and TLS SNIs of the tunneled clients' bytes, read by our decoder."""
+    from mproxy_scapy.decoder import decode_capture, frames_only
+    from mproxy_scapy.sni import client_hello_sni
+
+    requests, names = [], []
+    keys = capture.with_suffix(".keys")
+    for record in frames_only(decode_capture(capture, tls_keylog=keys if keys.is_file() else None)):
+        body = record.frame.body or b""
+        if record.frame.kind == "data" and body[:4] in (b"GET ", b"POST"):
+            method, uri, _ = body.split(b"\r\n", 1)[0].decode().split(" ", 2)
+            requests.append([method, uri])
+        elif record.frame.kind == "data" and body[:1] == b"\x16" and client_hello_sni(body):
+            names.append(client_hello_sni(body))
+    return requests, names
+
+
+@pytest.mark.tshark
+@pytest.mark.parametrize("name", ["websocket.pcap", "raw-tcp.pcap", "wss.pcapng", "reference-js.pcap"])
+def test_detunnel_of_each_capture_shows_its_http_requests_and_sni_in_tshark(name, tmp_path):
+    from support import CAPTURES
+
+    out = tmp_path / "inner.pcap"
+    result = mproxy("detunnel", str(CAPTURES / name), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    requests, names = requests_and_snis_in(CAPTURES / name)
+    assert requests or names
+    seen = tshark_fields(out, "http.request.method", "http.request.uri", extra=("-Y", "http.request"))
+    assert sorted(seen) == sorted(requests)
+    seen_names = tshark_fields(out, "tls.handshake.extensions_server_name", extra=("-Y", "tls.handshake.type == 1"))
+    assert sorted(row[0] for row in seen_names) == sorted(names)
+
+
 @pytest.mark.tshark
 def test_detunnel_on_the_recorded_websocket_capture(tmp_path):
     from support import CAPTURES
