@@ -1,13 +1,14 @@
 """Packet source: TCP segments out of pcap / pcapng files and live interfaces.
 
 This is the hot path of the decoder, so it works the dpkt way: every header
-layout is a ``struct.Struct`` compiled once, each header is read with one
-``unpack_from`` at an offset into the chunk the file was read in, and the only
-copy made per packet is the TCP payload slice. No Scapy object is built.
+layout is a ``struct.Struct`` compiled once, a packet's headers are read with
+one or a few ``unpack_from`` calls at offsets into its record, and the only copy
+made per packet besides the record itself is the TCP payload slice. No Scapy
+object is built.
 
-Files are read in chunks of ``CHUNK_SIZE`` bytes (never whole), so memory stays
-bounded whatever the capture size; gzip-compressed captures (``.pcap.gz``, as
-Wireshark reads them) are decompressed as they stream. Items come out in capture order:
+Files are read record by record from a buffered file object (never whole), so
+memory stays bounded whatever the capture size; gzip-compressed captures
+(``.pcap.gz``, as Wireshark reads them) are decompressed as they stream. Items come out in capture order:
 ``Segment`` for each TCP segment, ``SourceProblem`` for anything the source
 could not decode (see ``SOURCE_PROBLEMS``); packets that are not TCP are only
 counted in ``stats``.
@@ -33,8 +34,8 @@ from typing import BinaryIO
 
 from .errors import UserError
 
-CHUNK_SIZE = 1 << 20
-"""Bytes read from the file at a time."""
+READ_BUFFER = 1 << 20
+"""Buffer size of the files this module opens: records are read one by one from it."""
 
 MAX_RECORD = 16 * 1024 * 1024
 """A record longer than this is corrupt: no supported link type carries such packets."""
@@ -486,7 +487,7 @@ class CaptureReader:
         else:
             self.name = os.fspath(path)
             try:
-                self._raw = open(path, "rb")  # noqa: SIM115 - closed when the items end or by close()
+                self._raw = open(path, "rb", buffering=READ_BUFFER)  # noqa: SIM115 - closed when the items end
             except OSError as exc:
                 raise UserError(f"cannot open capture {self.name}: {exc.strerror or exc}") from None
         self._file: BinaryIO = self._raw
@@ -525,29 +526,6 @@ class CaptureReader:
         self._file = gzip.GzipFile(fileobj=self._raw, mode="rb")  # type: ignore[assignment]
         self.compressed = True
 
-    def _read(self, size: int) -> bytes:
-        """Up to ``size`` bytes; on a read or decompression error, what came before it (and ``read_error``)."""
-        if not self.compressed:
-            try:
-                return self._file.read(size)
-            except OSError as exc:
-                self.read_error = exc.strerror or str(exc)
-                return b""
-        parts, wanted = [], size
-        try:
-            while wanted > 0:
-                part = self._file.read1(wanted)  # type: ignore[attr-defined]
-                if not part:
-                    break
-                parts.append(part)
-                wanted -= len(part)
-        except (OSError, EOFError, zlib.error) as exc:
-            self.read_error = str(exc)
-        return b"".join(parts)
-
-    def _ended(self) -> str:
-        return f"; {self.read_error}" if self.read_error else ""
-
     def _close_files(self) -> None:
         self._file.close()
         self._raw.close()
@@ -578,65 +556,58 @@ class CaptureReader:
         return self._walk_pcap(order, scale, snaplen, self.linktype)
 
     def _walk_pcap(self, order: str, scale: float, snaplen: int, linktype: int) -> Iterator[Segment | SourceProblem]:
-        """The records of a pcap file. ``stats.packets`` and ``bytes_read`` advance per chunk, exact at the end."""
-        unpack_record = struct.Struct(order + "IIII").unpack_from
-        read = self._read
+        """The records of a pcap file, read one by one (``stats`` advance every 1024 records, exact at the end)."""
+        unpack_record = struct.Struct(order + "IIII").unpack
+        read = self._file.read
         stats = self.stats
         decoder = self._decoder
         decode = decoder.decode
         pending = decoder.pending
         suspicious = min(snaplen or MAX_RECORD, MAX_RECORD)
-        buf, pos, size, frame_no, ts = b"", 0, 0, 0, 0.0
-        consumed = 24  # file bytes before buf[0]
-        counted = False  # stats set exactly on the way out
+        frame_no, ts, consumed = 0, 0.0, 24
         try:
             while True:
-                if size - pos < 16:
-                    consumed += pos
-                    stats.packets, stats.bytes_read = frame_no, consumed
-                    buf = buf[pos:] + read(CHUNK_SIZE)
-                    pos, size = 0, len(buf)
-                    if size < 16:
-                        counted = True
-                        if buf:
-                            stats.bytes_read += size
-                            yield decoder.problem(frame_no + 1, ts, "truncated_record",
-                                                  f"file ends inside record header {frame_no + 1} "
-                                                  f"({size} of 16 bytes{self._ended()})")
-                        return
-                sec, frac, caplen, _ = unpack_record(buf, pos)
-                frame_no += 1
+                header = read(16)
+                if len(header) < 16:
+                    if header:
+                        consumed += len(header)
+                        yield decoder.problem(frame_no + 1, ts, "truncated_record",
+                                              f"file ends inside record header {frame_no + 1} "
+                                              f"({len(header)} of 16 bytes)")
+                    return
+                sec, frac, caplen, _ = unpack_record(header)
+                number = frame_no + 1  # frame_no counts complete records only
+                consumed += 16
                 ts = sec + frac / scale
                 if caplen > suspicious:
                     if caplen > MAX_RECORD:
-                        stats.packets, stats.bytes_read, counted = frame_no - 1, consumed + pos, True
-                        yield decoder.problem(frame_no, ts, "bad_record_length",
-                                              f"record {frame_no} claims {caplen} bytes: the file is corrupt here")
+                        yield decoder.problem(number, ts, "bad_record_length",
+                                              f"record {number} claims {caplen} bytes: the file is corrupt here")
                         return
-                    problem = decoder.once("caplen", frame_no, ts, "caplen_exceeds_snaplen",
+                    problem = decoder.once("caplen", number, ts, "caplen_exceeds_snaplen",
                                            f"record of {caplen} bytes in a file with snapshot length {snaplen}")
                     if problem is not None:
                         yield problem
-                end = pos + 16 + caplen
-                if end > size:
-                    consumed += pos
-                    buf = buf[pos:] + read(max(CHUNK_SIZE, 16 + caplen))
-                    pos, end, size = 0, 16 + caplen, len(buf)
-                    if end > size:
-                        stats.packets, stats.bytes_read, counted = frame_no - 1, consumed + size, True
-                        yield decoder.problem(frame_no, ts, "truncated_record",
-                                              f"file ends inside record {frame_no} "
-                                              f"({size - 16} of {caplen} bytes{self._ended()})")
-                        return
-                item = decode(linktype, buf, pos + 16, end, frame_no, ts)
-                pos = end
+                packet = read(caplen)
+                consumed += len(packet)
+                if len(packet) < caplen:
+                    yield decoder.problem(number, ts, "truncated_record",
+                                          f"file ends inside record {number} ({len(packet)} of {caplen} bytes)")
+                    return
+                frame_no = number
+                if not frame_no & 1023:
+                    stats.packets, stats.bytes_read = frame_no, consumed
+                item = decode(linktype, packet, 0, caplen, frame_no, ts)
                 if item is not None:
                     yield item
                     if pending:
                         yield pending.pop()
+        except (OSError, EOFError, zlib.error) as exc:
+            self.read_error = f"{getattr(exc, 'strerror', None) or exc}"
+            yield decoder.problem(frame_no + 1, ts, "truncated_record",
+                                  f"cannot read past record {frame_no}: {self.read_error}")
         finally:
-            if not counted:  # the consumer stopped early
-                stats.packets, stats.bytes_read = frame_no, consumed + pos
+            stats.packets, stats.bytes_read = frame_no, consumed
             self._close_files()
 
     def _pcapng_items(self, head: bytes) -> Iterator[Segment | SourceProblem]:
@@ -650,32 +621,36 @@ class CaptureReader:
         return self._walk_pcapng(head)
 
     def _walk_pcapng(self, head: bytes) -> Iterator[Segment | SourceProblem]:
-        read = self._read
+        """The blocks of a pcapng file, read one by one: the 8-byte block header, then the body."""
+        read = self._file.read
         stats = self.stats
         decoder = self._decoder
         decode = decoder.decode
         pending = decoder.pending
         once = decoder.once
-        buf, pos, frame_no, ts = head, 0, 0, 0.0
+        frame_no, ts = 0, 0.0
         order = "<"
         block_head = struct.Struct("<II")
         epb = struct.Struct("<IIIII")
         interfaces: list[_Interface] = []
         self.interfaces = interfaces
+        unread = head  # bytes read before the walk started
         try:
             while True:
-                if len(buf) - pos < 12:
-                    buf = buf[pos:] + read(CHUNK_SIZE)
-                    pos = 0
-                    if len(buf) < 12:
-                        if buf:
-                            stats.bytes_read += len(buf)
-                            yield decoder.problem(frame_no + 1, ts, "truncated_record",
-                                                  f"file ends inside a block header "
-                                                  f"({len(buf)} bytes left{self._ended()})")
-                        return
-                if buf[pos:pos + 4] == _PCAPNG_SHB:
-                    bom = buf[pos + 8:pos + 12]
+                if unread:
+                    header, unread = unread[:8], unread[8:]
+                else:
+                    header = read(8)
+                if len(header) < 8:
+                    if header:
+                        stats.bytes_read += len(header)
+                        yield decoder.problem(frame_no + 1, ts, "truncated_record",
+                                              f"file ends inside a block header ({len(header)} bytes left)")
+                    return
+                if header[:4] == _PCAPNG_SHB:
+                    if len(unread) < 4:
+                        unread += read(4 - len(unread))
+                    bom = unread[:4]
                     if bom == b"\x4d\x3c\x2b\x1a":
                         order = "<"
                     elif bom == b"\x1a\x2b\x3c\x4d":
@@ -689,33 +664,29 @@ class CaptureReader:
                     epb = struct.Struct(order + "IIIII")
                     interfaces = []
                     self.interfaces = interfaces
-                btype, blen = block_head.unpack_from(buf, pos)
+                btype, blen = block_head.unpack(header)
                 if blen < 12 or blen & 3 or blen > MAX_RECORD:
                     yield decoder.problem(frame_no + 1, ts, "bad_record_length",
                                           f"block of type 0x{btype:08x} claims length {blen}: "
                                           "the file is corrupt here")
                     return
-                end = pos + blen
-                if end > len(buf):
-                    buf = buf[pos:] + read(max(CHUNK_SIZE, blen))
-                    pos, end = 0, blen
-                    if end > len(buf):
-                        stats.bytes_read += len(buf)
-                        is_packet = btype in (_BLOCK_EPB, _BLOCK_SPB, _BLOCK_PB)
-                        yield decoder.problem(frame_no + 1 if is_packet else frame_no, ts, "truncated_record",
-                                              f"file ends inside a block of type 0x{btype:08x} "
-                                              f"({len(buf)} of {blen} bytes{self._ended()})")
-                        return
-                stats.bytes_read += blen
-                start = pos
-                pos = end
+                body = unread + read(blen - 8 - len(unread)) if unread else read(blen - 8)
+                unread = b""
+                stats.bytes_read += 8 + len(body)
+                if len(body) < blen - 8:
+                    is_packet = btype in (_BLOCK_EPB, _BLOCK_SPB, _BLOCK_PB)
+                    yield decoder.problem(frame_no + 1 if is_packet else frame_no, ts, "truncated_record",
+                                          f"file ends inside a block of type 0x{btype:08x} "
+                                          f"({8 + len(body)} of {blen} bytes)")
+                    return
+                # Offsets below are into ``body``: the block without its 8-byte header.
                 if btype == _BLOCK_EPB:
                     frame_no += 1
                     stats.packets += 1
                     if blen < 32:
                         yield decoder.problem(frame_no, ts, "bad_block", f"enhanced packet block of {blen} bytes")
                         continue
-                    ifid, hi, lo, caplen, _ = epb.unpack_from(buf, start + 8)
+                    ifid, hi, lo, caplen, _ = epb.unpack_from(body)
                     if ifid >= len(interfaces):
                         yield decoder.problem(frame_no, ts, "bad_interface",
                                               f"packet on interface {ifid}, but only {len(interfaces)} described")
@@ -726,7 +697,7 @@ class CaptureReader:
                         yield decoder.problem(frame_no, ts, "bad_block",
                                               f"captured length {caplen} exceeds the block ({blen} bytes)")
                         continue
-                    item = decode(iface.linktype, buf, start + 28, start + 28 + caplen, frame_no, ts)
+                    item = decode(iface.linktype, body, 20, 20 + caplen, frame_no, ts)
                 elif btype == _BLOCK_SPB:
                     frame_no += 1
                     stats.packets += 1
@@ -735,18 +706,18 @@ class CaptureReader:
                                               "simple packet block before any interface description")
                         continue
                     iface = interfaces[0]
-                    caplen = min(_u32(order).unpack_from(buf, start + 8)[0], blen - 16)
+                    caplen = min(_u32(order).unpack_from(body)[0], blen - 16)
                     if iface.snaplen:
                         caplen = min(caplen, iface.snaplen)
                     # A simple packet block has no timestamp: it keeps the previous packet's.
-                    item = decode(iface.linktype, buf, start + 12, start + 12 + caplen, frame_no, ts)
+                    item = decode(iface.linktype, body, 4, 4 + caplen, frame_no, ts)
                 elif btype == _BLOCK_PB:
                     frame_no += 1
                     stats.packets += 1
                     if blen < 32:
                         yield decoder.problem(frame_no, ts, "bad_block", f"packet block of {blen} bytes")
                         continue
-                    ifid, hi, lo, caplen, _ = struct.unpack_from(order + "H2xIIII", buf, start + 8)
+                    ifid, hi, lo, caplen, _ = struct.unpack_from(order + "H2xIIII", body)
                     if ifid >= len(interfaces):
                         yield decoder.problem(frame_no, ts, "bad_interface",
                                               f"packet on interface {ifid}, but only {len(interfaces)} described")
@@ -754,13 +725,13 @@ class CaptureReader:
                     iface = interfaces[ifid]
                     ts = ((hi << 32) | lo) / iface.divisor + iface.offset
                     caplen = min(caplen, blen - 32)
-                    item = decode(iface.linktype, buf, start + 28, start + 28 + caplen, frame_no, ts)
+                    item = decode(iface.linktype, body, 20, 20 + caplen, frame_no, ts)
                 elif btype == _BLOCK_IDB:
                     if blen < 20:
                         yield decoder.problem(frame_no, ts, "bad_block", f"interface description of {blen} bytes")
                         interfaces.append(_Interface(-1, 0, 1e6, 0))
                         continue
-                    interfaces.append(_parse_idb(order, buf, start, end))
+                    interfaces.append(_parse_idb(order, body))
                     continue
                 elif btype == _BLOCK_SHB or btype in _QUIET_BLOCKS:
                     continue
@@ -774,6 +745,10 @@ class CaptureReader:
                     yield item
                     if pending:
                         yield pending.pop()
+        except (OSError, EOFError, zlib.error) as exc:
+            self.read_error = f"{getattr(exc, 'strerror', None) or exc}"
+            yield decoder.problem(frame_no + 1, ts, "truncated_record",
+                                  f"cannot read past packet {frame_no}: {self.read_error}")
         finally:
             self._close_files()
 
@@ -782,24 +757,24 @@ def _u32(order: str) -> struct.Struct:
     return _U32_LE if order == "<" else _U32_BE
 
 
-def _parse_idb(order: str, buf: bytes, start: int, end: int) -> _Interface:
-    """An interface description block: link type, snapshot length, if_tsresol and if_tsoffset options."""
-    linktype, snaplen = struct.unpack_from(order + "H2xI", buf, start + 8)
+def _parse_idb(order: str, body: bytes) -> _Interface:
+    """An interface description block (after its 8-byte header): link type, snapshot length, time options."""
+    linktype, snaplen = struct.unpack_from(order + "H2xI", body)
     divisor, offset = 1e6, 0
     option = struct.Struct(order + "HH")
-    p, limit = start + 16, end - 4
+    p, limit = 8, len(body) - 4
     while p + 4 <= limit:
-        code, length = option.unpack_from(buf, p)
+        code, length = option.unpack_from(body, p)
         if code == 0:
             break
         value = p + 4
         if value + length > limit:
             break
         if code == _OPT_TSRESOL and length >= 1:
-            resol = buf[value]
+            resol = body[value]
             divisor = float(2 ** (resol & 0x7F)) if resol & 0x80 else float(10 ** resol)
         elif code == _OPT_TSOFFSET and length >= 8:
-            offset = struct.unpack_from(order + "q", buf, value)[0]
+            offset = struct.unpack_from(order + "q", body, value)[0]
         p = value + ((length + 3) & ~3)
     return _Interface(linktype, snaplen, divisor, offset)
 

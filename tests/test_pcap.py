@@ -418,10 +418,12 @@ def test_truncated_gzip_keeps_what_was_readable(tmp_path):
         open_capture(garbage)
 
 
-def test_reading_is_streamed_in_chunks(monkeypatch):
-    """A file larger than the chunk size is read piecewise, and records straddling chunks decode."""
-    monkeypatch.setattr("mproxy_scapy.pcap.CHUNK_SIZE", 100)
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_reading_is_streamed_record_by_record(kind):
+    """The file is read in record-sized pieces, never whole."""
     frames = [ether(ipv4(tcp(bytes([n]) * (30 + 7 * n), seq=n))) for n in range(40)]
+    data = pcap(frames) if kind == "pcap" else shb("<") + idb("<", 1) + b"".join(epb("<", 0, n, f)
+                                                                              for n, f in enumerate(frames))
     reads = []
 
     class Spy(io.BytesIO):
@@ -429,9 +431,9 @@ def test_reading_is_streamed_in_chunks(monkeypatch):
             reads.append(size)
             return super().read(size)
 
-    found = list(open_capture(Spy(pcap(frames))))
+    found = list(open_capture(Spy(data)))
     assert [bytes(s.payload) for s in found] == [bytes([n]) * (30 + 7 * n) for n in range(40)]
-    assert -1 not in reads and max(reads) <= 400
+    assert -1 not in reads and max(reads) <= max(len(f) for f in frames) + 32
 
 
 def _sample_captures() -> list[bytes]:
