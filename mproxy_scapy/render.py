@@ -13,7 +13,7 @@ from typing import Any
 
 from .decoder import DecodedFrame, StageEvent
 from .parser import Frame
-from .secrets import redact_control, redact_text
+from .secrets import redact_control, redact_text, redact_value
 from .textout import safe_text
 
 FRAME_KEYS = (
@@ -72,7 +72,7 @@ def frame_json(record: DecodedFrame, *, show_secrets: bool = False) -> dict[str,
             obj["reply_to"] = record.reply_to
             obj["reply_time"] = record.reply_time
     elif frame.kind == "error" and frame.control is not None:
-        obj["error"] = frame.control
+        obj["error"] = frame.control if show_secrets else redact_value(frame.control)
     return obj
 
 
@@ -123,7 +123,8 @@ def frame_line(record: DecodedFrame, first_ts: float, *, show_secrets: bool = Fa
             parts.append(where)
         parts.append(f"datalen={frame.datalen if frame.datalen is not None else '?'}")
         if frame.kind == "error" and frame.control is not None:
-            parts.append(safe_text(json.dumps(frame.control, ensure_ascii=False)))
+            shown = frame.control if show_secrets else redact_value(frame.control)
+            parts.append(safe_text(json.dumps(shown, ensure_ascii=False)))
         elif frame.kind in ("pause", "resume") and frame.body:
             parts.append(safe_text(frame.body.decode("utf-8", "replace")))
         if frame.dialect == "go":

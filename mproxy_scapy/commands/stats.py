@@ -120,13 +120,13 @@ def _t(value: Any) -> str:
 def print_tables(summary: dict[str, Any], console: Console) -> None:
     sessions = Table(title="Tunneled connections", title_justify="left")
     for column in ("tunnel", "client", "service", "name", "port", "frames in/out", "bytes in/out",
-                   "start", "duration", "ended by"):
+                   "start", "duration", "pause/resume", "ended by"):
         sessions.add_column(column, justify="right" if column in ("tunnel", "port", "start", "duration") else "left")
     for s in summary["sessions"]:
         ended = s["ended_by"] + (f" ({s['error']})" if s["error"] else "")
         sessions.add_row(_t(s["tunnel"]), _t(s["client"]), _t(s["service"]), _t(s["name"]), _t(s["serviceport"]),
                          f"{s['frames_in']}/{s['frames_out']}", f"{s['bytes_in']}/{s['bytes_out']}",
-                         f"{s['start']:.6f}", f"{s['duration']:.6f}", _t(ended))
+                         f"{s['start']:.6f}", f"{s['duration']:.6f}", f"{s['pauses']}/{s['resumes']}", _t(ended))
     console.print(sessions)
 
     tunnels = Table(title="Tunnels", title_justify="left")
