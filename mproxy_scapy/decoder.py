@@ -17,9 +17,12 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .parser import DEFAULT_MAX_BODY_HELD, Frame, FrameParser
+
+if TYPE_CHECKING:
+    from .tls import KeyLog
 
 
 class DecodedFrame:
@@ -167,7 +170,7 @@ class Decoder:
 
     def __init__(self, *, reassembler: Any = None, carrier_factory: Callable[[], Any] | None = None,
                  max_body_held: int = DEFAULT_MAX_BODY_HELD, show_secrets: bool = False,
-                 keylog: Any = None) -> None:
+                 keylog: KeyLog | None = None) -> None:
         self._keylog = keylog
         self._tcp = reassembler if reassembler is not None else _default_reassembler()
         self._new_carrier = carrier_factory or _carrier_factory(show_secrets)
