@@ -34,6 +34,8 @@ DEFAULT_MAX_BODY_HELD = 16 * 1024 * 1024
 
 WRAP = 256
 _CONTROL_BYTE = re.compile(rb"[\x00-\x1f\x7f]")
+_NAME_CONTINUATION = re.compile(rb"[\w.*:-]*(?:,[\w.-]*)?(?:,\n)?")
+_HOST_NAME = re.compile(r"(?:[\w*-]{1,63}\.)*[\w*-]{1,63}\.?")
 
 
 class Problem(NamedTuple):
@@ -351,37 +353,33 @@ class FrameParser:
         return _PROGRESS
 
     def _wrapped_alternative(self, header: ParsedHeader, header_end: int, final: bool) -> Any:
-        """A header longer than 255 bytes usually still parses at ``hdrlen`` (the name is cut).
+        """A header longer than 255 bytes usually still parses at ``hdrlen``: the name is cut short.
 
-        It is read as wrapped only when the 256 bytes after the short header
-        could be the rest of the name (text, at most one more comma) and the
-        longer reading ends exactly where a frame or the stream begins while
-        the shorter does not.
+        It is read as wrapped when the 256 bytes after the short header are all
+        name text (host-name characters, at most one more comma for a
+        connection's servicename, Go's trailing newline), the longer header
+        has the same datalen, and its name is a host name (DNS labels of at
+        most 63 characters: a long run of body text is not). Those 256 bytes must lie inside the frame's own
+        body, so the decision never waits for bytes past the frame (which would
+        hold a frame back until the next one arrives): a wrapped header with a
+        body shorter than 256 bytes is not recognised, and the bytes it
+        misplaces are reported as skipped when the parser resynchronises.
         """
         buf = self._buf
+        datalen = header.datalen or 0
         if header.field_count < 7 or not header.values["name"] or buf[0] != VERSION_1_BYTE:
             return None
-        if (header.datalen or 0) > self.max_body_held:
+        if datalen < WRAP or datalen > self.max_body_held:
             return None
         tail_end = header_end + WRAP
-        if _CONTROL_BYTE.search(buf, header_end, min(tail_end, len(buf)) - (1 if header.dialect == "go" else 0)):
-            return None
-        if buf.count(b",", header_end, tail_end) > 1:
-            return None
-        datalen = header.datalen or 0
-        short_end, long_end = header_end + datalen, tail_end + datalen
-        available = len(buf)
-        if available > short_end and buf[short_end] == VERSION_1_BYTE:
-            return None
-        if available <= long_end:
-            if not final:
-                return _NEED_MORE
-            if available < long_end:
-                return None
-        elif buf[long_end] != VERSION_1_BYTE:
+        if len(buf) < tail_end:
+            return None if final else _NEED_MORE
+        if not _NAME_CONTINUATION.fullmatch(buf, header_end, tail_end):
             return None
         longer = ParsedHeader(bytes(buf[2:tail_end]))
-        return longer if longer.datalen == header.datalen else None
+        if longer.datalen != header.datalen or not _HOST_NAME.fullmatch(longer.values["name"] or ""):
+            return None
+        return longer
 
     def _check_body(self, frame: Frame) -> None:
         if frame.kind == "control" and frame.body is not None and not isinstance(frame.control, list):

@@ -107,21 +107,42 @@ def test_stream_picked_up_mid_frame_syncs_on_the_first_believable_frame():
     assert "before the first frame" in records[0].problems[0].detail
 
 
-def test_wrapped_header_that_only_parses_at_hdrlen_plus_256():
-    long_name = "n" * 300
-    wire = pack({**ADDRESS, "name": long_name}, b"\x16\x03body") + pack(ADDRESS, b"next")
+def test_wrapped_header_whose_short_reading_parses_is_recognised_from_its_body():
+    long_name = ".".join(["n" * 59] * 5) + ".example"
+    body = b"\x16\x03" + bytes(range(256)) * 2
+    wire = pack({**ADDRESS, "name": long_name}, body) + pack(ADDRESS, b"next")
     records = iter_frames(wire)
     assert kinds(records) == ["data", "data"]
     assert problem_kinds(records[0]) == ["hdrlen_wrapped"]
-    assert records[0].name == long_name and records[0].body == b"\x16\x03body" and records[1].body == b"next"
+    assert records[0].name == long_name and records[0].body == body and records[1].body == b"next"
     assert_accounted(records, len(wire))
 
 
-def test_wrapped_connection_header_with_servicename_after_the_long_name():
-    wire = pack({**ADDRESS, "name": "q" * 260}, None, "connection") + pack(ADDRESS, b"next")
+def test_wrapped_header_that_only_parses_at_hdrlen_plus_256():
+    name = ".".join(["m" * 47] * 5)
+    wire = pack({"family": "IPv6", "address": "2001:db8::" + "1" * 4, "port": 1, "service": "h" * 3,
+                 "serviceport": 1, "name": name}, b"z")
+    header_len = len(wire) - 3
+    assert header_len - 256 < 20, "the short reading must stop before datalen"
+    records = iter_frames(wire + pack(ADDRESS, b"next"))
+    assert problem_kinds(records[0]) == ["hdrlen_wrapped"] and records[0].name == name
+    assert records[1].body == b"next"
+
+
+def test_wrapped_connection_header_is_not_recognised_but_resynchronises_and_reports():
+    wire = pack({**ADDRESS, "name": ".".join(["q" * 60] * 5)}, None, "connection") + pack(ADDRESS, b"next")
     records = iter_frames(wire)
-    assert problem_kinds(records[0]) == ["hdrlen_wrapped"]
-    assert records[0].servicename == "https" and records[1].body == b"next"
+    assert records[0].kind == "connection" and records[0].name.startswith("q")
+    assert "garbage_skipped" in [p for r in records for p in problem_kinds(r)]
+    assert records[-1].body == b"next"
+    assert_accounted(records, len(wire))
+
+
+def test_frames_are_never_held_back_for_bytes_past_their_end():
+    parser = FrameParser()
+    for frame in (pack(ADDRESS, None, "connection"), pack(ADDRESS, b"1048576", "pause"),
+                  pack_header(ADDRESS, None, "end"), pack(ADDRESS, b"A" * 600)):
+        assert len(parser.feed(frame)) == 1
 
 
 def test_text_body_after_a_short_header_is_not_mistaken_for_a_wrapped_header():
