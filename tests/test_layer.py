@@ -290,7 +290,7 @@ def test_from_frame_rebuilds_each_vector(vectors):
 
 def test_from_frame_keeps_a_wrapped_hdrlen():
     meta = dict(ADDRESS, name=".".join(["n" * 50] * 5) + ".example.com")
-    body = b"\x16\x03\x01 body" * 30
+    body = b"\x16\x03\x01 body" * 40
     wire = pack(meta, body)
     assert len(wire) - 2 - len(body) > 255
     (frame,) = iter_frames(wire)
@@ -382,7 +382,8 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes:
 
 
 def _start_tcpdump(pcap, port: int) -> subprocess.Popen:
-    command = ["tcpdump", "-i", "lo", "-n", "-B", "65536", "-U", "--immediate-mode", "-w", str(pcap), f"tcp port {port}"]
+    command = ["tcpdump", "-i", "lo", "-n", "-B", "65536", "-U", "--immediate-mode", "-w", str(pcap),
+               f"tcp port {port}"]
     dump = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert dump.stderr is not None
     line = dump.stderr.readline()
