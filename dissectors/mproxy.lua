@@ -215,42 +215,53 @@ local function is_digits(text)
     return text ~= nil and text:match("^%d+$") ~= nil
 end
 
+-- Length of the UTF-8 sequence at i, or nil and the length of its longest valid prefix.
+local function utf8_sequence(s, i)
+    local c = s:byte(i)
+    local extra, low, high
+    if c < 0x80 then return 1 end
+    if c >= 0xC2 and c <= 0xDF then extra, low, high = 1, 0x80, 0xBF
+    elseif c == 0xE0 then extra, low, high = 2, 0xA0, 0xBF
+    elseif c == 0xED then extra, low, high = 2, 0x80, 0x9F
+    elseif c >= 0xE1 and c <= 0xEF then extra, low, high = 2, 0x80, 0xBF
+    elseif c == 0xF0 then extra, low, high = 3, 0x90, 0xBF
+    elseif c == 0xF4 then extra, low, high = 3, 0x80, 0x8F
+    elseif c >= 0xF1 and c <= 0xF3 then extra, low, high = 3, 0x80, 0xBF
+    else return nil, 1 end
+    local second = s:byte(i + 1)
+    if second == nil or second < low or second > high then return nil, 1 end
+    for k = 2, extra do
+        local b = s:byte(i + k)
+        if b == nil or b < 0x80 or b > 0xBF then return nil, k end
+    end
+    return extra + 1
+end
+
 local function is_utf8(s)
-    local i, n = 1, #s
-    while i <= n do
-        local c = s:byte(i)
-        local extra, low, high
-        if c < 0x80 then
-            extra = 0
-        elseif c >= 0xC2 and c <= 0xDF then
-            extra, low, high = 1, 0x80, 0xBF
-        elseif c == 0xE0 then
-            extra, low, high = 2, 0xA0, 0xBF
-        elseif c == 0xED then
-            extra, low, high = 2, 0x80, 0x9F
-        elseif c >= 0xE1 and c <= 0xEF then
-            extra, low, high = 2, 0x80, 0xBF
-        elseif c == 0xF0 then
-            extra, low, high = 3, 0x90, 0xBF
-        elseif c == 0xF4 then
-            extra, low, high = 3, 0x80, 0x8F
-        elseif c >= 0xF1 and c <= 0xF3 then
-            extra, low, high = 3, 0x80, 0xBF
-        else
-            return false
-        end
-        if extra > 0 then
-            if i + extra > n then return false end
-            local second = s:byte(i + 1)
-            if second < low or second > high then return false end
-            for k = 2, extra do
-                local b = s:byte(i + k)
-                if b < 0x80 or b > 0xBF then return false end
-            end
-        end
-        i = i + extra + 1
+    local i = 1
+    while i <= #s do
+        local length = utf8_sequence(s, i)
+        if length == nil then return false end
+        i = i + length
     end
     return true
+end
+
+-- Python's bytes.decode("utf-8", "replace"): each broken sequence becomes U+FFFD.
+local function utf8_replace(s)
+    if is_utf8(s) then return s end
+    local out, i = {}, 1
+    while i <= #s do
+        local length, bad = utf8_sequence(s, i)
+        if length then
+            out[#out + 1] = s:sub(i, i + length - 1)
+            i = i + length
+        else
+            out[#out + 1] = "\239\191\189"
+            i = i + bad
+        end
+    end
+    return table.concat(out)
 end
 
 -- Python's repr() of a str, as the Python decoder writes it into problem details.
@@ -276,6 +287,13 @@ local function uint64_from_decimal(text)
         value = value * 10 + tonumber(digit)
     end
     return value
+end
+
+-- Text for the tree: control characters as dots, and no byte that is not UTF-8.
+local function display_text(text)
+    text = text:gsub("[%z\1-\31\127]", ".")
+    if not is_utf8(text) then text = text:gsub("[\128-\255]", "?") end
+    return text
 end
 
 local function has_control_byte(s, first, last)
@@ -538,29 +556,47 @@ function Parser:skip(count)
     self.base = self.base + count
 end
 
--- A header longer than 255 bytes usually still parses at hdrlen (the name is cut); see parser.py.
+-- The 256 bytes after a cut header can be the rest of a name: host-name
+-- characters, at most one more comma (a servicename), Go's ",\n" at the end.
+local function name_continuation(text)
+    local function plain(part)
+        local first, rest = part:match("^([^,]*),(.*)$")
+        if first == nil then return part:match("^[%w_.*:%-]*$") ~= nil end
+        return first:match("^[%w_.*:%-]*$") ~= nil and rest:match("^[%w_.%-]*$") ~= nil
+    end
+    if text:sub(-2) == ",\n" and plain(text:sub(1, -3)) then return true end
+    return plain(text)
+end
+
+-- DNS labels of 1 to 63 name characters, an optional final dot.
+local function host_name(name)
+    if name == nil or name == "" then return false end
+    name = name:gsub("%.$", "")
+    for label in (name .. "."):gmatch("([^.]*)%.") do
+        if #label < 1 or #label > 63 or not label:match("^[%w_*%-]+$") then return false end
+    end
+    return true
+end
+
+-- A header longer than 255 bytes usually still parses at hdrlen (the name is
+-- cut): see parser.py FrameParser._wrapped_alternative. The 256 bytes it
+-- looks at lie inside the frame's own body, so it never waits past the frame.
 function Parser:wrapped_alternative(buf, pos, h, header_end, final)
     local available = #buf - pos
+    local datalen = h.datalen or 0
     if h.field_count < 7 or not h.values.name or h.values.name == "" or buf:byte(pos + 1) ~= VERSION_1_BYTE then
         return nil
     end
-    if (h.datalen or 0) > MAX_BODY_HELD then return nil end
+    if datalen < WRAP or datalen > MAX_BODY_HELD then return nil end
     local tail_end = header_end + WRAP
-    local scan_end = math.min(tail_end, available) - (h.dialect == "go" and 1 or 0)
-    if has_control_byte(buf, pos + header_end + 1, pos + scan_end) then return nil end
-    if count_commas(buf, pos + header_end + 1, pos + math.min(tail_end, available)) > 1 then return nil end
-    local datalen = h.datalen or 0
-    local short_end, long_end = header_end + datalen, tail_end + datalen
-    if available > short_end and buf:byte(pos + short_end + 1) == VERSION_1_BYTE then return nil end
-    if available <= long_end then
-        if not final then return NEED_MORE end
-        if available < long_end then return nil end
-    elseif buf:byte(pos + long_end + 1) ~= VERSION_1_BYTE then
-        return nil
+    if available < tail_end then
+        if final then return nil end
+        return NEED_MORE
     end
+    if not name_continuation(buf:sub(pos + header_end + 1, pos + tail_end)) then return nil end
     local longer = parse_header(buf:sub(pos + 3, pos + tail_end))
-    if longer.datalen == h.datalen then return longer end
-    return nil
+    if longer.datalen ~= h.datalen or not host_name(longer.values.name) then return nil end
+    return longer
 end
 
 function Parser:at_boundary(buf, pos, out, final)
@@ -572,7 +608,7 @@ function Parser:at_boundary(buf, pos, out, final)
     local version, hdrlen = buf:byte(pos + 1, pos + 2)
     local header_end = 2 + hdrlen
     local h = parse_header(buf:sub(pos + 3, pos + header_end))
-    if h.datalen ~= nil then
+    if h.datalen ~= nil and (version == VERSION_1_BYTE or looks_like_frame_start(h)) then
         local wrapped = self:wrapped_alternative(buf, pos, h, header_end, final)
         if wrapped == NEED_MORE then return NEED_MORE end
         if wrapped ~= nil then
@@ -694,7 +730,7 @@ function Parser:run(buf, final)
     end
     if final then
         if pos < #buf then
-            if self.synced then
+            if self.synced and buf:byte(pos + 1) == VERSION_1_BYTE then
                 pos = pos + self:partial_record(buf, pos, #buf - pos, out)
             else
                 self:skip(#buf - pos)
@@ -840,7 +876,7 @@ local function add_control(tree, pinfo, record, body_range, body, ctx)
     local id_text, command, args, second = control_parts(body)
     local control = { id = id_text, command = command }
     local ctree = tree:add(mproxy, body_range, "Control")
-    ctree:set_text("Control: " .. body:gsub("[%z\1-\31\127]", "."):sub(1, 120))
+    ctree:set_text("Control: " .. display_text(body:sub(1, 120)))
     local id = tonumber(id_text or "")
     if id_text and id and id == math.floor(id) and math.abs(id) < 2^31 then
         ctree:add(pf.control_id, body_range, id)
@@ -928,9 +964,10 @@ local function show_record(record, tvb, pinfo, tree, ctx, bodies)
         item:add(pf.version, tvb(pos, 1))
         item:add(pf.hdrlen, tvb(pos + 1, 1))
         local header_range = tvb(pos + 2, math.max(header_end - 2, 0))
-        local htree = item:add(mproxy, header_range, "Header: " .. h.raw:gsub("[%z\1-\31\127]", "."))
+        local htree = item:add(mproxy, header_range, "Header: " .. display_text(h.raw))
         -- field ranges inside the header text
-        local cursor = 0
+        -- the Go dialect's header is trimmed before it is split
+        local cursor = h.dialect == "go" and #h.raw - #h.raw:gsub("^" .. ASCII_WS .. "+", "") or 0
         for index, key in ipairs(HEADER_KEYS) do
             local value = h.values[key]
             if value == nil then break end
@@ -948,7 +985,7 @@ local function show_record(record, tvb, pinfo, tree, ctx, bodies)
                     htree:add(mproxy, field_range, LABELS.datalen .. ": " .. value)
                 end
             else
-                field_item = htree:add(pf[key], field_range, value)
+                field_item = htree:add_packet_field(pf[key], field_range, ENC_UTF_8)
             end
             if field_item then
                 local desc
@@ -962,7 +999,7 @@ local function show_record(record, tvb, pinfo, tree, ctx, bodies)
         end
         item:add(pf.dialect, header_range, h.dialect):append_text(" (" .. DIALECTS[h.dialect] .. ")")
         local cid = client_id(record)
-        if cid then item:add(pf.client_id, header_range, cid):set_generated() end
+        if cid then item:add(pf.client_id, header_range, utf8_replace(cid)):set_generated() end
         if record.truncated then
             item:add(mproxy, tvb(pos + header_end, record.body_len),
                 string.format("Partial body: %d of %s bytes", record.body_len, h.values.datalen or "?"))
