@@ -32,6 +32,11 @@ def _host(endpoint: str) -> str:
     return host[1:-1] if host.startswith("[") else host
 
 
+def _port(number: int | None) -> int | None:
+    """A header's port if it fits TCP's 16 bits; a hostile header's 99999 does not."""
+    return number if number is not None and 0 < number <= 0xFFFF else None
+
+
 def _ip_version(text: str) -> int | None:
     try:
         return ipaddress.ip_address(text).version
@@ -55,8 +60,8 @@ class _Conversation:
             relay = _RELAY_STAND_IN[version]
         self.client = client
         self.server = relay
-        service_port = session.serviceport or _DEFAULT_PORTS.get(session.label, 0) or 9
-        self.ports = (session.port if session.port is not None else 0, service_port)
+        service_port = _port(session.serviceport) or _DEFAULT_PORTS.get(session.label, 0) or 9
+        self.ports = (_port(session.port) or 0, service_port)
         seed = zlib.crc32(f"{session.tunnel},{session.client_id},{record.pcap_frame}".encode()) & 0x7FFFFFFF
         self.next_seq = [seed, (seed * 7919) & 0x7FFFFFFF]
         self.closed = False

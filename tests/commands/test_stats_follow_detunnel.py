@@ -223,3 +223,20 @@ def test_detunnel_and_follow_show_lost_bytes_as_lost(tmp_path):
     followed = mproxy("follow", str(CAPTURES / "impaired.pcap"), "--client", hit["client"], "--format", "raw")
     assert followed.returncode == 0, followed.stderr
     assert "were lost in the capture or not held" in followed.stderr
+
+
+@pytest.mark.tshark
+def test_detunnel_survives_headers_no_tcp_packet_can_carry(tmp_path):
+    from tunnel_capture import simple_tunnel
+
+    from mproxy_scapy.codec import pack
+
+    weird = {"family": "IPv4", "address": "not-an-ip", "port": 99999, "service": "http", "serviceport": 70000}
+    stream = pack(weird, b"GET /w HTTP/1.1\r\n\r\n") + pack(dict(weird, address="::1"), b"x") + pack(weird, None, "end")
+    path = simple_tunnel(tmp_path / "weird.pcap", stream, b"")
+    out = tmp_path / "weird-inner.pcap"
+    result = mproxy("detunnel", str(path), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = tshark_fields(out, "ip.src", "ipv6.src", "tcp.srcport", "tcp.dstport", extra=("-Y", "tcp.flags.syn == 1 "
+                                                                                         "and tcp.flags.ack == 0"))
+    assert rows == [["192.0.2.2", "", "0", "80"], ["", "::1", "0", "80"]]
