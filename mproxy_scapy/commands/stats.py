@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..decoder import TCP_GAP_MEANING, Decoder
@@ -114,7 +115,8 @@ def problem_meaning(key: str) -> str:
 
 
 def _t(value: Any) -> str:
-    return "" if value is None else safe_text(str(value))
+    """Cell text from the capture: control characters escaped, and rich markup (``[...]``) shown literally."""
+    return "" if value is None else escape(safe_text(str(value)))
 
 
 def print_tables(summary: dict[str, Any], console: Console) -> None:

@@ -240,3 +240,16 @@ def test_detunnel_survives_headers_no_tcp_packet_can_carry(tmp_path):
     rows = tshark_fields(out, "ip.src", "ipv6.src", "tcp.srcport", "tcp.dstport", extra=("-Y", "tcp.flags.syn == 1 "
                                                                                          "and tcp.flags.ack == 0"))
     assert rows == [["192.0.2.2", "", "0", "80"], ["", "::1", "0", "80"]]
+
+
+def test_stats_shows_markup_and_escapes_in_names_literally(tmp_path):
+    from tunnel_capture import simple_tunnel
+
+    from mproxy_scapy.codec import pack
+
+    hostile = {"family": "IPv4", "address": "192.0.2.9", "port": 1234, "service": "http", "serviceport": 80,
+               "name": "[bold red]x[/] \x1b]0;t\x07"}
+    path = simple_tunnel(tmp_path / "hostile.pcap", pack(hostile, b"hi"), b"")
+    result = mproxy("stats", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "[bold red]x[/]" in result.stdout and "\x1b" not in result.stdout and "\\x1b]0;t\\x07" in result.stdout
