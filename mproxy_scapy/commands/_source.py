@@ -12,6 +12,7 @@ from typing import Any
 
 from ..decoder import Decoder, Record
 from ..errors import UserError
+from ..textout import safe_text
 
 BUNDLED_CAPTURE = "websocket.pcap"
 PROGRESS_MIN_BYTES = 16 * 1024 * 1024
@@ -161,13 +162,14 @@ def _with_progress(items: Iterator[Any], path: Path) -> Iterator[Any]:
     overhead (record header, link, IP and TCP headers).
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     total = path.stat().st_size
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(f"decoding {path.name}", total=total)
+        task = progress.add_task(f"decoding {escape(safe_text(path.name))}", total=total)
         done = 0
         step = 0
         for item in items:
