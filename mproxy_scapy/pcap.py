@@ -101,6 +101,7 @@ _TCP = struct.Struct("!HHIIH")  # sport, dport, seq, ack, data offset/flags
 _unpack_u16 = _U16.unpack_from
 _unpack_ether_ipv4_tcp = struct.Struct("!12xHBxH2xHxB2x8sHHIIH").unpack_from
 _unpack_ipv4_tcp = struct.Struct("!BxH2xHxB2x8sHHIIH").unpack_from
+_unpack_ipv6_tcp = struct.Struct("!B3xHBx32sHHIIH").unpack_from
 
 
 class Segment:
@@ -252,6 +253,15 @@ class PacketDecoder:
                                    buf[data:ip_end], 4)
             return self._ipv4(buf, off, end, frame_no, ts)
         if ethertype == _ETH_IPV6:
+            if end - off >= 60:  # the common case: no extension headers, TCP, fully captured
+                vtc, length, proto, addresses, sport, dport, seq, ack, offflags = _unpack_ipv6_tcp(buf, off)
+                ip_end = off + 40 + length
+                data = off + 40 + ((offflags >> 10) & 0x3C)
+                if vtc >> 4 == 6 and proto == 6 and length and offflags >= 0x5000 and data <= ip_end <= end:
+                    self.stats.tcp_segments += 1
+                    pair = self._pairs.get(addresses) or self._pair6(addresses)
+                    return Segment(frame_no, ts, pair[0], pair[1], sport, dport, seq, ack, offflags & 0x1FF,
+                                   buf[data:ip_end], 6)
             return self._ipv6(buf, off, end, frame_no, ts)
         self.stats.non_tcp += 1
         return None
@@ -410,6 +420,13 @@ class PacketDecoder:
         if len(self._pairs) > 65536:
             self._pairs.clear()
         pair = self._pairs[raw] = (self._addr4(raw[:4]), self._addr4(raw[4:]))
+        return pair
+
+    def _pair6(self, raw: bytes) -> tuple[str, str]:
+        """IPv6 source and destination text of the 32 address bytes, cached."""
+        if len(self._pairs) > 65536:
+            self._pairs.clear()
+        pair = self._pairs[raw] = (self._addr6(raw[:16]), self._addr6(raw[16:]))
         return pair
 
     def _addr4(self, raw: bytes) -> str:

@@ -214,8 +214,9 @@ def test_pcapng_impossible_block_length_stops():
 
 # Link types.
 
-TCP_V4 = ipv4(tcp(b"payload"))
-TCP_V6 = ipv6(tcp(b"payload"))
+PAYLOAD = b"payload " * 10  # long enough for the one-unpack fast paths
+TCP_V4 = ipv4(tcp(PAYLOAD))
+TCP_V6 = ipv6(tcp(PAYLOAD))
 LINK_CASES = {
     "ethernet": (1, ether(TCP_V4)),
     "ethernet-ipv6": (1, ether(TCP_V6, 0x86DD)),
@@ -247,9 +248,17 @@ LINK_CASES = {
 def test_link_types(case):
     linktype, frame = LINK_CASES[case]
     (segment,) = segments(pcap([frame], linktype=linktype))
-    assert bytes(segment.payload) == b"payload"
+    assert bytes(segment.payload) == PAYLOAD
     assert (segment.sport, segment.dport, segment.seq) == (40000, 3000, 1000)
     assert segment.ip_version == (6 if "v6" in case or "ipv6" in case or case in ("raw-14", "qinq-88a8") else 4)
+
+
+def test_link_type_field_with_fcs_bits():
+    """The upper bits of the pcap link-type field announce a frame check sequence; the IP length bounds the payload."""
+    frame = ether(ipv4(tcp(b"data"))) + b"\xde\xad\xbe\xef"
+    reader = open_capture(io.BytesIO(pcap([frame], linktype=1 | 0x1 << 26 | 0x4 << 28)))
+    (segment,) = list(reader)
+    assert bytes(segment.payload) == b"data" and reader.linktype == 1
 
 
 def test_unsupported_link_type_is_reported_once_and_counted():
@@ -266,6 +275,17 @@ def test_truncated_link_headers_are_problems():
 
 
 # IP and TCP.
+
+@pytest.mark.parametrize("size", [0, 1, 19, 20, 21, 100])
+@pytest.mark.parametrize("version", [4, 6])
+def test_payload_sizes_around_the_fast_path_limits(size, version):
+    payload = bytes(range(size))
+    options = b"\x01\x01\x01\x00" * (size % 3)
+    packet = ipv4(tcp(payload, options=options)) if version == 4 else ipv6(tcp(payload, options=options))
+    for linktype, frame in ((1, ether(packet, 0x0800 if version == 4 else 0x86DD)), (101, packet)):
+        found = segments(pcap([frame, frame + b"\x00" * 7], linktype=linktype))  # the second one padded
+        assert [(bytes(s.payload), s.ip_version, s.seq) for s in found] == [(payload, version, 1000)] * 2
+
 
 def test_ipv4_options_use_the_header_length():
     (segment,) = segments(pcap([ether(ipv4(tcp(b"after options"), options=b"\x01\x01\x01\x00" * 2))]))
