@@ -94,7 +94,8 @@ def event_json(event: StageEvent, *, show_secrets: bool = False) -> dict[str, An
     }
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), check_circular=False)
+"""Records are fresh trees (decoded control JSON included), never cyclic: the cycle check is skipped."""
 
 
 def to_ndjson(obj: dict[str, Any]) -> str:
