@@ -459,7 +459,8 @@ def test_reading_is_streamed_record_by_record(kind):
 def _sample_captures() -> list[bytes]:
     frames = [ether(ipv4(tcp(b"a" * 30, seq=1))), ether(ipv6(tcp(b"b" * 20), next_header=0, extensions=ext(6)),
                                                          0x86DD),
-              ether(ipv4(tcp(b"c"), options=b"\x01" * 4), vlans=(0x8100,)), ether(ipv4(b"udp", proto=17))]
+              ether(ipv4(tcp(b"c"), options=b"\x01" * 4), vlans=(0x8100,)), ether(ipv4(b"udp", proto=17)),
+              ether(ipv4(tcp(PAYLOAD))), ether(ipv6(tcp(PAYLOAD)), 0x86DD)]
     classic = pcap(frames)
     ng = shb("<") + idb("<", 1, tsresol=9) + idb("<", 276)
     ng += b"".join(epb("<", n % 2, n, frame if n % 2 == 0 else sll2(frame[14:], 0x0800)) for n, frame in
@@ -496,6 +497,9 @@ def test_tshark_reads_the_hand_built_files_the_same_way(tmp_path):
                                             0x86DD))
     data += epb("<", 2, 3_000_000, struct.pack("<I", 2) + ipv4(tcp(b"third!", sport=3333),
                                                                options=b"\x01" * 4))
+    for n, packet in enumerate((ipv4(tcp(PAYLOAD, sport=4444)), ipv6(tcp(PAYLOAD * 3, sport=5555)))):
+        data += epb("<", 0, 4_000_000 + n, ether(packet, 0x0800 if n == 0 else 0x86DD) + b"\x00" * 5)
+        data += epb("<", 1, 5_000_000_000 + n, sll2(packet, 0x0800 if n == 0 else 0x86DD))
     path = tmp_path / "mixed.pcapng"
     path.write_bytes(data)
     result = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.number", "-e", "tcp.srcport",
@@ -504,6 +508,7 @@ def test_tshark_reads_the_hand_built_files_the_same_way(tmp_path):
                             env={**os.environ, "WIRESHARK_CONFIG_DIR": str(tmp_path), "HOME": str(tmp_path)})
     theirs = [line.split("\t") for line in result.stdout.splitlines()]
     ours = segments(data)
+    assert len(ours) == 7
     assert [(int(n), int(p), int(length)) for n, p, length, _ in theirs] == [
         (s.frame_no, s.sport, len(s.payload)) for s in ours]
     assert [float(t) for *_, t in theirs] == [pytest.approx(s.ts) for s in ours]
