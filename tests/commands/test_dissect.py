@@ -215,3 +215,9 @@ def test_progress_bar_on_a_terminal_for_big_files(tmp_path):
     assert b"decoding big.pcap" in shown and b"1200 records shown" in shown
     piped = mproxy("dissect", "--json", str(path))
     assert "decoding" not in piped.stderr
+
+
+def test_scapy_view_keeps_secrets_hidden(sample):
+    result = mproxy("dissect", str(sample), "--scapy", "--kind", "control")
+    assert result.returncode == 0, result.stderr
+    assert "M-PROXY control" in result.stdout and JWT not in result.stdout
