@@ -58,6 +58,7 @@ TCP_PROBLEMS: dict[str, str] = {
     "buffer_limit": "Too much out-of-order data waited for a missing segment; the hole was declared lost",
     "implausible_seq": "A segment lies implausibly far from the stream position and was dropped",
     "port_reuse": "A new connection reused the 4-tuple of one that had not closed",
+    "evicted": "More connections than the flow limit (--max-flows): the least recently active one was dropped",
 }
 """Every kind of ``TcpProblem``, with what it means."""
 
@@ -553,6 +554,8 @@ class TcpReassembler:
                 heapq.heappush(self._idle, (conn.last_frame, conn.id, conn))
                 continue
             self.stats["evicted"] += 1
+            events.append(TcpProblem(conn, 0, "evicted", f"connection dropped to stay within {self.max_flows} "
+                                     "tracked connections; its streams end here", frame_no, ts))
             self._end(conn, "evicted", frame_no, ts, events)
             self._forget(conn)
             return
