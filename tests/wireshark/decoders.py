@@ -26,9 +26,10 @@ def python_records(pcap: Path, keylog: Path | None = None) -> list[dict[str, Any
     return [r for r in records if r.get("kind") != "stage"]
 
 
-def lua_records(pcap: Path, home: Path, keylog: Path | None = None) -> tuple[list[dict[str, Any]], Any]:
-    """tshark's records in two passes (-2; -R keeps the first pass's tree so TCP fields are there)."""
-    extra = ["-2", "-R", "frame"]
+def lua_records(pcap: Path, home: Path, keylog: Path | None = None, *, two_pass: bool = True,
+                ) -> tuple[list[dict[str, Any]], Any]:
+    """tshark's records, by default in two passes (-2; -R keeps the first pass's tree so TCP fields are there)."""
+    extra = ["-2", "-R", "frame"] if two_pass else []
     if keylog is not None:
         extra += ["-o", f"tls.keylog_file:{keylog}"]
     return tshark_records(pcap, home, extra)

@@ -32,7 +32,8 @@ def run_tshark(args: list[str], config_home: Path, *, lua: Path = DISSECTOR, tim
     """tshark with our dissector and an empty profile under ``config_home``; never inherits the user's."""
     (config_home / "config").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "WIRESHARK_CONFIG_DIR": str(config_home / "config"), "HOME": str(config_home)}
-    proc = subprocess.run(["tshark", "-X", f"lua_script:{lua}", *args], capture_output=True, text=True,
+    proc = subprocess.run(["tshark", "-X", f"lua_script:{lua}", *args], capture_output=True, encoding="utf-8",
+                          errors="replace",
                           env=env, timeout=timeout, check=False)
     stderr = "\n".join(line for line in proc.stderr.splitlines() if "Running as user" not in line)
     return TsharkResult(proc.returncode, proc.stdout, stderr)
