@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing of the decoder (atheris); see docs/HARDENING.md."""
