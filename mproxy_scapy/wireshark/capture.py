@@ -3,13 +3,17 @@
 ``file_capture`` is pyshark's ``FileCapture`` with two things set: the
 dissector from this package loaded (``-X lua_script:``), and a private,
 empty Wireshark configuration, so a user's profile (disabled protocols,
-Decode As, preferences) cannot change what is decoded.
+Decode As, preferences) cannot change what is decoded. pyshark starts tshark
+with this process's environment, so the private profile is given to tshark
+by a small wrapper script (pyshark's ``tshark_path``), never by changing the
+caller's environment.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,18 +47,28 @@ def tshark_args(lua_script: Path | None = None) -> list[str]:
     return ["-X", f"lua_script:{lua_script or dissector_path()}"]
 
 
+def isolated_tshark(tshark: str | None = None) -> Path:
+    """An executable that runs ``tshark`` (or the given one) with the private profile."""
+    real = tshark or shutil.which("tshark") or "tshark"
+    wrapper = dissector_path().parent / "tshark"
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in isolated_environment().items())
+    wrapper.write_text(f"#!/bin/sh\nexec env {env} {shlex.quote(real)} \"$@\"\n", encoding="utf-8")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 def file_capture(path: str | os.PathLike[str], *, lua_script: Path | None = None, **pyshark_kwargs: Any) -> Any:
     """``pyshark.FileCapture(path, ...)`` whose packets carry an ``mproxy`` layer.
 
     Extra keyword arguments go to pyshark (``display_filter``, ``override_prefs``,
-    ``decode_as``, ``use_ek``...). pyshark starts tshark with the environment of
-    this process, so the isolated profile is set through ``WIRESHARK_CONFIG_DIR``
-    for the lifetime of the capture object's tshark runs.
+    ``decode_as``, ``use_ek``, ``custom_parameters``...); ``tshark_path`` names
+    the tshark to wrap.
     """
     import pyshark
 
     if not Path(path).exists():
         raise FileNotFoundError(path)
     custom = list(pyshark_kwargs.pop("custom_parameters", None) or [])
-    os.environ.update(isolated_environment())
-    return pyshark.FileCapture(str(path), custom_parameters=[*tshark_args(lua_script), *custom], **pyshark_kwargs)
+    tshark = isolated_tshark(pyshark_kwargs.pop("tshark_path", None))
+    return pyshark.FileCapture(str(path), custom_parameters=[*tshark_args(lua_script), *custom],
+                               tshark_path=str(tshark), **pyshark_kwargs)

@@ -221,3 +221,22 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+def websocket_exchange(port: int) -> None:
+    """An ordinary WebSocket (no tunnel): the websockets library, text and binary messages both ways."""
+    from websockets.sync.client import connect
+    from websockets.sync.server import serve
+
+    def echo(connection: object) -> None:
+        for message in connection:  # type: ignore[attr-defined]
+            connection.send(message)  # type: ignore[attr-defined]
+
+    with serve(echo, "127.0.0.1", port, compression=None) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        with connect(f"ws://127.0.0.1:{port}/chat", compression=None) as client:
+            for message in ("hello", b"\xfe\x20binary, no tunnel here" + bytes(64)):
+                client.send(message)
+                client.recv()
+        server.shutdown()
