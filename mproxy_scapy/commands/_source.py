@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -212,12 +213,43 @@ def check_source(args: argparse.Namespace, decoder: Decoder) -> None:
 
 
 def decode_records(args: argparse.Namespace, decoder: Decoder) -> Iterator[Record]:
-    """The records of the chosen source, ending cleanly on Ctrl-C during a live capture."""
+    """The records of the chosen source; a live capture ends cleanly on Ctrl-C."""
     items = open_items(args)
-    try:
+    if not getattr(args, "interface", None):
         yield from decoder.decode(items)
-    except KeyboardInterrupt:
-        if not getattr(args, "interface", None):
-            raise
-        print("mproxy: capture stopped", file=sys.stderr)
+        return
+    yield from _until_interrupted(iter(items), decoder)
+
+
+def _until_interrupted(items: Iterator[Any], decoder: Decoder) -> Iterator[Record]:
+    """Live records until the capture ends or Ctrl-C, then what the decoder still holds.
+
+    Ctrl-C while waiting for a packet interrupts the wait; Ctrl-C while the
+    caller prints a record only marks the capture as stopping, so no line is
+    cut in half and the summary still comes.
+    """
+    waiting = False
+    stopping = False
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        if waiting:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        while not stopping:
+            waiting = True
+            try:
+                item = next(items)
+            except (StopIteration, KeyboardInterrupt):
+                break
+            finally:
+                waiting = False
+            yield from decoder.feed(item)
+        if stopping:
+            print("mproxy: capture stopped", file=sys.stderr)
         yield from decoder.close()
+    finally:
+        signal.signal(signal.SIGINT, previous)
