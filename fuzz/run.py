@@ -47,12 +47,12 @@ class Figures:
         return "\n".join(lines)
 
 
-def run_once(corpus: Path, artifacts: Path, seconds: int, max_len: int, timeout: int, rss_mb: int,
+def run_once(target: str, corpus: Path, artifacts: Path, seconds: int, max_len: int, timeout: int, rss_mb: int,
              log: Path, figures: Figures) -> None:
     """One libFuzzer run (its output kept in ``log``); it ends at the budget or at the first crash."""
-    command = [sys.executable, str(FUZZER), str(corpus), f"-max_total_time={seconds}", f"-max_len={max_len}",
-               f"-timeout={timeout}", f"-rss_limit_mb={rss_mb}", f"-artifact_prefix={artifacts}/",
-               "-print_final_stats=1", "-detect_leaks=0"]
+    command = [sys.executable, str(FUZZER), "--target", target, str(corpus), f"-max_total_time={seconds}",
+               f"-max_len={max_len}", f"-timeout={timeout}", f"-rss_limit_mb={rss_mb}",
+               f"-artifact_prefix={artifacts}/", "-print_final_stats=1", "-detect_leaks=0"]
     with log.open("a") as out:
         subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
     figures.runs += 1
@@ -73,16 +73,20 @@ def run_once(corpus: Path, artifacts: Path, seconds: int, max_len: int, timeout:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=60, help="total time budget (default 60)")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "mproxy-fuzz",
-                        help="corpus/, artifacts/ and one fuzzer-N.log per run go here (default: $TMPDIR/mproxy-fuzz)")
+    parser.add_argument("--target", choices=("capture", "stream"), default="capture",
+                        help="capture: mutate whole capture files; stream: mutate one tunnel's bytes (default capture)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="corpus/, artifacts/ and one fuzzer-N.log per run (default: $TMPDIR/mproxy-fuzz-TARGET)")
     parser.add_argument("--max-len", type=int, default=32768, help="largest input in bytes (default 32768)")
     parser.add_argument("--timeout", type=int, default=10, help="seconds one input may take (a hang) (default 10)")
     parser.add_argument("--rss-mb", type=int, default=2048, help="memory limit in MB (default 2048)")
     args = parser.parse_args(argv)
+    if args.workdir is None:
+        args.workdir = Path(tempfile.gettempdir()) / f"mproxy-fuzz-{args.target}"
 
     corpus, artifacts = args.workdir / "corpus", args.workdir / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    seeds = write_seeds(corpus, args.max_len)
+    seeds = write_seeds(corpus, args.max_len, args.target)
     before = {p.name for p in artifacts.iterdir()}
     figures = Figures()
     start = time.monotonic()
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     while (left := args.seconds - (time.monotonic() - start)) >= 1:
         log = args.workdir / f"fuzzer-{figures.runs + 1}.log"
         log.write_text("")
-        run_once(corpus, artifacts, int(left), args.max_len, args.timeout, args.rss_mb, log, figures)
+        run_once(args.target, corpus, artifacts, int(left), args.max_len, args.timeout, args.rss_mb, log, figures)
     figures.artifacts = sorted(p for p in artifacts.iterdir()
                                if p.name not in before and p.name.startswith(ARTIFACT_PREFIXES))
     print(figures.summary(time.monotonic() - start), flush=True)

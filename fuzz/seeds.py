@@ -69,11 +69,38 @@ def seed_inputs(max_len: int) -> Iterator[bytes]:
             yield path.read_bytes()
 
 
-def write_seeds(directory: Path, max_len: int) -> int:
-    """Write the seeds into ``directory`` named by content hash (libFuzzer's own naming); how many."""
+def stream_seed_inputs(max_len: int) -> Iterator[bytes]:
+    """Seeds of the stream target: each captured connection's direction streams (reassembled), and the
+    reference M-PROXY byte streams; prefixed with the mode and segment-size bytes ``stream_capture`` reads."""
+    from mproxy_scapy.pcap import open_capture
+    from mproxy_scapy.tcp import TcpReassembler
+
+    for path in sorted(CAPTURES.glob("*.pcap*")):
+        if path.suffix not in (".pcap", ".pcapng"):
+            continue
+        streams: dict[tuple[int, int], bytearray] = {}
+        reassembler = TcpReassembler()
+        with open_capture(str(path)) as items:
+            for item in items:
+                if type(item).__name__ != "Segment":
+                    continue
+                for event in reassembler.feed(item):
+                    if type(event).__name__ == "Data":
+                        held = streams.setdefault((event.conn.id, event.direction), bytearray())
+                        if len(held) < max_len:
+                            held += event.data
+        for (_, direction), data in streams.items():
+            yield bytes([0 if direction else 8, 180]) + bytes(data[: max_len - 2])
+    for name in ("output.bin", "readme-example.bin"):
+        data = (REPO / "tests" / "data" / "reference" / name).read_bytes()
+        yield b"\x00\x10" + data[: max_len - 2]
+
+
+def write_seeds(directory: Path, max_len: int, target: str = "capture") -> int:
+    """Write the seeds of ``target`` into ``directory`` named by content hash (libFuzzer's naming); how many."""
     directory.mkdir(parents=True, exist_ok=True)
     count = 0
-    for data in seed_inputs(max_len):
+    for data in seed_inputs(max_len) if target == "capture" else stream_seed_inputs(max_len):
         (directory / hashlib.sha1(data).hexdigest()).write_bytes(data)
         count += 1
     return count
