@@ -819,6 +819,8 @@ _ARPHRD_NO_HEADER = frozenset((512, 519, 768, 769, 776, 65534))  # PPP, raw IP, 
 _TIMESPEC = struct.Struct("qq")
 _SO_RCVBUFFORCE = 33
 _RECEIVE_BUFFER = 32 << 20
+STOP_LATENCY = 0.25
+"""Longest wait of a live capture between looks at ``stop()`` and its timeout."""
 ANY_INTERFACE = "any"
 """The interface name that captures on every interface (cooked, like ``tcpdump -i any``)."""
 _MAX_PACKET = 262144
@@ -832,10 +834,13 @@ class LiveCapture:
     """TCP segments from a network interface, through an AF_PACKET socket (Linux).
 
     Iterate it like a ``CaptureReader``. It runs until ``timeout`` seconds have
-    passed (None: forever) or ``count`` packets were received; the way to end
-    it by hand is Ctrl-C: the ``KeyboardInterrupt`` comes out of the iteration
-    (the blocking receive is interrupted), the socket is closed on the way
-    out, and the caller catches it and prints its summary.
+    passed (None: forever), ``count`` packets were received, or ``stop()`` is
+    called. Ctrl-C, by default, raises ``KeyboardInterrupt`` out of the
+    iteration (the receive is interrupted), the socket is closed on the way
+    out, and the caller catches it and prints its summary. Since a
+    KeyboardInterrupt can land anywhere in the caller's code too, a caller
+    may instead install a SIGINT handler that calls ``stop()``: the
+    iteration then simply ends.
 
     On loopback each packet passes the socket twice (sent and received); like
     libpcap, only the received copy is kept. ``iface`` "any" captures on every
@@ -886,7 +891,17 @@ class LiveCapture:
             sock.close()
             raise
         self._sock = sock
+        self._stopped = False
         self._items = self._receive()
+
+    def stop(self) -> None:
+        """End the iteration normally, at the next packet or within ``STOP_LATENCY`` seconds.
+
+        Safe from a signal handler or another thread: a caller that wants
+        Ctrl-C to end the capture without an exception installs a SIGINT
+        handler that calls this.
+        """
+        self._stopped = True
 
     def __iter__(self) -> Iterator[Segment | SourceProblem]:
         return self._items
@@ -913,16 +928,17 @@ class LiveCapture:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         frame_no = 0
         try:
-            while self.count is None or frame_no < self.count:
+            while (self.count is None or frame_no < self.count) and not self._stopped:
+                wait = STOP_LATENCY
                 if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
                         return
-                    sock.settimeout(left)
+                sock.settimeout(wait)
                 try:
                     data, cmsgs, _, address = sock.recvmsg(_MAX_PACKET, ancillary)
                 except TimeoutError:
-                    return
+                    continue
                 if address[2] == _PACKET_OUTGOING and address[3] == _ARPHRD_LOOPBACK:
                     continue
                 ts = time.time()

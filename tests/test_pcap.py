@@ -707,3 +707,21 @@ def test_ctrl_c_ends_a_live_capture_cleanly():
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=10)
     assert (process.returncode, out, err) == (0, "interrupted after 0 packets\n", "")
+
+
+@pytest.mark.live
+def test_stop_from_a_sigint_handler_ends_the_iteration_normally():
+    code = ("import signal\n"
+            "from mproxy_scapy.pcap import live_capture\n"
+            "capture = live_capture('lo', 'tcp port 9')\n"
+            "signal.signal(signal.SIGINT, lambda *_: capture.stop())\n"
+            "print('ready', flush=True)\n"
+            "items = list(capture)\n"
+            "print('ended with', len(items), 'items', flush=True)\n")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "ready\n"
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=10)
+    assert (process.returncode, out, err) == (0, "ended with 0 items\n", "")
