@@ -1323,11 +1323,32 @@ local function ws_direction(key, tunnel)
     return st
 end
 
+-- XOR tables, one per mask byte, built when first needed: a table lookup per
+-- byte is several times faster in Lua than a bit32.bxor call.
+local xor_tables = {}
+local table_unpack = table.unpack or unpack
+
+local function xor_table(m)
+    local t = xor_tables[m]
+    if t == nil then
+        t = {}
+        for value = 0, 255 do t[value] = bxor(value, m) end
+        xor_tables[m] = t
+    end
+    return t
+end
+
 local function unmask(data, mask, mask_pos)
-    local out = {}
-    for index = 1, #data do
-        local k = mask:byte((mask_pos + index - 1) % 4 + 1)
-        out[index] = string.char(bxor(data:byte(index), k))
+    local tables = {}
+    for k = 0, 3 do tables[k] = xor_table(mask:byte((mask_pos + k) % 4 + 1)) end
+    local out, step = {}, 4096
+    for first = 1, #data, step do
+        local bytes = { data:byte(first, math.min(first + step - 1, #data)) }
+        local phase = first - 1
+        for index = 1, #bytes do
+            bytes[index] = tables[(phase + index - 1) % 4][bytes[index]]
+        end
+        out[#out + 1] = string.char(table_unpack(bytes))
     end
     return table.concat(out)
 end
