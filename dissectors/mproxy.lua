@@ -517,7 +517,8 @@ end
 
 local function frame_record(pos, base, version, hdrlen, h)
     local record = { pos = pos, offset = base, length = 2 + hdrlen, kind = h.kind, version = version,
-                     hdrlen = hdrlen % 256, header = h, datalen = h.datalen, body_len = 0, problems = {} }
+                     hdrlen = hdrlen % 256, header = h, datalen = h.datalen, body_len = 0, gap_bytes = 0,
+                     problems = {} }
     if version ~= VERSION_1_BYTE then
         add_problem(record, "bad_version", string.format("version byte 0x%02x, v1 is 0xfe", version))
     end
@@ -714,13 +715,39 @@ function Parser:scan(buf, pos, out, final)
     return PROGRESS, start
 end
 
+-- A frame whose body passes a capture gap is not held: its body is counted
+-- as it streams past (FrameParser._BodyStream).
+function Parser:stream_body(buf, pos, out)
+    local stream = self.streaming
+    local take = math.min(stream.remaining, #buf - pos)
+    stream.record.body_len = stream.record.body_len + take
+    stream.remaining = stream.remaining - take
+    self.base = self.base + take
+    if stream.remaining > 0 then return NEED_MORE, take end
+    self:finish_stream(out)
+    return PROGRESS, take
+end
+
+function Parser:finish_stream(out)
+    local record = self.streaming.record
+    self.streaming = nil
+    if record.gap_bytes > 0 then
+        add_problem(record, "gap", string.format("%d body bytes lost in the capture", record.gap_bytes))
+        self.synced = true
+    end
+    out[#out + 1] = record
+end
+
 -- All records buf completes; returns records and the number of bytes consumed.
--- final: the stream ends after buf (FrameParser.close).
 function Parser:run(buf, final)
     local out, pos = {}, 0
-    while pos < #buf do
+    while true do
         local step, used
-        if self.synced then
+        if self.streaming then
+            step, used = self:stream_body(buf, pos, out)
+        elseif pos >= #buf then
+            break
+        elseif self.synced then
             step, used = self:at_boundary(buf, pos, out, final)
         else
             step, used = self:scan(buf, pos, out, final)
@@ -728,18 +755,78 @@ function Parser:run(buf, final)
         pos = pos + (used or 0)
         if step == NEED_MORE then break end
     end
-    if final then
-        if pos < #buf then
-            if self.synced and buf:byte(pos + 1) == VERSION_1_BYTE then
-                pos = pos + self:partial_record(buf, pos, #buf - pos, out)
-            else
-                self:skip(#buf - pos)
-                pos = #buf
-            end
-        end
-        self:flush_garbage(out)
-    end
     return out, pos
+end
+
+-- What is left when the stream ends or breaks: a truncated frame, or garbage.
+function Parser:flush_incomplete(buf, pos, out)
+    if pos < #buf then
+        if self.synced and buf:byte(pos + 1) == VERSION_1_BYTE then
+            self:partial_record(buf, pos, #buf - pos, out)
+        else
+            self:skip(#buf - pos)
+        end
+    end
+    self:flush_garbage(out)
+end
+
+-- The stream ended after buf (FrameParser.close).
+function Parser:close(buf)
+    local out, pos = self:run(buf, true)
+    if self.streaming then
+        local stream = self.streaming
+        self.streaming = nil
+        stream.record.length = stream.record.length - stream.remaining
+        add_problem(stream.record, "truncated",
+            string.format("stream ended %d bytes before the frame's end", stream.remaining))
+        out[#out + 1] = stream.record
+    end
+    self:flush_incomplete(buf, pos, out)
+    return out
+end
+
+-- nbytes of the stream were lost after buf (FrameParser.gap): a frame whose
+-- header is complete keeps its place and its body streams past the hole;
+-- anything else ends here and the parser resynchronises after the hole.
+function Parser:gap(buf, nbytes)
+    local out, pos = {}, 0
+    if not self.streaming then
+        local records
+        records, pos = self:run(buf, true)
+        for _, record in ipairs(records) do out[#out + 1] = record end
+    end
+    local rest = #buf - pos
+    if not self.streaming and self.synced and rest >= 2 and rest >= 2 + buf:byte(pos + 2) then
+        local hdrlen = buf:byte(pos + 2)
+        local h = parse_header(buf:sub(pos + 3, pos + 2 + hdrlen))
+        if h.datalen ~= nil and rest - 2 - hdrlen < h.datalen then
+            local record = frame_record(nil, self.base, buf:byte(pos + 1), hdrlen, h)
+            record.header_end = 2 + hdrlen
+            record.length = 2 + hdrlen + h.datalen
+            self.base = self.base + 2 + hdrlen
+            self.streaming = { record = record, remaining = h.datalen }
+            local _, used = self:stream_body(buf, pos + 2 + hdrlen, out)
+            pos = pos + 2 + hdrlen + used
+        end
+    end
+    if self.streaming then
+        local stream = self.streaming
+        local lost = math.min(nbytes, stream.remaining)
+        stream.record.gap_bytes = stream.record.gap_bytes + lost
+        stream.remaining = stream.remaining - lost
+        self.base = self.base + lost
+        nbytes = nbytes - lost
+        if stream.remaining == 0 then self:finish_stream(out) end
+        if nbytes == 0 then return out end
+    end
+    self:flush_incomplete(buf, pos, out)
+    local record = { kind = "gap", offset = self.base, length = nbytes, gap_bytes = nbytes, body_len = 0,
+                     problems = {} }
+    add_problem(record, "gap", string.format("%d bytes lost in the capture at stream offset %d", nbytes, self.base))
+    out[#out + 1] = record
+    self.base = self.base + nbytes
+    self.synced = false
+    return out
 end
 
 ----------------------------------------------------------------------------
@@ -818,7 +905,7 @@ local function describe(tbl, value)
 end
 
 local function client_id(record)
-    if record.kind == "garbage" or record.kind == "control" then return nil end
+    if record.header == nil or record.kind == "control" then return nil end
     local v = record.header.values
     local port = v.port
     if not is_digits(port) then port = "" else port = string.format("%d", tonumber(port)) end
@@ -826,8 +913,8 @@ local function client_id(record)
 end
 
 local function summary(record, control)
-    if record.kind == "garbage" then
-        return string.format("garbage %d bytes", record.length)
+    if record.header == nil then
+        return string.format("%s %d bytes", record.kind, record.length)
     end
     local v = record.header.values
     local parts = { record.kind }
@@ -940,101 +1027,115 @@ local function call_subdissector(body, pinfo, tree)
 end
 
 -- Add one record to the tree. tvb holds the record's bytes from position pos.
-local function show_record(record, tvb, pinfo, tree, ctx, bodies)
-    local in_tvb = record.pos ~= nil
-    local range
-    if in_tvb then
-        range = tvb(record.pos, record.length)
-    else
-        range = tvb(0, 0)
+-- The header fields, each with its bytes in the header text. A record whose
+-- bytes are not at hand (a frame whose body passed a capture gap) shows the
+-- same fields without byte ranges.
+local function show_header(item, record, at)
+    local h = record.header
+    local header_end = record.header_end or record.length
+    local exact = record.pos ~= nil
+    item:add(pf.version, at(0, 1), record.version)
+    item:add(pf.hdrlen, at(1, 1), record.hdrlen)
+    local header_range = at(2, math.max(header_end - 2, 0))
+    local htree = item:add(mproxy, header_range, "Header: " .. display_text(h.raw))
+    -- the Go dialect's header is trimmed before it is split
+    local cursor = h.dialect == "go" and #h.raw - #h.raw:gsub("^" .. ASCII_WS .. "+", "") or 0
+    for _, key in ipairs(HEADER_KEYS) do
+        local value = h.values[key]
+        if value == nil then break end
+        local field_range = at(2 + math.min(cursor, header_end - 2),
+            math.min(#value, math.max(header_end - 2 - cursor, 0)))
+        local field_item
+        if key == "port" or key == "serviceport" then
+            field_item = add_number(htree, pf[key], field_range, value)
+            if field_item == nil then
+                htree:add(mproxy, field_range, LABELS[key] .. ": " .. (value == "" and "(empty)" or display_text(value)))
+            end
+        elseif key == "datalen" then
+            if h.datalen ~= nil then
+                field_item = htree:add(pf.datalen, field_range, uint64_from_decimal(value))
+            else
+                htree:add(mproxy, field_range, LABELS.datalen .. ": " .. display_text(value))
+            end
+        elseif exact then
+            field_item = htree:add_packet_field(pf[key], field_range, ENC_UTF_8)
+        else
+            field_item = htree:add(pf[key], field_range, utf8_replace(value))
+        end
+        local desc
+        if key == "family" then
+            desc = describe(FAMILIES, value)
+        elseif key == "service" or key == "servicename" then
+            desc = describe(KINDS, value) or describe(KNOWN_SERVICES, value)
+        end
+        if field_item and desc then field_item:append_text(" (" .. desc .. ")") end
+        cursor = cursor + #value + 1
     end
+    item:add(pf.dialect, header_range, h.dialect):append_text(" (" .. DIALECTS[h.dialect] .. ")")
+    local cid = client_id(record)
+    if cid then item:add(pf.client_id, header_range, utf8_replace(cid)):set_generated() end
+end
+
+-- The body: raw bytes, control id/command/args, and the service's own dissector.
+local function show_body(item, record, at, pinfo, ctx, bodies)
+    local h = record.header
+    local header_end = record.header_end or record.length
+    if record.pos == nil or record.truncated then
+        local what = record.pos == nil and "Body not held (bytes lost in the capture)" or "Partial body"
+        item:add(mproxy, at(header_end, record.body_len),
+            string.format("%s: %d of %s bytes", what, record.body_len, h.values.datalen or "?"))
+        return nil
+    end
+    if record.body_len == 0 then return nil end
+    local body_range = at(header_end, record.body_len)
+    item:add(pf.body, body_range)
+    local body = body_range:raw()
+    local control
+    if record.kind == "control" then
+        control = add_control(item, pinfo, record, body_range, body, ctx)
+    elseif record.kind == "error" then
+        local code = body:match('"code"%s*:%s*"([^"]*)"')
+        if code and ERROR_CODES[code] then item:append_text(", " .. code .. " (" .. ERROR_CODES[code] .. ")") end
+    end
+    local sub = BODY_SUBDISSECTORS[h.values.service or ""]
+    if sub and mproxy.prefs.subdissectors then
+        local entry = { dissector = sub, tvb = body_range:tvb() }
+        local client_port = tonumber(is_digits(h.values.port) and h.values.port or "")
+        if client_port and client_port <= 65535 and sub ~= "json" then
+            local service_port = tonumber(is_digits(h.values.serviceport) and h.values.serviceport or "")
+            entry.client_port = client_port
+            entry.service_port = (service_port and service_port <= 65535) and service_port or 0
+            local relay = relay_keys[ctx.stream]
+            entry.toward_service = relay == ctx.key or (relay == nil and clients[ctx.stream] ~= ctx.key)
+        end
+        bodies[#bodies + 1] = entry
+    end
+    return control
+end
+
+-- Add one record to the tree. tvb holds the record's bytes from record.pos
+-- (nil: the record's bytes are not at hand, only its fields are shown).
+local function show_record(record, tvb, pinfo, tree, ctx, bodies)
+    local function at(offset, length)
+        if record.pos == nil then return tvb(0, 0) end
+        return tvb(record.pos + offset, length)
+    end
+    local range = at(0, record.length)
     local item = tree:add(mproxy, range)
-    local text_control
     item:add(pf.kind, range, record.kind):set_generated()
     item:add(pf.offset, range, UInt64.new(record.offset)):set_generated()
     item:add(pf.length, range, record.length):set_generated()
-    if ctx.header_in then
-        item:add(pf.header_in, range, ctx.header_in):set_generated()
-    end
+    if ctx.header_in then item:add(pf.header_in, range, ctx.header_in):set_generated() end
     if record.kind == "connection" and ctx.stream then relay_keys[ctx.stream] = ctx.key end
-    if record.kind ~= "garbage" then
-        local pos = record.pos
-        local h = record.header
-        local header_end = record.header_end or record.length
-        item:add(pf.version, tvb(pos, 1))
-        item:add(pf.hdrlen, tvb(pos + 1, 1))
-        local header_range = tvb(pos + 2, math.max(header_end - 2, 0))
-        local htree = item:add(mproxy, header_range, "Header: " .. display_text(h.raw))
-        -- field ranges inside the header text
-        -- the Go dialect's header is trimmed before it is split
-        local cursor = h.dialect == "go" and #h.raw - #h.raw:gsub("^" .. ASCII_WS .. "+", "") or 0
-        for index, key in ipairs(HEADER_KEYS) do
-            local value = h.values[key]
-            if value == nil then break end
-            local field_range = tvb(pos + 2 + math.min(cursor, header_end - 2), math.min(#value, math.max(header_end - 2 - cursor, 0)))
-            local field_item
-            if key == "port" or key == "serviceport" then
-                field_item = add_number(htree, pf[key], field_range, value)
-                if field_item == nil then
-                    htree:add(mproxy, field_range, LABELS[key] .. ": " .. (value == "" and "(empty)" or value))
-                end
-            elseif key == "datalen" then
-                if h.datalen ~= nil then
-                    field_item = htree:add(pf.datalen, field_range, uint64_from_decimal(value))
-                else
-                    htree:add(mproxy, field_range, LABELS.datalen .. ": " .. value)
-                end
-            else
-                field_item = htree:add_packet_field(pf[key], field_range, ENC_UTF_8)
-            end
-            if field_item then
-                local desc
-                if key == "family" then desc = describe(FAMILIES, value)
-                elseif key == "service" or key == "servicename" then
-                    desc = describe(KINDS, value) or describe(KNOWN_SERVICES, value)
-                end
-                if desc then field_item:append_text(" (" .. desc .. ")") end
-            end
-            cursor = cursor + #value + 1
-        end
-        item:add(pf.dialect, header_range, h.dialect):append_text(" (" .. DIALECTS[h.dialect] .. ")")
-        local cid = client_id(record)
-        if cid then item:add(pf.client_id, header_range, utf8_replace(cid)):set_generated() end
-        if record.truncated then
-            item:add(mproxy, tvb(pos + header_end, record.body_len),
-                string.format("Partial body: %d of %s bytes", record.body_len, h.values.datalen or "?"))
-        elseif record.body_len > 0 then
-            local body_range = tvb(pos + header_end, record.body_len)
-            item:add(pf.body, body_range)
-            local body = body_range:raw()
-            if record.kind == "control" then
-                text_control = add_control(item, pinfo, record, body_range, body, ctx)
-            elseif record.kind == "error" then
-                local code = body:match('"code"%s*:%s*"([^"]*)"')
-                if code and ERROR_CODES[code] then item:append_text(", " .. code .. " (" .. ERROR_CODES[code] .. ")") end
-            end
-            local sub = BODY_SUBDISSECTORS[h.values.service or ""]
-            if sub and mproxy.prefs.subdissectors then
-                local body = { dissector = sub, tvb = body_range:tvb() }
-                local client_port = tonumber(is_digits(h.values.port) and h.values.port or "")
-                if client_port and client_port <= 65535 and sub ~= "json" then
-                    local service_port = tonumber(is_digits(h.values.serviceport) and h.values.serviceport or "")
-                    body.client_port = client_port
-                    body.service_port = (service_port and service_port <= 65535) and service_port or 0
-                    local relay = relay_keys[ctx.stream]
-                    body.toward_service = relay == ctx.key or (relay == nil and clients[ctx.stream] ~= ctx.key)
-                end
-                bodies[#bodies + 1] = body
-            end
-        end
+    local control
+    if record.header ~= nil then
+        show_header(item, record, at)
+        control = show_body(item, record, at, pinfo, ctx, bodies)
     end
     for _, problem in ipairs(record.problems) do
         item:add_proto_expert_info(ex[problem[1]], problem[2])
     end
-    if ctx.reassembled_in then
-        item:add(pf.reassembled_in, range, ctx.reassembled_in):set_generated()
-    end
-    local line = summary(record, text_control)
+    local line = summary(record, control)
     item:append_text(", " .. line)
     return line
 end
@@ -1116,6 +1217,21 @@ local function remember(pinfo, parser, record, buf, ctx, header_in)
     return entry
 end
 
+local function show_entries(entries, pinfo, tree, fallback_tvb)
+    local lines, bodies = {}, {}
+    for _, entry in ipairs(entries) do
+        local record_tvb, record = fallback_tvb, entry.record
+        if entry.bytes ~= nil then
+            record_tvb = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame")
+            record = setmetatable({ pos = 0 }, { __index = entry.record })
+        end
+        local ctx = { key = entry.ctx.key, peer = entry.ctx.peer, stream = entry.ctx.stream,
+                      header_in = entry.header_in }
+        lines[#lines + 1] = show_record(record, record_tvb, pinfo, tree, ctx, bodies)
+    end
+    return lines, bodies
+end
+
 local function dissect_tcp(tvb, pinfo, tree)
     if pinfo.visited then return tvb:len() end
     local stream = stream_id(pinfo)
@@ -1129,9 +1245,14 @@ local function dissect_tcp(tvb, pinfo, tree)
     local tunnel = tunnels[stream]
     if tunnel then tunnel.directions[key] = ctx.peer end
     local start = tvb_stream_offset(tvb, parser)
+    local lines, bodies = {}, {}
     if start > parser.base then
-        -- bytes missing in the capture: start over at the next believable frame
-        parser.base, parser.synced, parser.garbage_len = start, false, 0
+        -- bytes lost in the capture before this tvb (TCP hands on what follows a hole)
+        for _, record in ipairs(parser:gap(parser.pending or "", start - parser.base)) do
+            local entry = remember(pinfo, parser, record, parser.pending or "", ctx)
+            lines[#lines + 1] = show_entries({ entry }, pinfo, tree, tvb)[1]
+        end
+        parser.pending = ""
     end
     local skip = parser.base - start
     if skip >= tvb:len() then return tvb:len() end
@@ -1139,7 +1260,6 @@ local function dissect_tcp(tvb, pinfo, tree)
     local buf = tvb:raw(skip, tvb:len() - skip)
     local records, consumed = parser:run(buf)
     parser.pending = buf:sub(consumed + 1)
-    local lines, bodies = {}, {}
     for _, record in ipairs(records) do
         remember(pinfo, parser, record, buf, ctx)
         local shown = setmetatable({ pos = record.pos and record.pos + skip }, { __index = record })
@@ -1170,21 +1290,6 @@ end
 ----------------------------------------------------------------------------
 -- WebSocket: our own reassembly across messages
 ----------------------------------------------------------------------------
-
-local function show_entries(entries, pinfo, tree, fallback_tvb)
-    local lines, bodies = {}, {}
-    for _, entry in ipairs(entries) do
-        local record_tvb, record = fallback_tvb, entry.record
-        if entry.bytes ~= nil then
-            record_tvb = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame")
-            record = setmetatable({ pos = 0 }, { __index = entry.record })
-        end
-        local ctx = { key = entry.ctx.key, peer = entry.ctx.peer, stream = entry.ctx.stream,
-                      header_in = entry.header_in }
-        lines[#lines + 1] = show_record(record, record_tvb, pinfo, tree, ctx, bodies)
-    end
-    return lines, bodies
-end
 
 local function show_continuation(tvb, pinfo, tree)
     local waiting = tree:add(mproxy, tvb(0, 0), "M-PROXY stream bytes (the frame continues in a later message)")
@@ -1575,7 +1680,7 @@ local function finish_tunnel(stream, tunnel, pinfo)
         local parser = parsers[key]
         if parser then
             local buf = parser.pending or ""
-            local records = parser:run(buf, true)
+            local records = parser:close(buf)
             parser.pending = ""
             for _, record in ipairs(records) do
                 entries[#entries + 1] = remember(pinfo, parser, record, buf,

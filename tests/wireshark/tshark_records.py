@@ -18,6 +18,7 @@ from mproxy_scapy.spec import PROBLEM_EXPERT_PREFIX
 REPO = Path(__file__).resolve().parents[2]
 DISSECTOR = REPO / "dissectors" / "mproxy.lua"
 NUMBER_KEYS = ("version", "hdrlen", "port", "datalen", "serviceport", "offset", "length")
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 TEXT_KEYS = ("family", "address", "service", "name", "servicename", "kind", "dialect", "client_id")
 
 
@@ -78,7 +79,13 @@ def _record(tree: dict[str, Any], pcap_frame: int, src: str, dst: str) -> dict[s
         record[key] = first.get(key)
     body = bytes.fromhex(first["body"].replace(":", "")) if first.get("body") else b""
     record["body_len"] = len(body)
-    record["body_sha256"] = hashlib.sha256(body).hexdigest() if record["kind"] != "garbage" else None
+    lost = any(p["kind"] == "gap" for p in values.get("problems", []))
+    if first.get("body"):
+        record["body_sha256"] = hashlib.sha256(body).hexdigest()
+    elif record["datalen"] == 0 and record["kind"] not in ("garbage", "gap") and not lost:
+        record["body_sha256"] = EMPTY_SHA256  # as the decoder writes a declared-empty body
+    else:
+        record["body_sha256"] = None
     record["problems"] = values.get("problems", [])
     if record["kind"] == "control" and "control.args" in first:
         control: list[Any] = []
