@@ -419,6 +419,8 @@ class WebSocketUnframer:
                 return out
         where = "in a frame header" if self._hdr else "at a frame boundary"
         out.append(WsProblem("ws_sync_lost", f"{length} bytes lost {where}: framing lost, resynchronising"))
+        if self._hdr:  # the header's first bytes, held until it was whole, can never be read now
+            out.append(WsSkipped("framing", len(self._hdr)))
         out.append(WsGap(length))
         self._lose_framing()
         return out
