@@ -299,7 +299,7 @@ class TcpReassembler:
             half = self._syn_on_known(seg, half, events)
         conn = half.conn
         conn.last_frame, conn.last_ts = frame_no, ts
-        if half.base is None:
+        if half.base is None and not half.closed:  # a closed half never starts again (no events after Closed)
             if flags & SYN:
                 half.start((seg.seq + 1) & _MASK, seg.seq)
             else:
