@@ -4,14 +4,24 @@
 --
 -- M-PROXY (proxy-packer / telebit) dissector for Wireshark 4.0+ (Lua 5.2 API).
 --
--- Carriers: raw TCP (heuristic on "tcp", plus a port-range preference for
--- Decode As) and WebSocket binary messages (heuristic on "ws"; the WebSocket
--- upgrade of a tunnel is recognised on any port and handed to http/websocket).
+-- How tunnels are found (no Decode As needed, on any port):
+--  * raw TCP: a heuristic on "tcp" (0xFE, a sane hdrlen, a header that parses)
+--    claims the connection; TCP reassembly with desegment_offset/len, always
+--    DESEGMENT_ONE_MORE_SEGMENT so the parser sees what the Python parser sees;
+--    a port-range preference and Decode As also work;
+--  * WebSocket: the same heuristic sees a telebit upgrade request (access_token,
+--    versions, or a Bearer header) and claims the connection for our own
+--    streaming unframer; http hands every other upgraded connection (also
+--    wss, after TLS) to us through the http.upgrade "websocket" entry, and we
+--    unframe it when its first message is M-PROXY, else pass it to Wireshark's
+--    websocket dissector; messages that reach that dissector anyway (Decode
+--    As) come through the "ws" heuristic, reassembled across messages here.
 --
--- The frame parser below is a port of mproxy_scapy/parser.py (FrameParser):
--- the same resynchronisation rule and the same problem names, so Wireshark
--- and `mproxy dissect` agree frame for frame. Frames are reported in the
--- packet whose bytes complete them, as the Python decoder does.
+-- The frame parser is a port of mproxy_scapy/parser.py (FrameParser): the same
+-- resynchronisation rule and problem names, so Wireshark and `mproxy dissect`
+-- agree frame for frame. The first pass parses and keeps every record with a
+-- copy of its bytes under the packet that held its last byte; later passes
+-- (tshark -2, the GUI) show the kept records from a postdissector.
 
 local mproxy = Proto("mproxy", "M-PROXY tunnel protocol")
 
@@ -89,18 +99,6 @@ local BODY_SUBDISSECTORS = {
     ["http"] = "http",
     ["control"] = "json",
     ["error"] = "json",
-}
-local PROBLEMS = {
-    ["bad_version"] = "Version byte is not 0xFE (v1)",
-    ["datalen_not_numeric"] = "datalen is not decimal digits",
-    ["datalen_negative"] = "datalen is negative",
-    ["too_few_fields"] = "Header has fewer than 5 comma-separated fields",
-    ["hdrlen_wrapped"] = "Header is longer than 255 bytes: hdrlen wrapped modulo 256",
-    ["header_not_utf8"] = "Header is not valid UTF-8",
-    ["garbage_skipped"] = "Bytes that are not an M-PROXY frame were skipped",
-    ["truncated"] = "Stream ended before the frame was complete",
-    ["gap"] = "Bytes of the stream were lost in the capture",
-    ["bad_body"] = "Body does not hold what its kind requires",
 }
 local LABELS = {
     ["family"] = "Family",
@@ -300,16 +298,6 @@ local function has_control_byte(s, first, last)
     -- any of \0-\31 or \127 in s[first..last] (1-based, inclusive)
     if last < first then return false end
     return s:find("[%z\1-\31\127]", first) ~= nil and s:find("[%z\1-\31\127]", first) <= last
-end
-
-local function count_commas(s, first, last)
-    local count, pos = 0, first
-    while true do
-        local hit = s:find(",", pos, true)
-        if hit == nil or hit > last then return count end
-        count = count + 1
-        pos = hit + 1
-    end
 end
 
 ----------------------------------------------------------------------------

@@ -137,7 +137,6 @@ def template_values() -> dict[str, str]:
         "secret_command_text": lua_string(", ".join(sorted(spec.SECRET_COMMANDS))),
         "error_codes": lua_table(spec.ERROR_CODES),
         "body_subdissectors": lua_table(spec.BODY_SUBDISSECTORS),
-        "problems": lua_table(spec.PROBLEMS),
         "labels": lua_table({f.key: field_label(f.key) for f in spec.HEADER_FIELDS}),
         "protofields": "\n".join(protofield(f) for f in fields),
         "field_list": "\n".join(f"    pf.{field_variable(f)}," for f in fields),

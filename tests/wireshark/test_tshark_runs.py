@@ -82,3 +82,16 @@ def test_bodies_go_to_their_service_dissector(tshark_home: Path) -> None:
     result = run_tshark(["-r", str(CAPTURES / "raw-tcp.pcap"), "-Y", "mproxy && tls.handshake.type == 1",
                          "-T", "fields", "-e", "tls.handshake.extensions_server_name"], tshark_home)
     assert "secure.example.test" in result.stdout
+
+
+@pytest.mark.parametrize("how", ["preference", "decode_as"])
+def test_port_preference_and_decode_as_work_with_the_heuristic_off(how: str, tshark_home: Path) -> None:
+    pcap = str(CAPTURES / "raw-tcp.pcap")
+    (tshark_home / "config" / "heuristic_protos").write_text("mproxy_tcp,0\nmproxy_ws,0\n")
+    off = run_tshark(["-r", pcap, "-Y", "mproxy"], tshark_home)
+    assert off.returncode == 0 and off.stdout.strip() == ""
+    port = run_tshark(["-r", pcap, "-c", "1", "-T", "fields", "-e", "tcp.dstport"], tshark_home).stdout.strip()
+    option = ["-o", f"mproxy.tcp_ports:{port}"] if how == "preference" else ["-d", f"tcp.port=={port},mproxy"]
+    on = run_tshark(["-r", pcap, *option, "-Y", "mproxy"], tshark_home)
+    assert on.returncode == 0 and on.stderr == ""
+    assert len(on.stdout.splitlines()) > 40
