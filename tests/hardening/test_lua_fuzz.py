@@ -11,6 +11,7 @@ searched for "Lua Error"; a hang is a timeout, a failure.
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 from pathlib import Path
@@ -36,9 +37,15 @@ def home(tmp_path_factory) -> Path:
 
 
 def mutated(source: Path, rate: str, seed: int, directory: Path) -> Path:
+    """``editcap -E rate --seed seed``. editcap 4.0 cannot write a pcapng holding a decryption secrets
+    block (wss.pcapng), so such a file is first rewritten by tshark, which keeps the packets."""
     target = directory / f"{source.stem}-{rate}-{seed}{source.suffix}"
-    subprocess.run(["editcap", "-E", rate, "--seed", str(seed), str(source), str(target)], check=True,
-                   capture_output=True, timeout=60)
+    command = ["editcap", "-E", rate, "--seed", str(seed), str(source), str(target)]
+    if subprocess.run(command, capture_output=True, timeout=60, check=False).returncode != 0:
+        plain = directory / f"{source.stem}-rewritten{source.suffix}"
+        subprocess.run(["tshark", "-r", str(source), "-F", "pcapng", "-w", str(plain)], check=True,
+                       capture_output=True, timeout=60, env={**os.environ, "HOME": str(directory)})
+        subprocess.run([*command[:-2], str(plain), str(target)], check=True, capture_output=True, timeout=60)
     return target
 
 
