@@ -12,7 +12,7 @@ from wireshark.tshark_records import tshark_records
 
 COMPARED = ("pcap_frame", "src", "dst", "offset", "length", "version", "hdrlen", "family", "address", "port",
             "datalen", "service", "serviceport", "name", "servicename", "kind", "dialect", "client_id",
-            "body_len", "body_sha256", "problems", "control")
+            "body_len", "body_sha256", "problems", "control", "reply_to")
 """Every key of the decoder's JSON contract that a Wireshark tree shows (not ts, carrier, tunnel, direction)."""
 
 

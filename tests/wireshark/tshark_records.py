@@ -95,6 +95,8 @@ def _record(tree: dict[str, Any], pcap_frame: int, src: str, dst: str) -> dict[s
             control.append(first["control.command"])
         control.extend(json.loads(first["control.args"]))
         record["control"] = control
+        if "control.reply_to" in first:
+            record["reply_to"] = int(first["control.reply_to"])
     return record
 
 
