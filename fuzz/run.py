@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fuzz.seeds import write_seeds
 
 FUZZER = Path(__file__).resolve().parent / "capture_fuzzer.py"
+DICTIONARY = Path(__file__).resolve().parent / "mproxy.dict"
 ARTIFACT_PREFIXES = ("crash-", "timeout-", "oom-", "leak-", "slow-unit-")
 _STATUS = re.compile(r"^#(\d+)\s+\S+\s+cov: (\d+) ft: (\d+) corp: (\d+)")
 _EXECUTED = re.compile(r"stat::number_of_executed_units: (\d+)")
@@ -52,7 +53,7 @@ def run_once(target: str, corpus: Path, artifacts: Path, seconds: int, max_len: 
     """One libFuzzer run (its output kept in ``log``); it ends at the budget or at the first crash."""
     command = [sys.executable, str(FUZZER), "--target", target, str(corpus), f"-max_total_time={seconds}",
                f"-max_len={max_len}", f"-timeout={timeout}", f"-rss_limit_mb={rss_mb}",
-               f"-artifact_prefix={artifacts}/", "-print_final_stats=1", "-detect_leaks=0"]
+               f"-artifact_prefix={artifacts}/", f"-dict={DICTIONARY}", "-print_final_stats=1", "-detect_leaks=0"]
     with log.open("a") as out:
         subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
     figures.runs += 1
