@@ -529,3 +529,30 @@ def test_damaged_capture_files_lua(tmp_path, home):
 def test_live_capture_on_an_interface_that_does_not_exist():
     result = mproxy("dissect", "-i", "nosuchif0", "-a", "1")
     assert_clean_error(result, "no such network interface: nosuchif0")
+
+
+# -- terminal and file-system safety of the other outputs ---------------------------------------------
+
+EVIL = {**TUN, "name": "[bold red]RICH[/] \x1b[31mX\x1b[0m\n../../tmp/pwn", "address": "../../etc",
+        "service": "[link=file:///etc/passwd]s[/link]"}
+
+
+def evil_tunnel(path: Path) -> Path:
+    return tunnel(path, BEFORE + pack(EVIL, b"x" * 10) + pack(EVIL, None, "end") + AFTER)
+
+
+def test_stats_shows_markup_and_escapes_literally(tmp_path):
+    result = mproxy("stats", str(evil_tunnel(tmp_path / "evil.pcap")))
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "\x1b" not in result.stdout
+    assert "[bold red]RICH[/]" in result.stdout and "\\x1b[31mX" in result.stdout  # rich markup not interpreted
+
+
+def test_follow_files_stay_inside_the_output_directory(tmp_path):
+    out = tmp_path / "out"
+    result = mproxy("follow", str(evil_tunnel(tmp_path / "evil.pcap")), "--client", "IPv4,../../etc,5000",
+                    "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".bin"]
+    assert written and all(p.parent == out for p in written)
+    assert sum(p.stat().st_size for p in written) == 10
