@@ -1721,7 +1721,11 @@ function mproxy_end.dissector(tvb, pinfo, tree)
         entries = note_tcp_end(pinfo)
     else
         entries = results[pinfo.number]
-        if continuations[pinfo.number] then show_continuation(tvb, pinfo, tree) end
+        if continuations[pinfo.number] and (entries == nil or #entries == 0) then
+            show_continuation(tvb, pinfo, tree)
+            pinfo.cols.protocol = "M-PROXY"
+            pinfo.cols.info = "M-PROXY continuation"
+        end
     end
     if entries == nil or #entries == 0 then return end
     local lines, bodies = show_entries(entries, pinfo, tree, tvb)
