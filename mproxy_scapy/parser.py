@@ -21,12 +21,12 @@ followed by a header that has every mark of a real one (``ParsedHeader
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from .header import ParsedHeader, number_or_none
+from .jscompat import json_parse
 from .spec import PROBLEMS, VERSION_1_BYTE
 
 DEFAULT_MAX_BODY_HELD = 16 * 1024 * 1024
@@ -147,9 +147,9 @@ class Frame:
     def control(self) -> Any:
         """The decoded JSON of a control or error body; None when absent or not JSON."""
         if self._control is None and self.kind in ("control", "error") and self.body:
-            try:
-                self._control = json.loads(self.body.decode("utf-8"))
-            except ValueError:
+            try:  # JSON.parse's rules (no NaN/Infinity: NDJSON output stays JSON); nesting past the stack is not JSON
+                self._control = json_parse(self.body.decode("utf-8"))
+            except (ValueError, RecursionError):
                 self._control = None
         return self._control
 
