@@ -11,6 +11,7 @@ port (``mproxy.tcp_ports``), as a user would.
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from hardening.adversarial import (
 from tunnel_capture import Conversation, Packet, write_pcap
 from wsproto.events import BytesMessage
 
-from mproxy_scapy.codec import pack
+from mproxy_scapy.codec import pack, pack_header
 from mproxy_scapy.parser import FrameParser
 from mproxy_scapy.pcapwriter import ACK, PSH, SYN, PcapWriter, tcp_packet
 
@@ -556,3 +557,55 @@ def test_follow_files_stay_inside_the_output_directory(tmp_path):
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".bin"]
     assert written and all(p.parent == out for p in written)
     assert sum(p.stat().st_size for p in written) == 10
+
+
+# -- hostile control bodies ---------------------------------------------------------------------------
+
+CONTROL_BODIES = {
+    "nested_100000_deep": b"[" * 100_000 + b"]" * 100_000,
+    "object_nested_50000_deep": b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    "nan_and_infinity": b"[1,NaN,Infinity,-Infinity]",
+    "5000_digit_number": b'[1,"hello",' + b"9" * 5000 + b"]",
+}
+
+
+def strict_json(line: str) -> dict:
+    """RFC 8259 JSON only: NaN and Infinity (Python's extensions) are errors, as in jq or JavaScript."""
+    def reject(name: str) -> None:
+        raise ValueError(f"{name} in NDJSON output")
+
+    return json.loads(line, parse_constant=reject)
+
+
+@pytest.mark.parametrize("name", sorted(CONTROL_BODIES))
+def test_hostile_control_body(tmp_path, name):
+    """Bodies no JSON.parse takes: a bad_body problem, valid NDJSON, and the frame after still decoded."""
+    pcap = tunnel(tmp_path / "control.pcap", BEFORE + pack_header(None, CONTROL_BODIES[name], "control", True)
+                  + AFTER)
+    result = mproxy("dissect", "--json", str(pcap))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-1500:]
+    records = [strict_json(line) for line in result.stdout.splitlines()]
+    control = [r for r in records if r["kind"] == "control"]
+    assert control and control[0]["problems"] == [{"kind": "bad_body", "detail": "control body is not a JSON array"}]
+    assert records[-1]["body_len"] == 5
+    text = dissect_text(pcap)
+    assert text.returncode == 0 and len(text.stdout.splitlines()) == 3
+
+
+@pytest.mark.xfail(strict=True, reason="parser.py: JSON numbers that overflow a float decode to inf and are "
+                   "written as Infinity, which is not JSON (JavaScript's JSON.stringify writes null)")
+def test_control_body_with_an_overflowing_number_gives_valid_ndjson(tmp_path):
+    pcap = tunnel(tmp_path / "control.pcap", BEFORE + pack_header(None, b"[1e999999,1]", "control", True) + AFTER)
+    result = mproxy("dissect", "--json", str(pcap))
+    for line in result.stdout.splitlines():
+        strict_json(line)
+
+
+@pytest.mark.tshark
+@pytest.mark.parametrize("name", sorted(CONTROL_BODIES))
+def test_hostile_control_body_lua(tmp_path, home, name):
+    pcap = tunnel(tmp_path / "control.pcap", BEFORE + pack_header(None, CONTROL_BODIES[name], "control", True)
+                  + AFTER)
+    result = tshark(pcap, home, "-V", timeout=120)
+    assert result.returncode == 0 and not result.lua_errors(), result.stderr[-1500:]
+    assert lua_kinds(pcap, home) == ["data", "control", "data"]
