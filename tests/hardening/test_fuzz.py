@@ -62,6 +62,14 @@ def test_ws_gap_inside_frame_header_counts_the_held_header_bytes():
     assert [f.body_len for f in frames] == [6, 5]
 
 
+def test_control_nested_5000_deep_is_a_bad_body_not_a_crash():
+    """JSON nested past Python's recursion limit in a control body once raised RecursionError out of the decoder."""
+    _, found = records(DATA / "control-nested-5000-deep.pcap")
+    frames = [r.frame for r in found if hasattr(r, "frame")]
+    assert [f.kind for f in frames] == ["data", "control", "data"]
+    assert [p.kind for p in frames[1].problems] == ["bad_body"] and frames[1].control is None
+
+
 def test_atheris_is_installed():
     """The fuzz extra (pip install -e '.[fuzz]'): missing is a failure, never a silent skip."""
     assert importlib.util.find_spec("atheris") is not None, "pip install -e '.[fuzz]' (atheris) to run the fuzzer"
