@@ -11,6 +11,7 @@ caller's environment.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import shlex
@@ -57,6 +58,14 @@ def isolated_tshark(tshark: str | None = None) -> Path:
     return wrapper
 
 
+def _ensure_event_loop() -> None:
+    """pyshark runs tshark on the main thread's asyncio loop, which ``asyncio.run`` leaves unset."""
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def file_capture(path: str | os.PathLike[str], *, lua_script: Path | None = None, **pyshark_kwargs: Any) -> Any:
     """``pyshark.FileCapture(path, ...)`` whose packets carry an ``mproxy`` layer.
 
@@ -66,6 +75,7 @@ def file_capture(path: str | os.PathLike[str], *, lua_script: Path | None = None
     """
     import pyshark
 
+    _ensure_event_loop()
     if not Path(path).exists():
         raise FileNotFoundError(path)
     custom = list(pyshark_kwargs.pop("custom_parameters", None) or [])
