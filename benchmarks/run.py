@@ -47,7 +47,7 @@ TOOLS = ("dissect", "tshark_lua", "tshark", "scapy", "floor")
 LABELS = {
     "dissect": "(1) `mproxy dissect --json`",
     "tshark_lua": "(2) tshark + mproxy.lua",
-    "tshark": "(2b) tshark alone (raw TCP: port as data)",
+    "tshark": "(2b) tshark alone",
     "scapy": "(3) Scapy TCPSession + MProxy",
     "floor": "(4) floor (pcap walk)",
 }
@@ -164,6 +164,8 @@ def bench_carrier(carrier: str, args: argparse.Namespace, workdir: Path) -> tupl
         generate(slice_capture, min(args.scapy_mb, args.size_mb), carrier)
     cmds = commands(capture, slice_capture, carrier, config_dir)
     measures = {t: Measure(t, (slice_capture if t == "scapy" else capture).stat().st_size) for t in tools}
+    if "tshark" in measures and carrier == "tcp":
+        measures["tshark"].note = "tunnel port decoded as data"
     if "scapy" in measures:
         measures["scapy"].note = f"on a {measures['scapy'].file_bytes / 1e6:.0f} MB capture (same generator, seed)"
     for _ in range(args.runs):
