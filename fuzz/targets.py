@@ -17,6 +17,11 @@ from mproxy_scapy.pcapwriter import ACK, FIN, PSH, SYN, PcapWriter, tcp_packet
 from mproxy_scapy.render import event_json, event_line, frame_json, frame_line, to_ndjson
 from mproxy_scapy.sessions import SessionTracker
 from mproxy_scapy.tcp import TcpReassembler
+from mproxy_scapy.tls import KeyLog
+
+_KEYS = Path(__file__).resolve().parent.parent / "captures" / "wss.keys"
+KEYLOG = KeyLog.load(_KEYS) if _KEYS.is_file() else None
+"""The wss capture's key log, so mutations of its seeds reach TLS decryption and the tunnel inside."""
 
 FUZZ_MAX_FLOWS = 64
 FUZZ_MAX_BUFFERED = 256 * 1024
@@ -35,7 +40,7 @@ def decode_capture_bytes(data: bytes) -> int:
     except UserError:
         return 0
     decoder = Decoder(reassembler=TcpReassembler(max_flows=FUZZ_MAX_FLOWS, max_buffered_per_flow=FUZZ_MAX_BUFFERED),
-                      max_body_held=FUZZ_MAX_BODY_HELD)
+                      max_body_held=FUZZ_MAX_BODY_HELD, keylog=KEYLOG)
     tracker = SessionTracker()
     count = 0
     first_ts = 0.0
