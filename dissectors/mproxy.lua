@@ -32,6 +32,7 @@ local mproxy = Proto("mproxy", "M-PROXY tunnel protocol")
 local VERSION_1_BYTE = 254
 local MIN_HEADER_FIELDS = 5
 local WRAP = 256
+local MAX_AHEAD = 1073741824 -- an acknowledgement this far past the stream is not believed
 local MAX_BODY_HELD = 16777216
 local REDACTED = "<redacted>"
 local DATA_KIND = "data"
@@ -138,6 +139,9 @@ local pf = {
     control_reply_time = ProtoField.relative_time("mproxy.control.reply_time", "Reply time", "Time between the request and its reply"),
     offset = ProtoField.uint64("mproxy.offset", "Offset", base.DEC, nil, nil, "Offset of this record in its direction's M-PROXY byte stream"),
     length = ProtoField.uint32("mproxy.length", "Length", base.DEC, nil, nil, "Length in bytes of this record (frame, skipped garbage or lost bytes)"),
+    src = ProtoField.string("mproxy.src", "Src", "Sender (ip:port) of the tunnel direction this record belongs to"),
+    dst = ProtoField.string("mproxy.dst", "Dst", "Receiver (ip:port) of the tunnel direction this record belongs to"),
+    body_len = ProtoField.uint32("mproxy.body_len", "Body len", base.DEC, nil, nil, "Body bytes present (fewer than datalen when bytes were lost or the stream ended)"),
     header_in = ProtoField.framenum("mproxy.header_in", "Header in", base.NONE, frametype.NONE, nil, "Frame in which this record's first bytes arrived (Wireshark reassembly link)"),
     reassembled_in = ProtoField.framenum("mproxy.reassembled_in", "Reassembled in", base.NONE, frametype.NONE, nil, "Frame in which the M-PROXY frame started here is complete (Wireshark reassembly link)"),
 }
@@ -164,6 +168,9 @@ mproxy.fields = {
     pf.control_reply_time,
     pf.offset,
     pf.length,
+    pf.src,
+    pf.dst,
+    pf.body_len,
     pf.header_in,
     pf.reassembled_in,
 }
@@ -825,6 +832,8 @@ local f_tcp_seq_raw = Field.new("tcp.seq_raw")
 local f_tcp_len = Field.new("tcp.len")
 local f_tcp_syn = Field.new("tcp.flags.syn")
 local f_tcp_ack = Field.new("tcp.flags.ack")
+local f_tcp_ack_raw = Field.new("tcp.ack_raw")
+local f_tcp_payload = Field.new("tcp.payload")
 local f_tcp_fin = Field.new("tcp.flags.fin")
 local f_tcp_rst = Field.new("tcp.flags.reset")
 
@@ -1015,6 +1024,15 @@ local function call_subdissector(body, pinfo, tree)
 end
 
 -- Add one record to the tree. tvb holds the record's bytes from position pos.
+-- "ip:port" ("[ip]:port" for IPv6) of a direction key, as the decoder writes endpoints.
+local function endpoint_text(key)
+    if key == nil then return nil end
+    local address, port = key:match(">(.*)|(%d+)$")
+    if address == nil then return nil end
+    if address:find(":", 1, true) then address = "[" .. address .. "]" end
+    return address .. ":" .. port
+end
+
 -- The header fields, each with its bytes in the header text. A record whose
 -- bytes are not at hand (a frame whose body passed a capture gap) shows the
 -- same fields without byte ranges.
@@ -1113,6 +1131,10 @@ local function show_record(record, tvb, pinfo, tree, ctx, bodies)
     item:add(pf.kind, range, record.kind):set_generated()
     item:add(pf.offset, range, UInt64.new(record.offset)):set_generated()
     item:add(pf.length, range, record.length):set_generated()
+    local src, dst = endpoint_text(ctx.key), endpoint_text(ctx.peer)
+    if src then item:add(pf.src, range, src):set_generated() end
+    if dst then item:add(pf.dst, range, dst):set_generated() end
+    if record.header ~= nil then item:add(pf.body_len, range, record.body_len):set_generated() end
     if ctx.header_in then item:add(pf.header_in, range, ctx.header_in):set_generated() end
     if record.kind == "connection" and ctx.stream then relay_keys[ctx.stream] = ctx.key end
     local control
@@ -1220,6 +1242,65 @@ local function show_entries(entries, pinfo, tree, fallback_tvb)
     return lines, bodies
 end
 
+-- Segments that arrive ahead of a hole (reordered, or after a lost segment)
+-- wait here, as in the Python decoder's TCP reassembler, until the hole is
+-- filled or given up (the peer acknowledges past it, or the tunnel ends).
+local function stash_piece(parser, start, data)
+    parser.stash = parser.stash or {}
+    for _, piece in ipairs(parser.stash) do
+        if piece.start == start then return end
+    end
+    table.insert(parser.stash, { start = start, data = data })
+    table.sort(parser.stash, function(a, b) return a.start < b.start end)
+end
+
+-- Stashed pieces that continue buf (ending at stream offset buf_end), appended.
+local function drain_stash(parser, buf, buf_end, number)
+    local drained = false
+    while parser.stash and parser.stash[1] and parser.stash[1].start <= buf_end do
+        local piece = table.remove(parser.stash, 1)
+        local piece_end = piece.start + #piece.data
+        if piece_end > buf_end then
+            buf = buf .. piece.data:sub(buf_end - piece.start + 1)
+            buf_end = piece_end
+            note_arrival(parser, buf_end, number)
+        end
+        drained = true
+    end
+    return buf, drained
+end
+
+-- Parse buf (the direction's bytes from parser.base on); every record is kept
+-- for later passes. Returns the kept entries and the bytes consumed.
+local function parse_kept(parser, buf, pinfo, ctx)
+    local records, consumed = parser:run(buf)
+    parser.pending = buf:sub(consumed + 1)
+    local entries = {}
+    for _, record in ipairs(records) do entries[#entries + 1] = remember(pinfo, parser, record, buf, ctx) end
+    return entries, consumed
+end
+
+-- Give the direction's holes up to stream offset target: lost bytes become a
+-- gap (FrameParser.gap), then the pieces after them are parsed. Our parser
+-- holds the bytes from then on (parser.own), not Wireshark's reassembly.
+local function give_up_holes(parser, target, pinfo, ctx)
+    local entries = {}
+    while parser.stash and parser.stash[1] do
+        local expected = parser.base + #(parser.pending or "")
+        local hole_end = math.min(parser.stash[1].start, target)
+        if hole_end <= expected then break end
+        local held = parser.pending or ""
+        for _, record in ipairs(parser:gap(held, hole_end - expected)) do
+            entries[#entries + 1] = remember(pinfo, parser, record, held, ctx)
+        end
+        parser.pending = ""
+        local buf = drain_stash(parser, "", parser.base, pinfo.number)
+        for _, entry in ipairs(parse_kept(parser, buf, pinfo, ctx)) do entries[#entries + 1] = entry end
+        parser.own = #parser.pending > 0
+    end
+    return entries
+end
+
 local function dissect_tcp(tvb, pinfo, tree)
     if pinfo.visited then return tvb:len() end
     local stream = stream_id(pinfo)
@@ -1232,30 +1313,45 @@ local function dissect_tcp(tvb, pinfo, tree)
     end
     local tunnel = tunnels[stream]
     if tunnel then tunnel.directions[key] = ctx.peer end
+    parser.last_frame = pinfo.number
     local start = tvb_stream_offset(tvb, parser)
-    local lines, bodies = {}, {}
-    if start > parser.base then
-        -- bytes lost in the capture before this tvb (TCP hands on what follows a hole)
-        for _, record in ipairs(parser:gap(parser.pending or "", start - parser.base)) do
-            local entry = remember(pinfo, parser, record, parser.pending or "", ctx)
-            lines[#lines + 1] = show_entries({ entry }, pinfo, tree, tvb)[1]
-        end
-        parser.pending = ""
+    -- where the next new byte belongs: after what we or Wireshark's reassembly hold
+    local expected = parser.own and parser.base + #parser.pending or parser.base
+    if start > expected then
+        stash_piece(parser, start, tvb:raw(0, tvb:len()))
+        return tvb:len()
     end
-    local skip = parser.base - start
+    local skip = expected - start
     if skip >= tvb:len() then return tvb:len() end
     note_arrival(parser, start + tvb:len(), pinfo.number)
     local buf = tvb:raw(skip, tvb:len() - skip)
-    local records, consumed = parser:run(buf)
-    parser.pending = buf:sub(consumed + 1)
-    for _, record in ipairs(records) do
-        remember(pinfo, parser, record, buf, ctx)
-        local shown = setmetatable({ pos = record.pos and record.pos + skip }, { __index = record })
-        lines[#lines + 1] = show_record(shown, tvb, pinfo, tree, ctx, bodies)
+    local tvb_skip = skip
+    if parser.own then
+        buf = parser.pending .. buf
+        tvb_skip = skip - #parser.pending
+    end
+    local drained
+    buf, drained = drain_stash(parser, buf, start + tvb:len(), pinfo.number)
+    local entries, consumed = parse_kept(parser, buf, pinfo, ctx)
+    local lines, bodies = {}, {}
+    for _, entry in ipairs(entries) do
+        local record = entry.record
+        if record.pos ~= nil and record.pos + tvb_skip >= 0 and record.pos + tvb_skip + record.length <= tvb:len() then
+            -- shown from the packet's own bytes (Wireshark's reassembled tvb)
+            local shown = setmetatable({ pos = record.pos + tvb_skip }, { __index = record })
+            lines[#lines + 1] = show_record(shown, tvb, pinfo, tree, ctx, bodies)
+        else
+            local more_lines, more_bodies = show_entries({ entry }, pinfo, tree, tvb)
+            lines[#lines + 1] = more_lines[1]
+            for _, body in ipairs(more_bodies) do bodies[#bodies + 1] = body end
+        end
     end
     set_columns(pinfo, lines)
     dissect_bodies(bodies, pinfo, tree, lines)
-    if skip + consumed < tvb:len() then
+    if parser.own or drained then
+        -- the unconsumed bytes are ours to hold: Wireshark's reassembly cannot know the stashed ones
+        parser.own = consumed < #buf
+    elseif skip + consumed < tvb:len() then
         pinfo.desegment_offset = skip + consumed
         pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
     end
@@ -1666,6 +1762,13 @@ local function finish_tunnel(stream, tunnel, pinfo)
     local entries = {}
     for _, key in ipairs(keys) do
         local parser = parsers[key]
+        if parser and parser.stash and #parser.stash > 0 then
+            local last = parser.stash[#parser.stash]
+            local ctx = { key = key, peer = tunnel.directions[key], stream = stream }
+            for _, entry in ipairs(give_up_holes(parser, last.start + #last.data, pinfo, ctx)) do
+                entries[#entries + 1] = entry
+            end
+        end
         if parser then
             local buf = parser.pending or ""
             local records = parser:close(buf)
@@ -1694,6 +1797,49 @@ local function note_capture_end(pinfo)
     for _, stream in ipairs(streams) do finish_tunnel(stream, tunnels[stream], pinfo) end
 end
 
+-- A segment that fills a hole (it came after the bytes behind it) is one
+-- Wireshark 4.0's TCP does not hand on; its payload is taken from the tcp
+-- tree here, as the Python reassembler would take it.
+local function note_late_segment(pinfo)
+    local stream = stream_id(pinfo)
+    local tunnel = tunnels[stream]
+    if tunnel == nil or tunnel.carrier ~= "tcp" then return nil end
+    local key = endpoint_key(pinfo, stream)
+    local parser = parsers[key]
+    if parser == nil or parser.last_frame == pinfo.number or not parser.stash or #parser.stash == 0 then
+        return nil
+    end
+    local payloads = { f_tcp_payload() }
+    if #payloads == 0 then return nil end
+    local data = payloads[#payloads].range:bytes():raw()
+    local start = (last_value(f_tcp_seq_raw) - parser.origin) % 4294967296
+    local expected = parser.base + #(parser.pending or "")
+    if start > expected or start + #data <= expected then return nil end
+    local ctx = context(pinfo, stream)
+    note_arrival(parser, start + #data, pinfo.number)
+    local buf = (parser.pending or "") .. data:sub(expected - start + 1)
+    buf = drain_stash(parser, buf, start + #data, pinfo.number)
+    local entries, consumed = parse_kept(parser, buf, pinfo, ctx)
+    parser.own = consumed < #buf
+    return entries
+end
+
+-- The peer acknowledges bytes the capture lacks: they will never come.
+local function note_tcp_ack(pinfo)
+    if not last_value(f_tcp_ack) then return nil end
+    local stream = stream_id(pinfo)
+    local tunnel = tunnels[stream]
+    if tunnel == nil or tunnel.carrier ~= "tcp" then return nil end
+    local key = peer_key(pinfo, stream)
+    local parser = parsers[key]
+    if parser == nil or parser.origin == nil or not parser.stash or #parser.stash == 0 then return nil end
+    local target = (last_value(f_tcp_ack_raw) - parser.origin) % 4294967296
+    local expected = parser.base + #(parser.pending or "")
+    if target <= expected or target > expected + MAX_AHEAD then return nil end
+    local ctx = { key = key, peer = endpoint_key(pinfo, stream), stream = stream }
+    return give_up_holes(parser, target, pinfo, ctx)
+end
+
 local function note_tcp_end(pinfo)
     local stream = stream_id(pinfo)
     if last_value(f_tcp_syn) and not last_value(f_tcp_ack) then
@@ -1718,7 +1864,9 @@ function mproxy_end.dissector(tvb, pinfo, tree)
     local entries
     note_capture_end(pinfo)
     if not pinfo.visited then
-        entries = note_tcp_end(pinfo)
+        entries = note_late_segment(pinfo) or {}
+        for _, entry in ipairs(note_tcp_ack(pinfo) or {}) do entries[#entries + 1] = entry end
+        for _, entry in ipairs(note_tcp_end(pinfo) or {}) do entries[#entries + 1] = entry end
     else
         entries = results[pinfo.number]
         if continuations[pinfo.number] and (entries == nil or #entries == 0) then

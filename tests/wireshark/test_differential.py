@@ -11,20 +11,11 @@ import pytest
 from wireshark.conftest import WSS_KEYS, capture_files
 from wireshark.decoders import differences, in_packet_order, lua_records, python_records
 
-KNOWN_DIFFERENT = {
-    "impaired.pcap": "segments swapped and one lost: the decoder's own TCP reassembler reorders and gives the "
-    "hole up the way its rules say; Wireshark 4.0 hands the Lua dissector segments in capture order (and with "
-    "tcp.reassemble_out_of_order it waits at the hole for ever), so around the damage the records differ",
-}
-
 
 def _params() -> list:
     out = []
     for path in capture_files():
-        marks = [pytest.mark.tshark, pytest.mark.slow]
-        if path.name in KNOWN_DIFFERENT:
-            marks.append(pytest.mark.xfail(reason=KNOWN_DIFFERENT[path.name], strict=True))
-        out.append(pytest.param(path, id=path.name, marks=marks))
+        out.append(pytest.param(path, id=path.name, marks=[pytest.mark.tshark, pytest.mark.slow]))
     return out
 
 

@@ -71,14 +71,14 @@ def _record(tree: dict[str, Any], pcap_frame: int, src: str, dst: str) -> dict[s
     values: dict[str, list[Any]] = {}
     _collect(tree, values)
     first = {k: v[0] for k, v in values.items() if k != "problems"}
-    record: dict[str, Any] = {"pcap_frame": pcap_frame, "src": src, "dst": dst}
+    record: dict[str, Any] = {"pcap_frame": pcap_frame, "src": first.get("src", src), "dst": first.get("dst", dst)}
     for key in NUMBER_KEYS:
         text = first.get(key)
         record[key] = int(text, 0) if text is not None else None
     for key in TEXT_KEYS:
         record[key] = first.get(key)
     body = bytes.fromhex(first["body"].replace(":", "")) if first.get("body") else b""
-    record["body_len"] = len(body)
+    record["body_len"] = int(first["body_len"]) if "body_len" in first else len(body)
     lost = any(p["kind"] == "gap" for p in values.get("problems", []))
     if first.get("body"):
         record["body_sha256"] = hashlib.sha256(body).hexdigest()
