@@ -1,10 +1,13 @@
 """The Lua dissector under tshark on mutated and random captures: never a Lua error, never a hang.
 
-Mutations are ``editcap -E`` (random byte errors at a fixed rate and seed,
-so every run is the same) over the committed captures, and random TCP
-conversations on the tunnel port in the spirit of ``randpkt``, but shaped
-like M-PROXY (0xFE, plausible hdrlen, digit/comma headers) so they reach
-the dissector's parser instead of dying in its heuristic. Every run is
+Extends tests/wireshark/test_fuzz.py (editcap -E over every capture, found by
+the heuristic, 3 rate/seed pairs) with what it does not cover: the same
+mutations decoded through the port preference (``mproxy.tcp_ports``, the
+Decode As path, which skips the heuristic's checks) at other seeds; random
+TCP conversations on the tunnel port in the spirit of ``randpkt``, but
+shaped like M-PROXY (0xFE, plausible hdrlen, digit/comma headers, lying
+lengths, cuts, reordering, loss) so they reach the dissector's parser; and
+randpkt's own garbage with every TCP port decoded as M-PROXY. Every run is
 ``tshark -2 -V`` (both passes, the whole tree), its stderr and tree
 searched for "Lua Error"; a hang is a timeout, a failure.
 """
@@ -60,22 +63,21 @@ def test_captures_are_found():
 
 @pytest.mark.tshark
 @pytest.mark.parametrize("rate", RATES)
-def test_editcap_mutations_of_the_websocket_and_raw_captures(tmp_path, home, rate):
-    """The CI slice: one seed per rate on a raw and a WebSocket capture."""
+def test_editcap_mutations_through_the_port_preference(tmp_path, home, rate):
+    """The CI slice: one seed per rate on a raw and a WebSocket capture, decoded as M-PROXY by port."""
     for name in ("raw-tcp.pcap", "websocket.pcap"):
         path = mutated(CAPTURES / name, rate, 7, tmp_path)
-        assert_no_lua_error(tshark(path, home, "-V", timeout=HANG), path.name)
+        assert_no_lua_error(tshark(path, home, "-V", *PORT_PREF, timeout=HANG), path.name)
 
 
 @pytest.mark.tshark
 @pytest.mark.slow
 @pytest.mark.parametrize("capture", CAPTURE_FILES, ids=lambda p: p.name)
-def test_editcap_mutations_of_every_capture(tmp_path, home, capture):
+def test_editcap_mutations_of_every_capture_through_the_port_preference(tmp_path, home, capture):
     for rate in RATES:
         for seed in (1, 2, 3):
             path = mutated(capture, rate, seed, tmp_path)
-            for args in (("-V",), ("-V", *PORT_PREF)):
-                assert_no_lua_error(tshark(path, home, *args, timeout=HANG), f"{path.name} {args}")
+            assert_no_lua_error(tshark(path, home, "-V", *PORT_PREF, timeout=HANG), path.name)
 
 
 def random_header(rng: random.Random) -> bytes:
