@@ -33,6 +33,7 @@ local VERSION_1_BYTE = 254
 local MIN_HEADER_FIELDS = 5
 local WRAP = 256
 local MAX_AHEAD = 1073741824 -- an acknowledgement this far past the stream is not believed
+local MAX_STASHED = 4194304 -- bytes held past a hole before it is given up (the decoder's default)
 local MAX_BODY_HELD = 16777216
 local REDACTED = "<redacted>"
 local DATA_KIND = "data"
@@ -1247,11 +1248,14 @@ end
 -- filled or given up (the peer acknowledges past it, or the tunnel ends).
 local function stash_piece(parser, start, data)
     parser.stash = parser.stash or {}
+    local held = 0
     for _, piece in ipairs(parser.stash) do
-        if piece.start == start then return end
+        if piece.start == start then return held end
+        held = held + #piece.data
     end
     table.insert(parser.stash, { start = start, data = data })
     table.sort(parser.stash, function(a, b) return a.start < b.start end)
+    return held + #data
 end
 
 -- Stashed pieces that continue buf (ending at stream offset buf_end), appended.
@@ -1318,7 +1322,13 @@ local function dissect_tcp(tvb, pinfo, tree)
     -- where the next new byte belongs: after what we or Wireshark's reassembly hold
     local expected = parser.own and parser.base + #parser.pending or parser.base
     if start > expected then
-        stash_piece(parser, start, tvb:raw(0, tvb:len()))
+        if stash_piece(parser, start, tvb:raw(0, tvb:len())) > MAX_STASHED then
+            -- as the decoder's buffer limit: the oldest hole is lost
+            local entries = give_up_holes(parser, parser.stash[1].start, pinfo, ctx)
+            local lines, bodies = show_entries(entries, pinfo, tree, tvb)
+            set_columns(pinfo, lines)
+            dissect_bodies(bodies, pinfo, tree, lines)
+        end
         return tvb:len()
     end
     local skip = expected - start
@@ -1800,10 +1810,7 @@ end
 -- A segment that fills a hole (it came after the bytes behind it) is one
 -- Wireshark 4.0's TCP does not hand on; its payload is taken from the tcp
 -- tree here, as the Python reassembler would take it.
-local function note_late_segment(pinfo)
-    local stream = stream_id(pinfo)
-    local tunnel = tunnels[stream]
-    if tunnel == nil or tunnel.carrier ~= "tcp" then return nil end
+local function note_late_segment(pinfo, stream)
     local key = endpoint_key(pinfo, stream)
     local parser = parsers[key]
     if parser == nil or parser.last_frame == pinfo.number or not parser.stash or #parser.stash == 0 then
@@ -1825,14 +1832,11 @@ local function note_late_segment(pinfo)
 end
 
 -- The peer acknowledges bytes the capture lacks: they will never come.
-local function note_tcp_ack(pinfo)
-    if not last_value(f_tcp_ack) then return nil end
-    local stream = stream_id(pinfo)
-    local tunnel = tunnels[stream]
-    if tunnel == nil or tunnel.carrier ~= "tcp" then return nil end
+local function note_tcp_ack(pinfo, stream)
     local key = peer_key(pinfo, stream)
     local parser = parsers[key]
     if parser == nil or parser.origin == nil or not parser.stash or #parser.stash == 0 then return nil end
+    if not last_value(f_tcp_ack) then return nil end
     local target = (last_value(f_tcp_ack_raw) - parser.origin) % 4294967296
     local expected = parser.base + #(parser.pending or "")
     if target <= expected or target > expected + MAX_AHEAD then return nil end
@@ -1840,13 +1844,14 @@ local function note_tcp_ack(pinfo)
     return give_up_holes(parser, target, pinfo, ctx)
 end
 
-local function note_tcp_end(pinfo)
-    local stream = stream_id(pinfo)
-    if last_value(f_tcp_syn) and not last_value(f_tcp_ack) then
-        clients[stream] = endpoint_key(pinfo, stream)
-    elseif clients[stream] == nil then
+-- The client of a connection: the SYN sender, else the first sender.
+local function note_client(pinfo, stream)
+    if clients[stream] == nil or (last_value(f_tcp_syn) and not last_value(f_tcp_ack)) then
         clients[stream] = endpoint_key(pinfo, stream)
     end
+end
+
+local function note_tcp_end(pinfo, stream)
     local tunnel = tunnels[stream]
     if tunnel == nil or tunnel.finished then return end
     local fin, rst = last_value(f_tcp_fin), last_value(f_tcp_rst)
@@ -1864,9 +1869,16 @@ function mproxy_end.dissector(tvb, pinfo, tree)
     local entries
     note_capture_end(pinfo)
     if not pinfo.visited then
-        entries = note_late_segment(pinfo) or {}
-        for _, entry in ipairs(note_tcp_ack(pinfo) or {}) do entries[#entries + 1] = entry end
-        for _, entry in ipairs(note_tcp_end(pinfo) or {}) do entries[#entries + 1] = entry end
+        local stream = stream_id(pinfo)
+        note_client(pinfo, stream)
+        local tunnel = tunnels[stream]
+        if tunnel == nil then return end
+        entries = {}
+        if tunnel.carrier == "tcp" then
+            for _, entry in ipairs(note_late_segment(pinfo, stream) or {}) do entries[#entries + 1] = entry end
+            for _, entry in ipairs(note_tcp_ack(pinfo, stream) or {}) do entries[#entries + 1] = entry end
+        end
+        for _, entry in ipairs(note_tcp_end(pinfo, stream) or {}) do entries[#entries + 1] = entry end
     else
         entries = results[pinfo.number]
         if continuations[pinfo.number] and (entries == nil or #entries == 0) then
