@@ -31,9 +31,25 @@ def field_table() -> str:
             f"| `{field.filter}` | `{field.key}` | `{field.attr}` | {field.ftype} | {_where(field)} | "
             f"{field.description} |"
         )
-    rows += ["", "| problem (`problems[].kind`, expert info) | meaning |", "|---|---|"]
+    rows += ["", "| M-PROXY problem (`problems[].kind`; Wireshark expert `mproxy.problem.<kind>`) | meaning |",
+             "|---|---|"]
     rows += [f"| `{kind}` | {text} |" for kind, text in PROBLEMS.items()]
+    rows += ["", "| problem of an earlier stage (`stage` records in `--json`, counted in `mproxy stats`) | stage "
+             "| meaning |", "|---|---|---|"]
+    for stage, table in _stage_problems():
+        rows += [f"| `{kind}` | {stage} | {text} |" for kind, text in table.items()]
     return "\n".join(rows)
+
+
+def _stage_problems() -> list[tuple[str, dict[str, str]]]:
+    """Each pipeline stage names its own problems next to the code that finds them."""
+    from .carrier import CARRIER_PROBLEMS
+    from .pcap import SOURCE_PROBLEMS
+    from .tcp import TCP_PROBLEMS
+    from .tls import TLS_PROBLEMS
+
+    return [("capture file", SOURCE_PROBLEMS), ("TCP", TCP_PROBLEMS), ("TLS", TLS_PROBLEMS),
+            ("WebSocket / carrier", CARRIER_PROBLEMS)]
 
 
 def with_table(readme: str) -> str:
