@@ -246,7 +246,7 @@ def _error_message(data: bytes | None) -> dict[str, Any]:
     if data is not None:
         try:
             parsed = jscompat.json_parse(data.decode("utf-8", errors="replace"))
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting past Python's stack: V8 parses it, we fall back
             parsed = None
         else:
             if isinstance(parsed, dict):
