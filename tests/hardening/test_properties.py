@@ -152,3 +152,41 @@ class ReassemblerMachine(RuleBasedStateMachine):
 
 ReassemblerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 test_tcp_reassembler_state_machine = ReassemblerMachine.TestCase
+
+
+# -- the reference-faithful codec -----------------------------------------------------------------
+
+def frame_shaped(header: bytes, body: bytes) -> bytes:
+    return b"\xfe" + bytes([len(header) & 0xFF]) + header + body
+
+
+header_fields = st.lists(st.one_of(st.sampled_from([b"IPv4", b"IPv6", b"1.2.3.4", b"5", b"0", b"-1", b"10",
+                                                    b"control", b"error", b"connection", b"end", b"http", b""]),
+                                   st.binary(max_size=6)), min_size=0, max_size=8).map(b",".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=200), st.builds(frame_shaped, header_fields, st.binary(max_size=60))),
+                max_size=10), st.lists(st.integers(1, 50), max_size=10))
+def test_codec_unpacker_never_raises_on_arbitrary_bytes(chunks, sizes):
+    from mproxy_scapy.codec import Unpacker
+
+    calls: list = []
+    unpacker = Unpacker({name: calls.append for name in ("onmessage", "oncontrol", "onconnection", "onerror",
+                                                         "onend", "onpause", "onresume")})
+    wire = b"".join(chunks)
+    position = 0
+    for size in [*sizes, len(wire)]:
+        unpacker.feed(wire[position : position + size])
+        position += size
+
+
+def test_codec_unpacker_error_body_nested_5000_deep():
+    """onerror parses the body as JSON: nesting past Python's recursion limit is not JSON, never an exception."""
+    from mproxy_scapy.codec import Unpacker, pack_header
+
+    errors: list = []
+    unpacker = Unpacker({"onmessage": errors.append, "onerror": errors.append})
+    tun = {"family": "IPv4", "address": "192.0.2.1", "port": 5, "service": "http"}
+    unpacker.feed(pack_header(tun, b"[" * 5000 + b"]" * 5000, "error", True))
+    assert len(errors) == 1 and errors[0]["code"] == "E_UNKNOWN_ERR"
