@@ -403,7 +403,7 @@ class _JsonBody(Packet):
         problems: list[str] = []
         try:
             value = jscompat.json_parse(s.decode("utf-8"))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # nesting past Python's stack is not JSON here either
             value = None
             problems.append(f"bad_body: body is not JSON ({exc})")
         self._load_json(value, problems)
