@@ -609,3 +609,18 @@ def test_hostile_control_body_lua(tmp_path, home, name):
     result = tshark(pcap, home, "-V", timeout=120)
     assert result.returncode == 0 and not result.lua_errors(), result.stderr[-1500:]
     assert lua_kinds(pcap, home) == ["data", "control", "data"]
+
+
+@pytest.mark.parametrize("name", sorted(CONTROL_BODIES))
+def test_hostile_control_body_scapy_layer(name):
+    """The Scapy layer dissects the body with conf.debug_dissector on: a bad_body problem, never an exception."""
+    from scapy.config import conf
+
+    from mproxy_scapy.layer import MProxy
+
+    old, conf.debug_dissector = conf.debug_dissector, True
+    try:
+        packet = MProxy(pack_header(None, CONTROL_BODIES[name], "control", True))
+    finally:
+        conf.debug_dissector = old
+    assert packet.payload.problems and packet.payload.problems[0].startswith("bad_body")
