@@ -148,10 +148,30 @@ def parse_int(text: str | None) -> int | None:
     return -number if m.group(1) == "-" else number
 
 
+MAX_JSON_DEPTH = 200
+"""Deeper JSON is refused: V8 parses it, but what reads a value here (redaction, rendering, the Scapy layer)
+recurses once or more per level, and Python's stack is about 1000 frames deep."""
+
+
 def json_parse(text: str) -> Any:
-    """``JSON.parse``: like ``json.loads`` but without Python's NaN and Infinity extensions."""
+    """``JSON.parse``: like ``json.loads`` but without Python's NaN and Infinity extensions.
+
+    Nesting deeper than ``MAX_JSON_DEPTH`` is a ``ValueError`` too, so hostile input cannot make a
+    reader of the value raise ``RecursionError``.
+    """
 
     def reject_constant(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
-    return json.loads(text, parse_constant=reject_constant)
+    try:
+        value = json.loads(text, parse_constant=reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        if children and depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        pending.extend((child, depth + 1) for child in children)
+    return value
