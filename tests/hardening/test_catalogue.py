@@ -624,3 +624,18 @@ def test_hostile_control_body_scapy_layer(name):
     finally:
         conf.debug_dissector = old
     assert packet.payload.problems and packet.payload.problems[0].startswith("bad_body")
+
+
+@pytest.mark.parametrize("depth", [150, 500, 990])
+@pytest.mark.parametrize("shape", ["list", "dict"])
+def test_control_body_nested_deep_but_parseable(tmp_path, depth, shape):
+    """Valid JSON nested under Python's parse limit once crashed the readers of the value (redaction recursed
+    twice per level): up to jscompat.MAX_JSON_DEPTH it is shown, deeper it is a bad_body, never a traceback."""
+    inner = (b"[" * depth + b"]" * depth) if shape == "list" else (b'{"a":' * depth + b"1" + b"}" * depth)
+    pcap = tunnel(tmp_path / "deep.pcap", BEFORE + pack_header(None, b'[1,"x",' + inner + b"]", "control", True)
+                  + AFTER)
+    for command in (("dissect",), ("dissect", "--json"), ("stats",), ("stats", "--json"), ("dissect", "--scapy")):
+        result = mproxy(*command, str(pcap))
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr[-800:])
+    control = json.loads(mproxy("dissect", "--json", str(pcap)).stdout.splitlines()[1])
+    assert (control["problems"] == []) == (depth < 200)
