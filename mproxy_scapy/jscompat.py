@@ -156,6 +156,9 @@ recurses once or more per level, and Python's stack is about 1000 frames deep.""
 def json_parse(text: str) -> Any:
     """``JSON.parse``: like ``json.loads`` but without Python's NaN and Infinity extensions.
 
+    A number beyond a double (``1e999999``) is Infinity in JavaScript, which ``JSON.stringify``
+    writes as ``null``: it is None here, so whatever re-serialises the value stays JSON.
+
     Nesting deeper than ``MAX_JSON_DEPTH`` is a ``ValueError`` too, so hostile input cannot make a
     reader of the value raise ``RecursionError``.
     """
@@ -163,8 +166,12 @@ def json_parse(text: str) -> Any:
     def reject_constant(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
+    def finite_or_null(number: str) -> float | None:
+        value = float(number)
+        return value if math.isfinite(value) else None
+
     try:
-        value = json.loads(text, parse_constant=reject_constant)
+        value = json.loads(text, parse_constant=reject_constant, parse_float=finite_or_null)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     pending = [(value, 1)]
