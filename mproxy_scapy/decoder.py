@@ -170,13 +170,16 @@ class Decoder:
 
     def __init__(self, *, reassembler: Any = None, carrier_factory: Callable[[], Any] | None = None,
                  max_body_held: int = DEFAULT_MAX_BODY_HELD, show_secrets: bool = False,
-                 keylog: KeyLog | None = None) -> None:
+                 keylog: KeyLog | None = None, keep_closed_tunnels: bool = False) -> None:
         self._keylog = keylog
         self._tcp = reassembler if reassembler is not None else _default_reassembler()
         self._new_carrier = carrier_factory or _carrier_factory(show_secrets)
         self._max_body_held = max_body_held
         self._conns: dict[int, _Conn] = {}
         self.tunnels: dict[int, TunnelInfo] = {}
+        """Live tunnels, and closed ones too with ``keep_closed_tunnels`` (their totals, for ``mproxy stats``)."""
+        self.tunnel_count = 0
+        self._keep_closed_tunnels = keep_closed_tunnels
         self.problem_counts: Counter[str] = Counter()
         self.first_problems: dict[str, StageEvent] = {}
         self.skipped: Counter[str] = Counter()
@@ -327,6 +330,8 @@ class Decoder:
                 self._emit(state, direction, parser.close(), frame_no, ts, out)
         if state.tunnel is not None:
             state.tunnel.closed = reason
+            if not self._keep_closed_tunnels:
+                del self.tunnels[state.conn.id]
 
     # -- carrier events ------------------------------------------------------------------------
 
@@ -379,6 +384,7 @@ class Decoder:
         if state.tunnel is None:
             client, server = state.endpoints
             state.tunnel = self.tunnels[state.conn.id] = TunnelInfo(state.conn.id, client, server, kind, info)
+            self.tunnel_count += 1
         else:
             state.tunnel.carrier = kind
             state.tunnel.carrier_info.update(info)
@@ -442,8 +448,8 @@ def decode_capture(path: str | Path, *, decoder: Decoder | None = None,
                    tls_keylog: str | Path | None = None) -> Iterator[Record]:
     """Every record of a pcap/pcapng file, streamed: ``DecodedFrame`` and ``StageEvent`` items.
 
-    Pass your own ``Decoder`` to read its totals (tunnels, problem counts)
-    afterwards; ``tls_keylog`` (NSS key log file) decrypts ``wss://`` tunnels.
+    Pass your own ``Decoder`` to read its totals (problem counts; tunnels with
+    ``keep_closed_tunnels=True``) afterwards; ``tls_keylog`` (NSS key log file) decrypts ``wss://`` tunnels.
     """
     from .pcap import open_capture
 

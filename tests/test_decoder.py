@@ -116,7 +116,7 @@ class FakeCarrier:
 
 
 def decode(items):
-    decoder = Decoder(reassembler=FakeReassembler(), carrier_factory=FakeCarrier)
+    decoder = Decoder(reassembler=FakeReassembler(), carrier_factory=FakeCarrier, keep_closed_tunnels=True)
     return decoder, list(decoder.decode(items))
 
 

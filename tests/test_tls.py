@@ -90,7 +90,7 @@ def test_a_tls_tunnel_decodes_with_its_key_log(tmp_path):
     conversation.packets += conversation.segments(1, down, range(900, len(down), 900), conversation.start + 2)
     conversation.close((len(up), len(down)), conversation.start + 3)
     path = write_pcap(tmp_path / "tls.pcap", conversation)
-    decoder = Decoder(keylog=KeyLog.load(keylog))
+    decoder = Decoder(keylog=KeyLog.load(keylog), keep_closed_tunnels=True)
     frames = [r for r in decoder.decode(__import__("mproxy_scapy.pcap", fromlist=["open_capture"]).open_capture(
         path)) if isinstance(r, DecodedFrame)]
     expected_up = [(f.kind, f.body) for f in iter_frames(to_server)]

@@ -86,7 +86,7 @@ def add_bound_arguments(parser: argparse.ArgumentParser) -> None:
                         f"dropped and reported (default {DEFAULT_MAX_MESSAGE})")
 
 
-def make_decoder(args: argparse.Namespace) -> Decoder:
+def make_decoder(args: argparse.Namespace, *, keep_closed_tunnels: bool = False) -> Decoder:
     """The decoder for these arguments: secrets shown or not, a TLS key log if one is given or found."""
     from ..tls import KeyLog
 
@@ -102,6 +102,7 @@ def make_decoder(args: argparse.Namespace) -> Decoder:
 
     show_secrets, max_message = args.show_secrets, args.max_message
     return Decoder(show_secrets=show_secrets, keylog=keylog, max_body_held=args.max_frame_held,
+                   keep_closed_tunnels=keep_closed_tunnels,
                    reassembler=TcpReassembler(max_flows=args.max_flows, max_buffered_per_flow=args.max_buffered),
                    carrier_factory=lambda: Carrier(show_secrets=show_secrets, max_message=max_message))
 

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                 write(event_line(record, first_ts, show_secrets=show_secrets) + "\n")
     out.flush()
     problems = sum(decoder.problem_counts.values())
-    print(f"{frames} records shown, {len(decoder.tunnels)} tunnels, {decoder.packets} TCP packets, "
+    print(f"{frames} records shown, {decoder.tunnel_count} tunnels, {decoder.packets} TCP packets, "
           f"{problems} problems", file=sys.stderr)
     check_source(args, decoder)
     return 0

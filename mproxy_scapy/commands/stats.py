@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    decoder = make_decoder(args)
+    decoder = make_decoder(args, keep_closed_tunnels=True)
     tracker = SessionTracker()
     for record in decode_records(args, decoder):
         tracker.add(record)

@@ -351,8 +351,6 @@ def test_100000_concurrent_flows_are_evicted_and_reported(many_flows):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="decoder.py keeps a TunnelInfo (stats totals) for every tunnel ever seen "
-                   "in Decoder.tunnels: ~450 bytes per flow, so memory grows with the flows of the capture")
 def test_100000_concurrent_flows_memory_stays_bounded(many_flows):
     _, _, _, memory_at_tenth, memory_at_end = many_flows
     assert memory_at_end < memory_at_tenth * 1.5, (memory_at_tenth, memory_at_end)
