@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -27,6 +24,7 @@ from mproxy_scapy.layer import MProxy, MProxyControl, MProxyError, bind, unbind
 from mproxy_scapy.parser import iter_frames
 from mproxy_scapy.spec import REDACTED
 
+from loopback_capture import both_fins_written, loopback_capture
 from support import CAPTURES
 
 ADDRESS = {"family": "IPv4", "address": "127.0.1.1", "port": 4321, "service": "https", "serviceport": 443,
@@ -381,27 +379,6 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes:
     return data
 
 
-def _start_tcpdump(pcap, port: int) -> subprocess.Popen:
-    command = ["tcpdump", "-i", "lo", "-n", "-B", "65536", "-U", "--immediate-mode", "-w", str(pcap),
-               f"tcp port {port}"]
-    dump = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert dump.stderr is not None
-    line = dump.stderr.readline()
-    assert "listening on" in line, line
-    return dump
-
-
-def _wait_until_both_fins_are_written(pcap, dump: subprocess.Popen) -> None:
-    """tcpdump writes asynchronously: stop it only once both FIN segments are in the file."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and dump.poll() is None:
-        packets = rdpcap(str(pcap)) if pcap.stat().st_size > 24 else []
-        if sum(1 for p in packets if TCP in p and p[TCP].flags.F) >= 2:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"tcpdump did not write the whole conversation to {pcap}")
-
-
 @pytest.mark.live
 def test_tcpsession_reassembles_frames_split_across_real_segments(tmp_path, reference_dir):
     """A real loopback connection captured by tcpdump: frames cut mid-header and mid-body, two in one segment."""
@@ -423,9 +400,9 @@ def test_tcpsession_reassembles_frames_split_across_real_segments(tmp_path, refe
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     pcap = tmp_path / "split.pcap"
-    dump = _start_tcpdump(pcap, port)
     try:
-        with socket.create_connection(("127.0.0.1", port)) as client:
+        with loopback_capture(pcap, f"tcp port {port}", written=both_fins_written), \
+                socket.create_connection(("127.0.0.1", port)) as client:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn, _ = server.accept()
             with conn:
@@ -434,11 +411,8 @@ def test_tcpsession_reassembles_frames_split_across_real_segments(tmp_path, refe
                     assert _recv_exactly(conn, len(piece)) == piece
                     conn.sendall(ack)
                     assert _recv_exactly(client, len(ack)) == ack
-        _wait_until_both_fins_are_written(pcap, dump)
     finally:
         server.close()
-        dump.send_signal(signal.SIGINT)
-        dump.wait(timeout=30)
 
     bind(port)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -13,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -22,6 +20,8 @@ from hypothesis import strategies as st
 from mproxy_scapy.errors import UserError
 from mproxy_scapy.pcap import ACK, FIN, PSH, SYN, Segment, SourceProblem, live_capture, open_capture
 from mproxy_scapy.tcp import Closed, Data, TcpReassembler
+
+from loopback_capture import both_fins_written, loopback_capture
 
 # Packet builders (checksums are left zero: the source does not verify them, as offload makes them unreliable).
 
@@ -565,49 +565,20 @@ def _streams(source, port: int) -> dict[int, bytes]:
     return {direction: b"".join(chunks) for direction, chunks in parts.items()}
 
 
-class Tcpdump:
-    """tcpdump (or dumpcap) writing a capture while the test makes traffic."""
-
-    def __init__(self, path: Path, *args: str, bpf: str = "tcp", tool: str = "tcpdump") -> None:
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is needed for the live capture tests (apt-get install {tool})")
-        if tool == "tcpdump":  # a big buffer: loopback packets are up to 64 KiB
-            command = ["tcpdump", "-B", "65536", "-U", "-w", str(path), *args, bpf]
-        else:
-            command = ["dumpcap", "-q", "-B", "64", "-w", str(path), *args, "-f", bpf]
-        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        self.path = path
-        line = self.process.stderr.readline()  # both print a line once capturing
-        if self.process.poll() is not None:
-            pytest.fail(f"{tool} did not start: {line}{self.process.stderr.read()}")
-        time.sleep(0.2)
-
-    def stop(self) -> None:
-        """Stop once the file holds both FINs (the tools write in blocks, on their own timer)."""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            fins = sum(1 for item in open_capture(self.path) if isinstance(item, Segment) and item.flags & FIN)
-            if fins >= 2:
-                break
-            time.sleep(0.1)
-        self.process.send_signal(signal.SIGINT)
-        self.process.communicate(timeout=20)
-
-
 @pytest.mark.live
-@pytest.mark.parametrize(("host", "args", "tool", "linktype"), [
-    ("127.0.0.1", ("-i", "lo"), "tcpdump", 1),
-    ("::1", ("-i", "lo"), "tcpdump", 1),
-    ("127.0.0.1", ("-i", "lo", "--time-stamp-precision=nano"), "tcpdump", 1),
-    ("127.0.0.1", ("-i", "any"), "tcpdump", 276),
-    ("::1", ("-i", "lo"), "dumpcap", 1),
+@pytest.mark.parametrize(("host", "iface", "options", "tool", "linktype"), [
+    ("127.0.0.1", "lo", (), "tcpdump", 1),
+    ("::1", "lo", (), "tcpdump", 1),
+    ("127.0.0.1", "lo", ("--time-stamp-precision=nano",), "tcpdump", 1),
+    ("127.0.0.1", "any", (), "tcpdump", 276),
+    ("::1", "lo", (), "dumpcap", 1),
 ], ids=["tcpdump-ipv4", "tcpdump-ipv6", "tcpdump-nano", "tcpdump-any-cooked-v2", "dumpcap-pcapng"])
-def test_real_capture_of_real_sockets(tmp_path, host, args, tool, linktype):
+def test_real_capture_of_real_sockets(tmp_path, host, iface, options, tool, linktype):
     request = os.urandom(300_000)
     server = Server(host)
-    capture = Tcpdump(tmp_path / "real.cap", *args, bpf=f"tcp port {server.port}", tool=tool)
-    reply = server.exchange(request)
-    capture.stop()
+    with loopback_capture(tmp_path / "real.cap", f"tcp port {server.port}", interface=iface, tool=tool,
+                          options=options, written=both_fins_written):
+        reply = server.exchange(request)
     assert reply == request[::-1]
     reader = open_capture(tmp_path / "real.cap")
     streams = _streams(reader, server.port)

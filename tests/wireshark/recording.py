@@ -8,56 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from mproxy_scapy.codec import pack
+
+from loopback_capture import loopback_capture
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 TUN = {"family": "IPv4", "address": "127.0.0.1", "port": 53021, "service": "https", "serviceport": 443,
        "name": "pokemap.hellabit.com"}
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZXZpY2UifQ.c2lnbmF0dXJl"
-
-
-@contextlib.contextmanager
-def tcpdump(path: Path, port: int) -> Iterator[None]:
-    """Record loopback TCP traffic on ``port`` into ``path`` while the block runs."""
-    command = ["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-s", "0", "-w", str(path), f"tcp port {port}"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    started = threading.Event()
-
-    def watch() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if b"listening on" in line:
-                started.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    if not started.wait(10):
-        proc.kill()
-        raise RuntimeError("tcpdump did not start")
-    _wait_until_recording(path, port)
-    try:
-        yield
-    finally:
-        time.sleep(0.3)
-        proc.terminate()
-        proc.wait(10)
-
-
-def _wait_until_recording(path: Path, port: int) -> None:
-    """tcpdump says "listening" a moment before packets reach the file: knock (a refused connect) until one does."""
-    for _ in range(200):
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            pass
-        time.sleep(0.05)
-        if path.exists() and path.stat().st_size > 24:
-            return
-    raise RuntimeError("tcpdump records nothing")
 
 
 def free_port() -> int:
@@ -125,7 +88,8 @@ def raw_tunnel(port: int, relay: list[bytes], device: list[bytes]) -> None:
 
 
 def record(path: Path, port: int, traffic: Callable[[], None]) -> Path:
-    with tcpdump(path, port):
+    """Record ``traffic`` on loopback TCP ``port`` into ``path``."""
+    with loopback_capture(path, f"tcp port {port}"):
         traffic()
     return path
 
