@@ -659,6 +659,17 @@ def test_live_capture_without_permission_is_a_clear_error():
                                      "(permission denied)"), result.stderr
 
 
+def _interrupt_when_ready(code: str) -> tuple[int, str, str]:
+    """Run ``code`` in a child Python, send it SIGINT once it prints "ready": its exit status, stdout, stderr."""
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "ready\n"
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=10)
+    return process.returncode, out, err
+
+
 @pytest.mark.live
 def test_ctrl_c_ends_a_live_capture_cleanly():
     """The documented way to stop: SIGINT raises KeyboardInterrupt out of the loop; the socket is closed."""
@@ -671,13 +682,7 @@ def test_ctrl_c_ends_a_live_capture_cleanly():
             "except KeyboardInterrupt:\n"
             "    capture.close()\n"
             "    print('interrupted after', capture.stats.packets, 'packets', flush=True)\n")
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    assert process.stdout.readline() == "ready\n"
-    time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=10)
-    assert (process.returncode, out, err) == (0, "interrupted after 0 packets\n", "")
+    assert _interrupt_when_ready(code) == (0, "interrupted after 0 packets\n", "")
 
 
 @pytest.mark.live
@@ -689,10 +694,4 @@ def test_stop_from_a_sigint_handler_ends_the_iteration_normally():
             "print('ready', flush=True)\n"
             "items = list(capture)\n"
             "print('ended with', len(items), 'items', flush=True)\n")
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    assert process.stdout.readline() == "ready\n"
-    time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=10)
-    assert (process.returncode, out, err) == (0, "ended with 0 items\n", "")
+    assert _interrupt_when_ready(code) == (0, "ended with 0 items\n", "")
