@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cli_run import mproxy
-from tunnel_capture import SERVER, Conversation, write_pcap
+from tunnel_capture import SERVER, Conversation, simple_tunnel, write_pcap
 
 from mproxy_scapy.codec import pack
 
@@ -42,13 +42,7 @@ def header(text: str | bytes, *, version: int = 0xFE, hdrlen: int | None = None)
 
 def tunnel(path: Path, to_device: bytes, to_relay: bytes = b"", *, chunk: int = 1000) -> Path:
     """A raw-TCP tunnel (handshake, both streams cut every ``chunk`` bytes, FIN from both sides)."""
-    conversation = Conversation()
-    conversation.handshake()
-    start = conversation.start + 0.01
-    conversation.packets += conversation.segments(1, to_device, range(chunk, len(to_device), chunk), start)
-    conversation.packets += conversation.segments(0, to_relay, range(chunk, len(to_relay), chunk), start + 0.5)
-    conversation.close((len(to_relay), len(to_device)), start + 1.0)
-    return write_pcap(path, conversation)
+    return simple_tunnel(path, to_device, to_relay, chunk=chunk)
 
 
 def ws_tunnel(path: Path, c2s: bytes, s2c: bytes, request_len: int, response_len: int, *,
