@@ -19,7 +19,7 @@ install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e .
 
 install-test: system-deps
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,fuzz]'
 
 system-deps:
 	@missing=""; for tool in tshark tcpdump editcap node npm; do \
