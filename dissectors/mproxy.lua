@@ -295,11 +295,20 @@ local function uint64_from_decimal(text)
     return value
 end
 
--- Text for the tree: control characters as dots, and no byte that is not UTF-8.
+local NAMED_ESCAPES = { ["\t"] = "\\t", ["\n"] = "\\n", ["\r"] = "\\r" }
+
+local function escape_control(c)
+    return NAMED_ESCAPES[c] or string.format("\\x%02x", c:byte())
+end
+
+-- Text for columns and tree labels, as textout.safe_text writes it: broken
+-- UTF-8 as U+FFFD, control characters (C0, DEL, C1) escaped as \xNN, \n, \t, \r,
+-- so a hostile header cannot write terminal escapes or extra lines.
 local function display_text(text)
-    text = text:gsub("[%z\1-\31\127]", ".")
-    if not is_utf8(text) then text = text:gsub("[\128-\255]", "?") end
-    return text
+    text = utf8_replace(text)
+    if not text:find("[%z\1-\31\127\194]") then return text end
+    text = text:gsub("[%z\1-\31\127]", escape_control)
+    return (text:gsub("\194([\128-\159])", function(c) return string.format("\\x%02x", c:byte()) end))
 end
 
 local function has_control_byte(s, first, last)
@@ -943,7 +952,7 @@ local function summary(record, control)
     for _, part in ipairs(parts) do
         if part and part ~= "" then text[#text + 1] = part end
     end
-    local line = table.concat(text, " ")
+    local line = display_text(table.concat(text, " "))
     if #record.problems > 0 then line = line .. " [" .. record.problems[1][1] .. "]" end
     return line
 end
@@ -1632,16 +1641,17 @@ local function show_http_head(tvb, head, pinfo, tree)
     local text = head[3]
     local lines = {}
     for line in (text .. "\r\n"):gmatch("(.-)\r\n") do lines[#lines + 1] = line end
-    local item = tree:add(mproxy_ws, tvb(head[1], head[2]), "WebSocket upgrade: " .. (lines[1] or ""))
+    local first = lines[1] or ""
+    if not mproxy.prefs.show_tokens then first = first:gsub("(access_token=)[^&%s]*", "%1" .. REDACTED) end
+    first = display_text(first)
+    local item = tree:add(mproxy_ws, tvb(head[1], head[2]), "WebSocket upgrade: " .. first)
     for index = 2, #lines do
         local line = lines[index]
         if not mproxy.prefs.show_tokens and line:lower():match("^authorization:") then
             line = line:match("^[^:]*") .. ": " .. REDACTED
         end
-        item:add(mproxy_ws, tvb(head[1], head[2]), line)
+        item:add(mproxy_ws, tvb(head[1], head[2]), display_text(line))
     end
-    local first = lines[1] or ""
-    if not mproxy.prefs.show_tokens then first = first:gsub("(access_token=)[^&%s]*", "%1" .. REDACTED) end
     pinfo.cols.protocol = "M-PROXY"
     pinfo.cols.info = "WebSocket upgrade " .. first
 end

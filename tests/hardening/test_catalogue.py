@@ -159,8 +159,6 @@ def test_name_with_ansi_escapes_and_newlines_is_shown_escaped(tmp_path):
 
 
 @pytest.mark.tshark
-@pytest.mark.xfail(strict=True, reason="Lua: summary() puts the raw name in the Info column and the tree item "
-                   "text, so tshark prints ESC and newlines raw (the Header line masks them; summary does not)")
 def test_name_with_ansi_escapes_and_newlines_is_shown_escaped_lua(tmp_path, home):
     pcap = tunnel(tmp_path / "ansi.pcap", BEFORE + pack({**TUN, "name": EVIL_NAME}, b"hi") + AFTER)
     for args in ((), ("-V",)):
