@@ -188,6 +188,13 @@ local ex = {
     gap = ProtoExpert.new("mproxy.problem.gap", "Bytes of the stream were lost in the capture", expert.group.SEQUENCE, expert.severity.WARN),
     bad_body = ProtoExpert.new("mproxy.problem.bad_body", "Body does not hold what its kind requires", expert.group.PROTOCOL, expert.severity.WARN),
 }
+-- problems of our own WebSocket unframer, named as the Python carrier names them
+local carrier_ex = {
+    server_frame_masked = ProtoExpert.new("mproxy.carrier.server_frame_masked", "A server-to-client WebSocket frame is masked", expert.group.PROTOCOL, expert.severity.WARN),
+}
+local carrier_ex_text = {
+    ["server_frame_masked"] = "A server-to-client WebSocket frame is masked",
+}
 mproxy.experts = {
     ex.bad_version,
     ex.datalen_not_numeric,
@@ -199,6 +206,7 @@ mproxy.experts = {
     ex.truncated,
     ex.gap,
     ex.bad_body,
+    carrier_ex.server_frame_masked,
 }
 
 mproxy.prefs.show_tokens = Pref.bool("Show tokens", false,
@@ -859,13 +867,14 @@ local relay_keys = {}     -- connection -> direction key of the side that sends 
 local ws_dirs = {}        -- direction key -> our WebSocket unframer's state
 local ws_verdicts = {}    -- connection -> whether the WebSocket connection http upgraded carries M-PROXY
 local ws_heads = {}       -- frame number -> { offset, length } of the HTTP upgrade head shown there
+local ws_notes = {}       -- frame number -> { { carrier problem kind, detail } } found in its WebSocket framing
 local clients = {}        -- connection -> endpoint key of the SYN sender (else the first sender)
 local first_pass = { done = false } -- set once a later pass has begun
 
 local function init_state()
     tunnels, parsers, results, continuations, ws_pending = {}, {}, {}, {}, {}
     reassembled_in, controls, control_links = {}, {}, {}
-    clients, ws_dirs, ws_heads, ws_verdicts, relay_keys = {}, {}, {}, {}, {}
+    clients, ws_dirs, ws_heads, ws_verdicts, relay_keys, ws_notes = {}, {}, {}, {}, {}, {}
     first_pass = { done = false }
 end
 
@@ -898,7 +907,7 @@ end
 local function new_tunnel(stream, carrier)
     local count = 0
     for _ in pairs(tunnels) do count = count + 1 end
-    tunnels[stream] = { carrier = carrier, order = count + 1, directions = {} }
+    tunnels[stream] = { carrier = carrier, order = count + 1, directions = {}, stream = stream }
 end
 
 
@@ -1524,8 +1533,9 @@ end
 local function ws_direction(key, tunnel)
     local st = ws_dirs[key]
     if st == nil then
+        local client = clients[tunnel.stream]
         st = { base = 0, phase = tunnel.after_http and "ws" or "http", head = "", hdr = "", remaining = 0,
-               mask_pos = 0 }
+               mask_pos = 0, notes = {}, from_server = client ~= nil and client ~= key }
         ws_dirs[key] = st
     end
     return st
@@ -1575,6 +1585,9 @@ local function start_ws_frame(st, header)
         at = 11
     end
     st.mask = masked and header:sub(at, at + 3) or nil
+    if masked and st.from_server then
+        st.notes[#st.notes + 1] = { "server_frame_masked", string.format("opcode %d, %d bytes", opcode, length) }
+    end
     st.mask_pos, st.remaining, st.fin = 0, length, fin
     local compressed = math.floor(b0 / 64) % 2 == 1
     if opcode >= 8 then
@@ -1656,12 +1669,22 @@ local function show_http_head(tvb, head, pinfo, tree)
     pinfo.cols.info = "WebSocket upgrade " .. first
 end
 
+-- What the unframer found wrong with the WebSocket framing in this packet.
+local function show_ws_notes(tvb, pinfo, tree)
+    for _, note in ipairs(ws_notes[pinfo.number] or {}) do
+        local kind, detail = note[1], note[2]
+        local item = tree:add(mproxy, tvb(0, 0), "WebSocket carrier: " .. detail)
+        item:add_proto_expert_info(carrier_ex[kind], carrier_ex_text[kind] .. ": " .. detail)
+    end
+end
+
 local function dissect_own_ws(tvb, pinfo, tree)
     local stream = stream_id(pinfo)
     local ctx = context(pinfo, stream)
     if pinfo.visited then
         local head = ws_heads[pinfo.number]
         if head then show_http_head(tvb, head, pinfo, tree) end
+        show_ws_notes(tvb, pinfo, tree)
         return tvb:len()
     end
     local st = ws_direction(ctx.key, tunnels[stream])
@@ -1685,6 +1708,7 @@ local function dissect_own_ws(tvb, pinfo, tree)
         show_http_head(tvb, ws_heads[pinfo.number], pinfo, tree)
         data = st.head:sub(stop + 4)
         local status = st.head:match("^HTTP/%S+ (%d+)")
+        st.from_server = status ~= nil
         st.head = ""
         st.phase = "ws"
         if status ~= nil and status ~= "101" then
@@ -1693,6 +1717,11 @@ local function dissect_own_ws(tvb, pinfo, tree)
     end
     if st.phase ~= "ws" or tunnels[stream].refused then return tvb:len() end
     local payload = unframe(st, data)
+    if #st.notes > 0 then
+        ws_notes[pinfo.number] = st.notes
+        st.notes = {}
+        show_ws_notes(tvb, pinfo, tree)
+    end
     if #payload > 0 then
         show_stream_entries(feed_stream(pinfo, stream, ctx, payload), tvb, pinfo, tree)
     end

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 
-from .. import parser, spec
+from .. import parser, spec, websocket
 
 TEMPLATE_NAME = "mproxy.lua.in"
 GENERATE_COMMAND = "mproxy lua -o dissectors/mproxy.lua"
@@ -110,6 +110,17 @@ def expert(kind: str, description: str) -> str:
     return f"    {kind} = ProtoExpert.new({filter_name}, {lua_string(description)}, {group}, {severity}),"
 
 
+CARRIER_EXPERT_PREFIX = "mproxy.carrier."
+CARRIER_PROBLEMS = ("server_frame_masked",)
+"""The WebSocket carrier problems the Lua unframer reports (names and texts from websocket.WS_PROBLEMS)."""
+
+
+def carrier_expert(kind: str) -> str:
+    filter_name = lua_string(CARRIER_EXPERT_PREFIX + kind)
+    description = lua_string(websocket.WS_PROBLEMS[kind])
+    return f"    {kind} = ProtoExpert.new({filter_name}, {description}, expert.group.PROTOCOL, expert.severity.WARN),"
+
+
 def template_values() -> dict[str, str]:
     """Every value the template uses, computed from the spec."""
     fields = spec.ALL_FIELDS + spec.STREAM_FIELDS
@@ -142,6 +153,9 @@ def template_values() -> dict[str, str]:
         "field_list": "\n".join(f"    pf.{field_variable(f)}," for f in fields),
         "experts": "\n".join(expert(k, d) for k, d in spec.PROBLEMS.items()),
         "expert_list": "\n".join(f"    ex.{k}," for k in spec.PROBLEMS),
+        "carrier_experts": "\n".join(carrier_expert(k) for k in CARRIER_PROBLEMS),
+        "carrier_problem_texts": lua_table({k: websocket.WS_PROBLEMS[k] for k in CARRIER_PROBLEMS}),
+        "carrier_expert_list": "\n".join(f"    carrier_ex.{k}," for k in CARRIER_PROBLEMS),
     }
 
 

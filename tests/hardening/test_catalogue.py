@@ -399,7 +399,6 @@ def test_masked_server_frames(tmp_path):
 
 
 @pytest.mark.tshark
-@pytest.mark.xfail(strict=True, reason="Lua: a masked server-to-client frame is unmasked silently, no expert info")
 def test_masked_server_frames_lua(tmp_path, home):
     pcap = masked_server(tmp_path / "masked.pcap")
     rows, _ = lua_records(pcap, home)
