@@ -35,6 +35,7 @@ local WRAP = 256
 local MAX_AHEAD = 1073741824 -- an acknowledgement this far past the stream is not believed
 local MAX_STASHED = 4194304 -- bytes held past a hole before it is given up (the decoder's default)
 local MAX_BODY_HELD = 16777216
+local MAX_MESSAGE = 67108864 -- an inflated WebSocket message is cut here (the carrier's default)
 local REDACTED = "<redacted>"
 local DATA_KIND = "data"
 
@@ -191,9 +192,13 @@ local ex = {
 -- problems of our own WebSocket unframer, named as the Python carrier names them
 local carrier_ex = {
     server_frame_masked = ProtoExpert.new("mproxy.carrier.server_frame_masked", "A server-to-client WebSocket frame is masked", expert.group.PROTOCOL, expert.severity.WARN),
+    decompression_capped = ProtoExpert.new("mproxy.carrier.decompression_capped", "A compressed WebSocket message inflated past the cap; its rest was dropped", expert.group.PROTOCOL, expert.severity.WARN),
+    inflate_error = ProtoExpert.new("mproxy.carrier.inflate_error", "A compressed WebSocket message could not be inflated; its rest was dropped", expert.group.PROTOCOL, expert.severity.WARN),
 }
 local carrier_ex_text = {
     ["server_frame_masked"] = "A server-to-client WebSocket frame is masked",
+    ["decompression_capped"] = "A compressed WebSocket message inflated past the cap; its rest was dropped",
+    ["inflate_error"] = "A compressed WebSocket message could not be inflated; its rest was dropped",
 }
 mproxy.experts = {
     ex.bad_version,
@@ -207,6 +212,8 @@ mproxy.experts = {
     ex.gap,
     ex.bad_body,
     carrier_ex.server_frame_masked,
+    carrier_ex.decompression_capped,
+    carrier_ex.inflate_error,
 }
 
 mproxy.prefs.show_tokens = Pref.bool("Show tokens", false,
@@ -1535,7 +1542,8 @@ local function ws_direction(key, tunnel)
     if st == nil then
         local client = clients[tunnel.stream]
         st = { base = 0, phase = tunnel.after_http and "ws" or "http", head = "", hdr = "", remaining = 0,
-               mask_pos = 0, notes = {}, from_server = client ~= nil and client ~= key }
+               mask_pos = 0, notes = {}, from_server = client ~= nil and client ~= key, tunnel = tunnel,
+               z_history = {}, z_out = 0, z_held = 0 }
         ws_dirs[key] = st
     end
     return st
@@ -1595,16 +1603,74 @@ local function start_ws_frame(st, header)
     elseif opcode == 0 then
         st.sink = st.msg_sink or "orphan"
     elseif opcode == 1 or opcode == 2 then
-        st.msg_sink = (opcode == 2 and not compressed) and "binary" or "skip"
+        st.msg_sink = "skip"
+        if opcode == 2 and not compressed then
+            st.msg_sink = "binary"
+        elseif opcode == 2 and st.tunnel.deflate then
+            st.msg_sink = "deflate"
+            st.z_message = {}
+        end
         st.sink = st.msg_sink
     else
         st.sink = "skip"
     end
 end
 
-local function end_ws_frame(st)
+-- Bytes of one direction's permessage-deflate stream kept to inflate later
+-- messages: past this, compressed messages are skipped and reported.
+local MAX_DEFLATE_HISTORY = 4194304
+local DEFLATE_TAIL = "\0\0\255\255"
+
+-- One compressed message, inflated (nil: it does not inflate). Lua has no
+-- zlib stream that lives across packets: TvbRange:uncompress inflates one
+-- buffer (raw deflate too). With context takeover (the default) a message may
+-- refer to earlier ones, so the direction's compressed history is inflated
+-- again with it and the message is what comes after the earlier output.
+local function inflate_message(st, compressed)
+    local own = st.tunnel.deflate[st.from_server and "server_no_context" or "client_no_context"]
+    local input = compressed .. DEFLATE_TAIL
+    if not own then input = table.concat(st.z_history) .. input end
+    local ok, inflated = pcall(function()
+        return ByteArray.new(input, true):tvb("Compressed message"):range():uncompress("Inflated message")
+    end)
+    if not ok or inflated == nil then return nil end
+    local text = inflated:raw()
+    if own then return text end
+    local message = text:sub(st.z_out + 1)
+    st.z_out = #text
+    st.z_history[#st.z_history + 1] = compressed .. DEFLATE_TAIL
+    return message
+end
+
+local function end_deflate_message(st, out)
+    local compressed = table.concat(st.z_message)
+    st.z_message = nil
+    if st.z_broken then return end
+    local message
+    if st.z_held + #compressed <= MAX_DEFLATE_HISTORY then
+        st.z_held = st.z_held + #compressed
+        message = inflate_message(st, compressed)
+    end
+    if message == nil then
+        st.z_broken = true
+        st.notes[#st.notes + 1] = { "inflate_error", string.format(
+            "%d compressed bytes not inflated (after %d bytes of this direction's compressed stream)",
+            #compressed, st.z_held - #compressed) }
+        return
+    end
+    if #message > MAX_MESSAGE then
+        st.notes[#st.notes + 1] = { "decompression_capped", string.format("message inflated past %d bytes", MAX_MESSAGE) }
+        message = message:sub(1, MAX_MESSAGE)
+    end
+    out[#out + 1] = message
+end
+
+local function end_ws_frame(st, out)
     if st.sink == "close" then
         st.closed = true
+    elseif st.sink == "deflate" and st.fin then
+        end_deflate_message(st, out)
+        st.msg_sink = nil
     elseif (st.sink == "binary" or st.sink == "skip") and st.fin then
         st.msg_sink = nil
     end
@@ -1624,16 +1690,17 @@ local function unframe(st, data)
         if st.sink ~= nil then
             local take = math.min(st.remaining, n - pos + 1)
             if take > 0 then
-                if st.sink == "binary" then
+                if st.sink == "binary" or st.sink == "deflate" then
                     local chunk = data:sub(pos, pos + take - 1)
                     if st.mask then chunk = unmask(chunk, st.mask, st.mask_pos) end
-                    out[#out + 1] = chunk
+                    local into = st.sink == "binary" and out or st.z_message
+                    into[#into + 1] = chunk
                 end
                 st.mask_pos = st.mask_pos + take
                 st.remaining = st.remaining - take
                 pos = pos + take
             end
-            if st.remaining == 0 then end_ws_frame(st) end
+            if st.remaining == 0 then end_ws_frame(st, out) end
         else
             st.hdr = st.hdr .. data:sub(pos, pos)
             pos = pos + 1
@@ -1641,7 +1708,7 @@ local function unframe(st, data)
                 local header = st.hdr
                 st.hdr = ""
                 start_ws_frame(st, header)
-                if st.remaining == 0 then end_ws_frame(st) end
+                if st.remaining == 0 then end_ws_frame(st, out) end
             end
         end
     end
@@ -1650,6 +1717,18 @@ end
 
 -- The upgrade request or response, line by line (http itself would take the
 -- connection over for its websocket dissector, which reports whole messages).
+-- permessage-deflate as the 101 response accepts it (nil: not negotiated).
+local function negotiated_deflate(head)
+    for line in head:gmatch("[^\r\n]+") do
+        local value = line:lower():match("^sec%-websocket%-extensions:%s*(.*)$")
+        if value and value:find("permessage%-deflate") then
+            return { server_no_context = value:find("server_no_context_takeover", 1, true) ~= nil,
+                     client_no_context = value:find("client_no_context_takeover", 1, true) ~= nil }
+        end
+    end
+    return nil
+end
+
 local function show_http_head(tvb, head, pinfo, tree)
     local text = head[3]
     local lines = {}
@@ -1709,6 +1788,7 @@ local function dissect_own_ws(tvb, pinfo, tree)
         data = st.head:sub(stop + 4)
         local status = st.head:match("^HTTP/%S+ (%d+)")
         st.from_server = status ~= nil
+        if status == "101" then tunnels[stream].deflate = negotiated_deflate(st.head) end
         st.head = ""
         st.phase = "ws"
         if status ~= nil and status ~= "101" then

@@ -111,7 +111,7 @@ def expert(kind: str, description: str) -> str:
 
 
 CARRIER_EXPERT_PREFIX = "mproxy.carrier."
-CARRIER_PROBLEMS = ("server_frame_masked",)
+CARRIER_PROBLEMS = ("server_frame_masked", "decompression_capped", "inflate_error")
 """The WebSocket carrier problems the Lua unframer reports (names and texts from websocket.WS_PROBLEMS)."""
 
 
@@ -135,6 +135,7 @@ def template_values() -> dict[str, str]:
         "version_byte": str(spec.VERSION_1_BYTE),
         "min_header_fields": str(spec.MIN_HEADER_FIELDS),
         "max_body_held": str(parser.DEFAULT_MAX_BODY_HELD),
+        "max_message": str(websocket.DEFAULT_MAX_MESSAGE),
         "redacted": lua_string(spec.REDACTED),
         "data_kind": lua_string(spec.DATA_KIND),
         "header_keys": lua_list(header_keys),

@@ -434,11 +434,26 @@ def test_permessage_deflate_bomb_frames_after_the_capped_message_decode(tmp_path
 
 
 @pytest.mark.tshark
-@pytest.mark.xfail(strict=True, reason="Lua: permessage-deflate WebSocket tunnels (wsproto handshake) decode to "
-                   "no M-PROXY record at all")
-def test_permessage_deflate_bomb_lua(tmp_path, home):
-    rows, _ = lua_records(deflate_bomb(tmp_path / "bomb.pcap"), home)
-    assert [kind for _, k, _ in rows for kind in k][:1] == ["data"]
+@pytest.mark.parametrize("passes", [(), ("-2",)], ids=["one-pass", "two-pass"])
+def test_permessage_deflate_bomb_lua(tmp_path, home, passes):
+    """The Lua unframer inflates (context takeover: with the direction's earlier messages), under a 64 MiB cap."""
+    pcap = deflate_bomb(tmp_path / "bomb.pcap")
+    result = tshark(pcap, home, *passes, "-Y", "mproxy", "-T", "fields", "-e", "mproxy.kind", "-e", "mproxy.body_len")
+    assert result.returncode == 0 and not result.lua_errors(), result.stderr
+    assert result.stdout.split() == ["data,data,data", f"6,{BOMB_BODY},5"]
+
+
+@pytest.mark.tshark
+def test_permessage_deflate_message_that_does_not_inflate_lua(tmp_path, home):
+    pair = WsPair(deflate={})
+    pair.server_sends(BytesMessage(data=BEFORE))
+    pair.s2c += raw_frame(0xC2, b"\xff" * 20)
+    pcap = ws_tunnel(tmp_path / "badz.pcap", bytes(pair.c2s), bytes(pair.s2c), pair.request_len, pair.response_len)
+    rows, _ = lua_records(pcap, home)
+    assert [kind for _, k, _ in rows for kind in k] == ["data"]
+    assert [e for _, _, experts in rows for e in experts] == [
+        "A compressed WebSocket message could not be inflated; its rest was dropped: "
+        "20 compressed bytes not inflated (after 50 bytes of this direction's compressed stream)"]
 
 
 # -- the capture file ---------------------------------------------------------------------------------
