@@ -332,48 +332,67 @@ class MProxy(Packet):
 
     @classmethod
     def tcp_reassemble(cls, data: bytes, metadata: dict[str, Any], session: dict[str, Any]) -> Packet | None:
-        """``TCPSession`` hook: one whole frame (the rest as padding, fed back by Scapy), or None for more.
+        """``TCPSession`` hook: every whole record at the start of ``data``, chained; None while there is none.
+
+        All of them come back from one call, with only the incomplete rest as
+        padding (Scapy keeps it and calls again when more bytes arrive), not
+        one frame per call with the rest fed back: Scapy 2.8's TCPSession, when
+        it feeds padding back several times for one segment, remembers the
+        stream position of the last shift only, so the next segment lands past
+        zero bytes that dissect as bogus frames and hide real ones.
 
         Bytes that do not start a frame come back as ``Raw`` up to the next
         believable frame start (the analyzer's resynchronisation rule), so the
         stream recovers. When the TCP stream ends, an incomplete frame is
         returned as it is, marked truncated.
         """
-        length = cls._first_record_length(data)
-        if length is None:
-            if metadata.get("tcp_end") and data:
-                return cls(data)
+        records: list[Packet] = []
+        start = 0
+        while start < len(data):
+            length = cls._first_record_length(data, start)
+            if length is None:
+                break
+            if length < 0:
+                records.append(conf.raw_layer(data[start:start - length]))
+                start -= length
+            else:
+                records.append(cls(data[start:start + length]))
+                start += length
+        if start < len(data) and metadata.get("tcp_end"):
+            records.append(cls(data[start:]))
+            start = len(data)
+        if not records:
             return None
-        if length < 0:
-            head: Packet = conf.raw_layer(data[:-length])
-            length = -length
-        else:
-            head = cls(data[:length])
-        if len(data) > length:
-            head.add_payload(conf.padding_layer(data[length:]))
+        head = records[0]
+        for record in records[1:]:
+            head.add_payload(record)
+        if start < len(data):
+            head.add_payload(conf.padding_layer(data[start:]))
         return head
 
     @staticmethod
-    def _first_record_length(data: bytes) -> int | None:
-        """Length of the frame at the start of ``data``; negative for leading garbage; None when incomplete."""
-        if data[:1] and data[0] != VERSION_1_BYTE:
+    def _first_record_length(data: bytes, start: int = 0) -> int | None:
+        """Length of the record at ``data[start:]``: negative for garbage, None while a frame is incomplete."""
+        if data[start] != VERSION_1_BYTE:
             from .parser import FrameParser
 
             scanner = FrameParser(synced=False)
-            records = scanner.feed(data)
+            records = scanner.feed(data[start:])
             if records and records[0].kind == "garbage":
                 return -records[0].length
-            skipped = len(data) - scanner.buffered
+            skipped = len(data) - start - scanner.buffered
             return -skipped if skipped else None
-        if len(data) < 2 or len(data) < 2 + data[1]:
+        if len(data) < start + 2:
             return None
-        header_end = 2 + data[1]
-        body_len = ParsedHeader(data[2:header_end]).datalen
+        header_end = start + 2 + data[start + 1]
+        if len(data) < header_end:
+            return None
+        body_len = ParsedHeader(data[start + 2:header_end]).datalen
         if body_len is None:
-            return header_end
+            return header_end - start
         if len(data) < header_end + body_len:
             return None
-        return header_end + body_len
+        return header_end + body_len - start
 
 
 def _json_repr(value: Any) -> str:

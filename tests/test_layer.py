@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 from scapy.config import conf
 from scapy.layers.http import HTTPRequest
 from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
 from scapy.layers.tls.handshake import TLSClientHello
 from scapy.layers.tls.record import TLS
-from scapy.packet import Padding, Raw
+from scapy.packet import Packet, Padding, Raw
 from scapy.sendrecv import sniff
 from scapy.sessions import TCPSession
-from scapy.utils import rdpcap
+from scapy.utils import rdpcap, wrpcap
 
 from mproxy_scapy.codec import pack, pack_header
 from mproxy_scapy.layer import MProxy, MProxyControl, MProxyError, bind, unbind
@@ -352,13 +353,17 @@ def test_bind_makes_tcp_payload_dissect_as_mproxy_and_unbind_undoes_it(vectors):
     assert MProxy not in IP(raw)
 
 
-def test_tcp_reassemble_waits_for_a_whole_frame_and_passes_the_rest_back(vectors):
+def test_tcp_reassemble_returns_every_whole_frame_and_passes_the_rest_back(vectors):
     first, second = wire_of(vectors[0]), wire_of(vectors[10])
     stream = first + second
     for end in range(len(first)):
         assert MProxy.tcp_reassemble(stream[:end], {}, {}) is None
     pkt = MProxy.tcp_reassemble(stream[: len(first) + 5], {}, {})
     assert isinstance(pkt, MProxy) and bytes(pkt[Padding]) == second[:5]
+    pkt = MProxy.tcp_reassemble(stream + second[:5], {}, {})
+    assert bytes(pkt[Padding]) == second[:5]
+    del pkt[Padding].underlayer.payload  # as TCPSession does before it feeds the rest back
+    assert [alone(layer) for layer in MProxy.frames_in(pkt)] == [first, second]
     assert MProxy.tcp_reassemble(first[:100], {"tcp_end": True}, {}).truncated
 
 
@@ -366,8 +371,52 @@ def test_tcp_reassemble_returns_garbage_as_raw_up_to_the_next_frame(vectors):
     wire = wire_of(vectors[10])
     pkt = MProxy.tcp_reassemble(b"junk junk" + wire, {}, {})
     assert type(pkt) is Raw and pkt.load == b"junk junk"
-    assert bytes(pkt[Padding]) == wire
+    assert alone(pkt[MProxy]) == wire and Padding not in pkt
+    pkt = MProxy.tcp_reassemble(b"junk junk" + wire[:-1], {}, {})
+    assert type(pkt) is Raw and MProxy not in pkt and bytes(pkt[Padding]) == wire[:-1]
     assert type(MProxy.tcp_reassemble(b"junk", {}, {})) is Raw
+
+
+def _segmented_capture(path, stream: bytes, segment_size: int, port: int) -> None:
+    """One client->server stream cut into ``segment_size`` segments (correct seq numbers, a FIN at the end)."""
+    client, server, isn = ("10.1.0.2", 40000), ("10.1.0.1", port), 1000
+
+    def segment(seq: int, flags: str, payload: bytes = b"") -> Packet:
+        return Ether() / IP(src=client[0], dst=server[0]) / TCP(sport=client[1], dport=server[1], seq=seq,
+                                                                flags=flags) / payload
+
+    packets = [segment(isn, "S")]
+    packets += [segment(isn + 1 + start, "PA", stream[start:start + segment_size])
+                for start in range(0, len(stream), segment_size)]
+    packets.append(segment(isn + 1 + len(stream), "FA"))
+    wrpcap(str(path), packets)
+
+
+@pytest.mark.parametrize("segment_size", [97, 200, 331])
+def test_tcpsession_counts_each_frame_once_when_segments_carry_several(tmp_path, segment_size):
+    """Segments that finish one frame, carry whole ones and start another: Scapy sees exactly the parser's frames.
+
+    This is the shape that made ``scapy_path.py`` count 5018 frames on a
+    capture of 4960: when one segment held several frames, Scapy's TCPSession
+    (2.8) fed the rest back to ``tcp_reassemble`` more than once and then
+    placed the next segment too far on, after zero bytes that dissected as
+    bogus frames (and hid real ones).
+    """
+    frames = [pack(dict(ADDRESS, port=4000 + i), bytes([i]) * size)
+              for i, size in enumerate([0, 3, 17, 120, 1, 64, 9, 2] * 4)]
+    stream = b"".join(frames)
+    want = [stream[r.offset:r.offset + r.length] for r in iter_frames(stream) if r.is_frame]
+    assert want == frames
+    pcap = tmp_path / "shared.pcap"
+    _segmented_capture(pcap, stream, segment_size, 7443)
+    bind(7443)
+    try:
+        packets = sniff(offline=str(pcap), session=TCPSession)
+    finally:
+        unbind(7443)
+    got = [alone(layer) for p in packets if MProxy in p for layer in MProxy.frames_in(p)]
+    assert got == want
+    assert any(len(MProxy.frames_in(p)) > 1 for p in packets), "some segment should have carried two frames"
 
 
 def _recv_exactly(sock: socket.socket, count: int) -> bytes:
