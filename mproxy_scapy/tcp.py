@@ -27,9 +27,17 @@ A FIN only marks where the stream ends: a retransmission of a lost segment
 usually comes after the FIN, so the direction closes (``Closed(reason='fin')``)
 once every byte before the FIN was delivered or given up by the rules above.
 
+Which copies are compared: buffered (not yet delivered) bytes always. Of
+bytes already delivered, each direction keeps only the last delivered chunk
+(a reference to the payload it delivered, no copy; at most one captured
+segment per direction, dropped when the direction closes), so a late copy
+overlapping that chunk is compared and a difference is reported; a late copy
+of bytes delivered before it is dropped uncompared (counted as retransmitted).
+
 Speed: a segment of a known direction that arrives in order with nothing
 buffered and no SYN/FIN/RST costs one dict lookup, a few comparisons and one
-``Data`` event that carries the payload object itself (no copy).
+``Data`` event that carries the payload object itself (no copy; the direction
+keeps a reference to it as its last delivered chunk).
 """
 
 from __future__ import annotations
@@ -190,8 +198,8 @@ class Connection:
 class _Half:
     """One direction of a connection: where the stream stands, and the out-of-order pieces waiting."""
 
-    __slots__ = ("base", "buffered", "closed", "conn", "direction", "fast", "fin_off", "isn", "next_off", "next_seq",
-                 "open", "peer", "piece_data", "piece_off")
+    __slots__ = ("base", "buffered", "closed", "conn", "direction", "fast", "fin_off", "isn", "last_data", "last_off",
+                 "next_off", "next_seq", "open", "peer", "piece_data", "piece_off")
 
     def __init__(self, conn: Connection, direction: int) -> None:
         self.conn = conn
@@ -208,6 +216,8 @@ class _Half:
         self.piece_off: list[int] = []
         self.piece_data: list[bytes] = []
         self.buffered = 0
+        self.last_data: bytes | memoryview = b""  # the last chunk delivered, at stream offset last_off
+        self.last_off = 0
 
     def start(self, base: int, isn: int | None) -> None:
         self.base = base
@@ -269,6 +279,8 @@ class TcpReassembler:
                     offset = half.next_off
                     half.next_off = offset + size
                     half.next_seq = (seq + size) & 0xFFFFFFFF
+                    half.last_data = payload
+                    half.last_off = offset
                     return [Data(conn, half.direction, offset, payload, seg.frame_no, seg.ts)]
         return self._slow(seg, half)
 
@@ -386,6 +398,8 @@ class TcpReassembler:
                 stats["after_close"] += 1
                 return
             data, end = data[:half.fin_off - offset], half.fin_off
+        if offset < position:
+            self._compare_delivered(half, offset, data, frame_no, ts, events)
         if end <= position:
             stats["retransmitted_segments"] += 1
             stats["retransmitted_bytes"] += size
@@ -403,6 +417,7 @@ class TcpReassembler:
             return
         if offset == position and not half.piece_off:
             half.advance(end)
+            half.last_data, half.last_off = data, offset
             events.append(Data(half.conn, half.direction, offset, data, frame_no, ts))
             return
         self._insert(half, offset, data, frame_no, ts, events)
@@ -410,6 +425,24 @@ class TcpReassembler:
         if half.buffered > self.max_buffered_per_flow or len(half.piece_off) > MAX_PIECES:
             self._over_limit(half, frame_no, ts, events)
         half.fast = not half.piece_off and half.fin_off is None
+
+    def _compare_delivered(self, half: _Half, offset: int, data: bytes | memoryview, frame_no: int, ts: float,
+                           events: list[Any]) -> None:
+        """Compare a late copy of delivered bytes with the last delivered chunk (older bytes are not kept)."""
+        held, held_off = half.last_data, half.last_off
+        start, stop = max(offset, held_off), min(offset + len(data), held_off + len(held))
+        conflicts: list[tuple[int, int]] = []
+        if start < stop:
+            _compare(data, offset, held, held_off, start, stop, conflicts)
+        self._report_conflicts(half, conflicts, frame_no, ts, events)
+
+    def _report_conflicts(self, half: _Half, conflicts: list[tuple[int, int]], frame_no: int, ts: float,
+                          events: list[Any]) -> None:
+        for start, length in conflicts:
+            self.stats["overlap_conflicts"] += 1
+            events.append(TcpProblem(half.conn, half.direction, "overlap_conflict",
+                                     f"{length} overlapping bytes at stream offset {start} differ from the "
+                                     "copy captured first (first copy kept)", frame_no, ts))
 
     def _insert(self, half: _Half, offset: int, data: bytes | memoryview, frame_no: int, ts: float,
                 events: list[Any]) -> None:
@@ -447,11 +480,7 @@ class TcpReassembler:
             offs.insert(at, start)
             datas.insert(at, part)
             half.buffered += len(part)
-        for start, length in conflicts:
-            self.stats["overlap_conflicts"] += 1
-            events.append(TcpProblem(half.conn, half.direction, "overlap_conflict",
-                                     f"{length} overlapping bytes at stream offset {start} differ from the "
-                                     "copy captured first (first copy kept)", frame_no, ts))
+        self._report_conflicts(half, conflicts, frame_no, ts, events)
 
     def _drain(self, half: _Half, frame_no: int, ts: float, events: list[Any]) -> None:
         """Deliver the pieces that now continue the stream."""
@@ -466,6 +495,7 @@ class TcpReassembler:
             half.buffered -= len(data)
             count += 1
         if count:
+            half.last_data, half.last_off = datas[count - 1], position - len(datas[count - 1])
             del offs[:count]
             del datas[:count]
             half.advance(position)
@@ -498,6 +528,7 @@ class TcpReassembler:
         half.piece_off.clear()
         half.piece_data.clear()
         half.buffered = 0
+        half.last_data = b""
         half.closed = True
         half.open = half.fast = False
         half.next_seq = (half.base + half.fin_off + 1) & _MASK  # type: ignore[operator]  # the FIN's own number
@@ -520,6 +551,7 @@ class TcpReassembler:
                 self._give_up(half, half.fin_off, frame_no, ts, events)
             half.closed = True
             half.open = half.fast = False
+            half.last_data = b""
             finished = half.fin_off is not None and half.next_off >= half.fin_off
             events.append(Closed(conn, half.direction, "fin" if finished else reason, frame_no, ts))
         if not conn.closed:

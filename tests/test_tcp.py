@@ -157,6 +157,29 @@ def test_identical_overlap_is_not_a_problem():
     assert not kinds(events, TcpProblem)
 
 
+def test_late_copy_of_the_last_delivered_chunk_is_compared_and_older_bytes_are_not():
+    flow = Flow()
+    segments = [*flow.handshake(), flow.seg(0, 0, b"abcd"), flow.seg(0, 4, b"efgh"),
+                flow.seg(0, 5, b"fXh"),  # frame 6: differs from the last delivered chunk at offset 6
+                flow.seg(0, 0, b"ABCDefgh"),  # frame 7: [0, 4) is older than the kept chunk, [4, 8) equal
+                flow.seg(0, 6, b"ghij")]  # frame 8: equal where it overlaps, the rest is new
+    events = run(segments)
+    assert stream_of(events) == (b"abcdefghij", [])
+    problems = kinds(events, TcpProblem)
+    assert [(p.kind, p.frame_no) for p in problems] == [("overlap_conflict", 6)]
+    assert "3 overlapping bytes at stream offset 5" in problems[0].detail
+
+
+def test_late_copy_of_a_drained_piece_is_compared():
+    flow = Flow()
+    segments = [*flow.handshake(), flow.seg(0, 4, b"EFGH"), flow.seg(0, 0, b"ABCD"), flow.seg(0, 2, b"CDEFxH")]
+    events = run(segments)
+    assert stream_of(events) == (b"ABCDEFGH", [])
+    problems = kinds(events, TcpProblem)
+    assert [(p.kind, p.frame_no) for p in problems] == [("overlap_conflict", 6)]
+    assert "4 overlapping bytes at stream offset 4" in problems[0].detail
+
+
 def test_peer_ack_past_a_hole_declares_it_lost_at_once():
     flow = Flow()
     segments = [*flow.handshake(), flow.seg(0, 0, b"aaaa"), flow.seg(0, 8, b"cccc"),

@@ -285,8 +285,6 @@ def test_overlapping_retransmission_with_different_bytes_is_reported(tmp_path):
     assert len(conflicts) == 1 and "10 overlapping bytes at stream offset 40" in conflicts[0]
 
 
-@pytest.mark.xfail(strict=True, reason="tcp.py keeps no delivered bytes, so a later copy of bytes already "
-                   "delivered is trimmed without comparing: the conflict goes unreported")
 def test_retransmission_of_delivered_bytes_with_different_bytes_is_reported(tmp_path):
     stream = BEFORE + AFTER
     pcap = overlapping(tmp_path / "overlap.pcap", stream[30:50], 40, b"X" * 10, in_order=True)
