@@ -243,6 +243,14 @@ class Carrier:
 
     # -- public interface -------------------------------------------------
 
+    @property
+    def passthrough(self) -> bool:
+        """Raw M-PROXY: from now on ``feed`` returns each chunk unchanged as one ``MproxyBytes``.
+
+        The decoder then hands chunks to the parser itself, without the event.
+        """
+        return self.kind == "tcp"
+
     def feed(
         self, direction: int, data: bytes | memoryview, frame_no: int | None = None, ts: float | None = None
     ) -> list[CarrierEvent]:

@@ -123,12 +123,14 @@ class _Conn:
     """Per TCP connection state: its carrier, parsers made on first use, and its endpoints."""
 
     __slots__ = ("carrier", "carrier_kind", "chunks", "closed", "conn", "endpoints", "frame_no", "parsers",
-                 "stream_end", "synced", "tls", "tls_checked", "ts", "tunnel")
+                 "passthrough", "stream_end", "synced", "tls", "tls_checked", "ts", "tunnel")
 
     def __init__(self, conn: Any, carrier: Any) -> None:
         self.conn = conn
         self.carrier = carrier
         self.carrier_kind = ""
+        self.passthrough = False
+        """The carrier hands every byte on unchanged (raw TCP, no TLS): data skips it and its events."""
         self.synced = bool(conn.syn_seen)
         self.parsers: list[FrameParser | None] = [None, None]
         self.endpoints = (conn.endpoint(0), conn.endpoint(1))
@@ -162,7 +164,8 @@ class Decoder:
     """Routes capture items through the stages; ``feed(item)`` and ``close()`` return finished records.
 
     Stages are looked up by event class name, so a stage can be replaced
-    (tests use small fakes) without this module importing its classes.
+    (tests use small fakes) without this module importing its classes; each
+    name is looked up once per class (``_dispatch``), then by the class itself.
     ``show_secrets`` is handed to the carrier, which redacts upgrade URLs
     and headers in what it reports. With a ``keylog`` (``tls.KeyLog``),
     TLS 1.3 connections are decrypted before the carrier sees them.
@@ -204,6 +207,8 @@ class Decoder:
             "CarrierProblem": self._on_carrier_problem,
             "Skipped": self._on_skipped,
         }
+        self._tcp_by_class: dict[type, Callable[[Any, list[Record]], None]] = {}
+        self._carrier_by_class: dict[type, Callable[[_Conn, Any, list[Record]], None]] = {}
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -221,9 +226,10 @@ class Decoder:
         self.packets += 1
         events = self._tcp.feed(item)
         if events:
-            handlers = self._tcp_handlers
+            by_class = self._tcp_by_class
             for event in events:
-                handlers[type(event).__name__](event, out)
+                handler = by_class.get(type(event)) or _dispatch(by_class, self._tcp_handlers, event)
+                handler(event, out)
         return out
 
     def close(self) -> list[Record]:
@@ -263,14 +269,21 @@ class Decoder:
             state = self._state(event.conn)
         state.frame_no = event.frame_no
         state.ts = event.ts
+        if state.passthrough:
+            if event.data:
+                self._mproxy_data(state, event.direction, event.data, event.frame_no, event.ts, out)
+            return
         if not state.tls_checked:
             self._check_tls(state, event.data)
         if state.tls is not None:
             self._tls_events(state, state.tls.feed(event.direction, event.data, event.frame_no, event.ts), out)
             return
-        events = state.carrier.feed(event.direction, event.data, event.frame_no, event.ts)
+        carrier = state.carrier
+        events = carrier.feed(event.direction, event.data, event.frame_no, event.ts)
         if events:
             self._carrier_events(state, events, out)
+        # a raw TCP carrier would wrap each later chunk in an MproxyBytes event: the ~1 us per segment is skipped
+        state.passthrough = getattr(carrier, "passthrough", False)
 
     def _check_tls(self, state: _Conn, data: Any) -> None:
         """With a key log, a connection that opens with a ClientHello is decrypted first."""
@@ -336,9 +349,10 @@ class Decoder:
     # -- carrier events ------------------------------------------------------------------------
 
     def _carrier_events(self, state: _Conn, events: list[Any], out: list[Record]) -> None:
-        handlers = self._carrier_handlers
+        by_class = self._carrier_by_class
         for event in events:
-            handlers[type(event).__name__](state, event, out)
+            handler = by_class.get(type(event)) or _dispatch(by_class, self._carrier_handlers, event)
+            handler(state, event, out)
 
     def _parser(self, state: _Conn, direction: int) -> FrameParser:
         parser = state.parsers[direction]
@@ -349,20 +363,25 @@ class Decoder:
         return parser
 
     def _on_mproxy_bytes(self, state: _Conn, event: Any, out: list[Record]) -> None:
-        parser = state.parsers[event.direction] or self._parser(state, event.direction)
-        tunnel = state.tunnel
-        assert tunnel is not None
-        tunnel.stream_bytes[event.direction] += len(event.data)
         frame_no = event.frame_no if event.frame_no is not None else state.frame_no
         ts = event.ts if event.ts is not None else state.ts
+        self._mproxy_data(state, event.direction, event.data, frame_no, ts, out)
+
+    def _mproxy_data(self, state: _Conn, direction: int, data: Any, frame_no: int, ts: float,
+                     out: list[Record]) -> None:
+        """The next bytes of a direction's M-PROXY stream, from packet ``frame_no``: parse them."""
+        parser = state.parsers[direction] or self._parser(state, direction)
+        tunnel = state.tunnel
+        assert tunnel is not None
+        size = len(data)
+        tunnel.stream_bytes[direction] += size
         if tunnel.first_ts is None:
             tunnel.first_ts = ts
         tunnel.last_ts = ts
-        direction = event.direction
-        end = state.stream_end[direction] = state.stream_end[direction] + len(event.data)
+        end = state.stream_end[direction] = state.stream_end[direction] + size
         chunks = state.chunks[direction]
         chunks.append((end, frame_no, ts))
-        frames = parser.feed(event.data)
+        frames = parser.feed(data)
         if frames:
             self._emit(state, direction, frames, frame_no, ts, out)
         # a frame still to come ends inside the bytes the parser holds, or later: older chunks can go
@@ -442,6 +461,12 @@ class Decoder:
         self.problem_counts[key] += 1
         self.first_problems.setdefault(key, event)
         out.append(event)
+
+
+def _dispatch(by_class: dict[type, Any], by_name: dict[str, Any], event: Any) -> Any:
+    """The handler of an event class not seen before, found by its name and remembered by class."""
+    handler = by_class[type(event)] = by_name[type(event).__name__]
+    return handler
 
 
 def decode_capture(path: str | Path, *, decoder: Decoder | None = None,
