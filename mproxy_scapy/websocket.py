@@ -381,6 +381,7 @@ class WebSocketUnframer:
         self._msg_compressed = False
         self._msg_out = 0
         self._msg_dropping = False
+        self._msg_capped = False
         self._inflater: zlib._Decompress | None = None
         self._resyncing = not synced
         self._rbuf = bytearray()
@@ -543,6 +544,7 @@ class WebSocketUnframer:
             self._msg_compressed = compressed
             self._msg_out = 0
             self._msg_dropping = False
+            self._msg_capped = False
             self._sink = self._message_sink()
         self._frame = h
         self._remaining = h.length
@@ -574,6 +576,16 @@ class WebSocketUnframer:
             self._control += data[: MAX_CONTROL_PAYLOAD + 1 - len(self._control)]
 
     def _inflate(self, data: bytes, out: list[WsEvent], wire: int) -> None:
+        """Inflate a compressed message's next bytes; past ``max_message`` the output becomes a gap.
+
+        A capped message is still inflated to its end, into nothing but a
+        count: the M-PROXY stream gets a ``WsGap`` of exactly the bytes not
+        delivered, so the parser closes the frame they belonged to with its
+        true length and reads the next message in sync, and the inflater's
+        window stays right for messages compressed against it (context
+        takeover). Memory stays bounded (``_INFLATE_STEP`` at a time); the
+        time is that of inflating the message, as below the cap.
+        """
         binary = self._msg_opcode == OP_BINARY
         if not binary and wire:
             out.append(WsSkipped("text", wire))
@@ -581,27 +593,34 @@ class WebSocketUnframer:
             if binary:
                 out.append(WsSkipped("message_dropped", wire))
             return
+        if self._msg_capped and binary and wire:
+            out.append(WsSkipped("message_dropped", wire))
         if self._inflater is None:
             self._inflater = zlib.decompressobj(-15)
         inflater = self._inflater
         pending = data
         try:
             while pending:
-                room = self.max_message - self._msg_out
-                piece = inflater.decompress(pending, min(_INFLATE_STEP, room + 1))
+                piece = inflater.decompress(pending, _INFLATE_STEP)
                 pending = inflater.unconsumed_tail
+                room = self.max_message - self._msg_out
+                lost = 0
                 if len(piece) > room:
+                    lost = len(piece) - room
                     piece = piece[:room]
-                    self._drop_message(
-                        out, "decompression_capped", f"message inflated past {self.max_message} bytes", wire
-                    )
-                    pending = b""
+                    if not self._msg_capped:
+                        self._msg_capped = True
+                        out.append(WsProblem("decompression_capped", f"message inflated past {self.max_message} bytes"))
+                        if binary and wire:
+                            out.append(WsSkipped("message_dropped", wire))
                 self._msg_out += len(piece)
                 if binary and piece:
                     self.binary_bytes += len(piece)
                     out.append(WsPayload(piece))
+                if binary and lost:
+                    out.append(WsGap(lost))
         except zlib.error as exc:
-            self._drop_message(out, "inflate_error", str(exc), wire)
+            self._drop_message(out, "inflate_error", str(exc), 0 if self._msg_capped else wire)
 
     def _drop_message(self, out: list[WsEvent], kind: str, detail: str, wire: int) -> None:
         out.append(WsProblem(kind, detail))
@@ -662,6 +681,7 @@ class WebSocketUnframer:
         self._msg_opcode = None
         self._msg_compressed = False
         self._msg_dropping = False
+        self._msg_capped = False
 
     def _lose_framing(self) -> None:
         self._frame = None
@@ -670,6 +690,7 @@ class WebSocketUnframer:
         self._msg_opcode = None
         self._msg_compressed = False
         self._msg_dropping = False
+        self._msg_capped = False
         self._inflater = None
         self._resyncing = True
 
