@@ -7,8 +7,10 @@ other tools and the Lua comparison read them, so they are listed once here in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 from typing import Any
 
 from .decoder import DecodedFrame, StageEvent
@@ -37,7 +39,6 @@ def body_sha256(frame: Frame) -> str | None:
 
 def frame_json(record: DecodedFrame, *, show_secrets: bool = False) -> dict[str, Any]:
     """The contract object of one decoded record (frames, and garbage/gap records alike)."""
-    frame = record.frame
     obj: dict[str, Any] = {
         "pcap_frame": record.pcap_frame,
         "ts": record.ts,
@@ -46,6 +47,15 @@ def frame_json(record: DecodedFrame, *, show_secrets: bool = False) -> dict[str,
         "direction": record.direction,
         "src": record.src,
         "dst": record.dst,
+    }
+    obj.update(_frame_fields(record, show_secrets))
+    return obj
+
+
+def _frame_fields(record: DecodedFrame, show_secrets: bool) -> dict[str, Any]:
+    """The keys of ``frame_json`` from ``offset`` on: those of the frame itself."""
+    frame = record.frame
+    obj: dict[str, Any] = {
         "offset": frame.offset,
         "length": frame.length,
         "version": frame.version,
@@ -101,6 +111,29 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), check_c
 def to_ndjson(obj: dict[str, Any]) -> str:
     """One NDJSON line (without the newline); non-ASCII text stays readable."""
     return _ENCODER.encode(obj)
+
+
+def frame_ndjson(record: DecodedFrame, *, show_secrets: bool = False) -> str:
+    """``to_ndjson(frame_json(record))``, the same text, made faster for ``dissect --json``.
+
+    The carrier, tunnel, direction and endpoint keys are the same for every
+    record of a tunnel direction, so their text is encoded once
+    (``_tunnel_keys``); the packet number and time are ints and floats, whose
+    JSON text is their ``repr``. Only the frame's own keys go through the encoder.
+    """
+    pcap_frame, ts = record.pcap_frame, record.ts
+    if type(pcap_frame) is not int or type(ts) is not float or not math.isfinite(ts):
+        return _ENCODER.encode(frame_json(record, show_secrets=show_secrets))
+    middle = _tunnel_keys(record.carrier, record.tunnel, record.direction, record.src, record.dst)
+    fields = _ENCODER.encode(_frame_fields(record, show_secrets))
+    return f'{{"pcap_frame": {pcap_frame!r}, "ts": {ts!r}, {middle}, {fields[1:]}'
+
+
+@functools.lru_cache(maxsize=1024)
+def _tunnel_keys(carrier: str, tunnel: int, direction: int, src: str, dst: str) -> str:
+    """The JSON text of ``frame_json``'s keys from ``carrier`` to ``dst``, without braces."""
+    keys = {"carrier": carrier, "tunnel": tunnel, "direction": direction, "src": src, "dst": dst}
+    return _ENCODER.encode(keys)[1:-1]
 
 
 _ARROWS = ("→", "←")

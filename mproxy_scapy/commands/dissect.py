@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from ..decoder import DecodedFrame, StageEvent
-from ..render import event_json, event_line, frame_json, frame_line, to_ndjson
+from ..render import event_json, event_line, frame_line, frame_ndjson, to_ndjson
 from ..secrets import redact_text
 from ..sessions import SessionTracker
 from ..spec import KINDS
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     write = out.write
     frames = 0
     live = bool(getattr(args, "interface", None))
+    as_json, scapy = args.json, args.scapy
     first_ts: float | None = None
     for record in decode_records(args, decoder):
         if first_ts is None:
@@ -94,11 +95,11 @@ def run(args: argparse.Namespace) -> int:
             if keep is not None and not keep(record):
                 continue
             frames += 1
-            if args.json:
-                write(to_ndjson(frame_json(record, show_secrets=show_secrets)) + "\n")
+            if as_json:
+                write(frame_ndjson(record, show_secrets=show_secrets) + "\n")
             else:
                 write(frame_line(record, first_ts, show_secrets=show_secrets) + "\n")
-            if args.scapy and record.frame.is_frame:
+            if scapy and record.frame.is_frame:
                 _show_scapy(record, show_secrets)
             if live:
                 out.flush()
