@@ -888,13 +888,14 @@ local ws_dirs = {}        -- direction key -> our WebSocket unframer's state
 local ws_verdicts = {}    -- connection -> whether the WebSocket connection http upgraded carries M-PROXY
 local ws_heads = {}       -- frame number -> { offset, length } of the HTTP upgrade head shown there
 local ws_notes = {}       -- frame number -> { { carrier problem kind, detail } } found in its WebSocket framing
+local tvb_places = {}     -- frame number -> { start, length, consumed_end }: stream offsets of its raw-TCP tvb
 local clients = {}        -- connection -> endpoint key of the SYN sender (else the first sender)
 local first_pass = { done = false } -- set once a later pass has begun
 
 local function init_state()
     tunnels, parsers, results, continuations, ws_pending = {}, {}, {}, {}, {}
     reassembled_in, controls, control_links = {}, {}, {}
-    clients, ws_dirs, ws_heads, ws_verdicts, relay_keys, ws_notes = {}, {}, {}, {}, {}, {}
+    clients, ws_dirs, ws_heads, ws_verdicts, relay_keys, ws_notes, tvb_places = {}, {}, {}, {}, {}, {}, {}
     first_pass = { done = false }
 end
 
@@ -1270,13 +1271,35 @@ local function frame_of(parser, record_end, fallback)
     return arrivals[first] and arrivals[first][2] or fallback
 end
 
-local function remember(pinfo, parser, record, buf, ctx, header_in)
+-- window: where buf lies in the packet's tvb ({ skip = tvb position of buf's
+-- first byte, length = tvb length }), for records the raw-TCP dissector shows
+-- from that tvb: on later passes Wireshark's reassembly hands the same tvb
+-- again, so those records keep no copy of their bytes (entry.in_tvb).
+local function remember(pinfo, parser, record, buf, ctx, header_in, window)
     local number = frame_of(parser, record.offset + record.length, pinfo.number)
     local entry = { record = record, ctx = ctx, header_in = header_in, number = number }
-    if record.pos ~= nil then entry.bytes = buf:sub(record.pos + 1, record.pos + record.length) end
+    if window and number == pinfo.number then
+        entry.from_dissector = true
+        if record.pos ~= nil and record.pos + window.skip >= 0
+            and record.pos + window.skip + record.length <= window.length then
+            entry.in_tvb = true
+        end
+    end
+    if record.pos ~= nil and not entry.in_tvb then
+        entry.bytes = buf:sub(record.pos + 1, record.pos + record.length)
+    end
     results[number] = results[number] or {}
     table.insert(results[number], entry)
     return entry
+end
+
+-- A record kept without a copy of its bytes, shown where its tvb is not at
+-- hand (TCP did not hand this pass the tvb the first pass saw): its fields only.
+local function without_bytes(record)
+    local copy = {}
+    for name, value in pairs(record) do copy[name] = value end
+    copy.pos = nil
+    return copy
 end
 
 local function show_entries(entries, pinfo, tree, fallback_tvb)
@@ -1286,6 +1309,8 @@ local function show_entries(entries, pinfo, tree, fallback_tvb)
         if entry.bytes ~= nil then
             record_tvb = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame")
             record = setmetatable({ pos = 0 }, { __index = entry.record })
+        elseif record.pos ~= nil then
+            record = without_bytes(record)
         end
         local ctx = { key = entry.ctx.key, peer = entry.ctx.peer, stream = entry.ctx.stream,
                       header_in = entry.header_in }
@@ -1348,12 +1373,14 @@ end
 
 -- Parse buf (the direction's bytes from parser.base on); every record is kept
 -- for later passes. Returns the kept entries and the bytes consumed.
-local function parse_kept(parser, buf, pinfo, ctx)
+local function parse_kept(parser, buf, pinfo, ctx, window)
     local records, consumed = parser:run(buf)
     parser.pending = buf:sub(consumed + 1)
     parser.held_parts, parser.held_extra = nil, nil
     local entries = {}
-    for _, record in ipairs(records) do entries[#entries + 1] = remember(pinfo, parser, record, buf, ctx) end
+    for _, record in ipairs(records) do
+        entries[#entries + 1] = remember(pinfo, parser, record, buf, ctx, nil, window)
+    end
     return entries, consumed
 end
 
@@ -1378,8 +1405,58 @@ local function give_up_holes(parser, target, pinfo, ctx)
     return entries
 end
 
+-- The entries the raw-TCP dissector shows in this packet, in the order the
+-- first pass made them: those in the tvb from its bytes (tvb_start: the
+-- stream offset of its first byte), the others from their copies.
+local function show_tvb_entries(entries, tvb, tvb_start, pinfo, tree)
+    local lines, bodies = {}, {}
+    for _, entry in ipairs(entries) do
+        local record, ctx = entry.record, entry.ctx
+        if entry.in_tvb then
+            local pos = record.offset - tvb_start
+            local shown
+            if pos >= 0 and pos + record.length <= tvb:len()
+                and (record.version == nil or record.length == 0 or tvb(pos, 1):uint() == record.version) then
+                shown = setmetatable({ pos = pos }, { __index = record })
+            else
+                shown = without_bytes(record)
+            end
+            lines[#lines + 1] = show_record(shown, tvb, pinfo, tree, ctx, bodies)
+        else
+            local more_lines, more_bodies = show_entries({ entry }, pinfo, tree, tvb)
+            lines[#lines + 1] = more_lines[1]
+            for _, body in ipairs(more_bodies) do bodies[#bodies + 1] = body end
+        end
+    end
+    set_columns(pinfo, lines)
+    dissect_bodies(bodies, pinfo, tree, lines)
+end
+
+-- Later passes: the records this packet's tvb completed on the first pass.
+local tvb_shown = { number = -1 }
+
+-- On later passes TCP hands the same reassembled bytes, cut where the first
+-- pass stopped consuming when it asked for more (tvb_places holds both ends).
+local function redissect_tcp(tvb, pinfo, tree)
+    local names = name_packet(pinfo)
+    local place = tvb_places[pinfo.number]
+    if place == nil then return end
+    local tvb_start = place.start
+    if tvb:len() ~= place.length then tvb_start = place.consumed_end - tvb:len() end
+    local mine = {}
+    for _, entry in ipairs(results[pinfo.number] or {}) do
+        if entry.from_dissector and entry.ctx.key == names.key then mine[#mine + 1] = entry end
+    end
+    if #mine == 0 then return end
+    tvb_shown = { number = pinfo.number }
+    show_tvb_entries(mine, tvb, tvb_start, pinfo, tree)
+end
+
 local function dissect_tcp(tvb, pinfo, tree)
-    if pinfo.visited then return tvb:len() end
+    if pinfo.visited then
+        redissect_tcp(tvb, pinfo, tree)
+        return tvb:len()
+    end
     local stream = stream_id(pinfo)
     local ctx = context(pinfo, stream)
     local key = ctx.key
@@ -1425,22 +1502,11 @@ local function dissect_tcp(tvb, pinfo, tree)
     end
     local drained
     buf, drained = drain_stash(parser, buf, start + tvb:len(), pinfo.number)
-    local entries, consumed = parse_kept(parser, buf, pinfo, ctx)
-    local lines, bodies = {}, {}
-    for _, entry in ipairs(entries) do
-        local record = entry.record
-        if record.pos ~= nil and record.pos + tvb_skip >= 0 and record.pos + tvb_skip + record.length <= tvb:len() then
-            -- shown from the packet's own bytes (Wireshark's reassembled tvb)
-            local shown = setmetatable({ pos = record.pos + tvb_skip }, { __index = record })
-            lines[#lines + 1] = show_record(shown, tvb, pinfo, tree, ctx, bodies)
-        else
-            local more_lines, more_bodies = show_entries({ entry }, pinfo, tree, tvb)
-            lines[#lines + 1] = more_lines[1]
-            for _, body in ipairs(more_bodies) do bodies[#bodies + 1] = body end
-        end
+    local entries, consumed = parse_kept(parser, buf, pinfo, ctx, { skip = tvb_skip, length = tvb:len() })
+    if #entries > 0 and tvb_places[pinfo.number] == nil then
+        tvb_places[pinfo.number] = { start = start, length = tvb:len(), consumed_end = start + tvb_skip + consumed }
     end
-    set_columns(pinfo, lines)
-    dissect_bodies(bodies, pinfo, tree, lines)
+    show_tvb_entries(entries, tvb, start, pinfo, tree)
     if parser.own or drained then
         -- the unconsumed bytes are ours to hold: Wireshark's reassembly cannot know the stashed ones
         parser.own = consumed < #buf
@@ -2064,8 +2130,12 @@ function mproxy_end.dissector(tvb, pinfo, tree)
         end
         for _, entry in ipairs(note_tcp_end(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
     else
-        entries = results[pinfo.number]
-        if continuations[pinfo.number] and (entries == nil or #entries == 0) then
+        entries = {}
+        for _, entry in ipairs(results[pinfo.number] or {}) do
+            -- the raw-TCP dissector showed its own records (unless TCP did not call it this time)
+            if not entry.from_dissector or tvb_shown.number ~= pinfo.number then entries[#entries + 1] = entry end
+        end
+        if continuations[pinfo.number] and #entries == 0 then
             show_continuation(tvb, pinfo, tree)
             pinfo.cols.protocol = "M-PROXY"
             pinfo.cols.info = "M-PROXY continuation"
