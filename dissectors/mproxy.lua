@@ -259,6 +259,7 @@ local function utf8_sequence(s, i)
 end
 
 local function is_utf8(s)
+    if not s:find("[\128-\255]") then return true end
     local i = 1
     while i <= #s do
         local length = utf8_sequence(s, i)
@@ -879,7 +880,7 @@ local tunnels = {}        -- connection -> { carrier = "tcp"|"websocket", direct
 local parsers = {}        -- stream:direction key -> Parser
 local results = {}        -- frame number -> { { record, bytes, ctx, header_in } } shown there
 local continuations = {}  -- frame number -> true: WebSocket bytes of a frame completed later
-local ws_pending = {}     -- stream:direction key -> { bytes = "", frames = {frame numbers} }
+local ws_pending = {}     -- stream:direction key -> { frames = { {number, at} } }: packets of the held bytes
 local reassembled_in = {} -- frame number -> frame number completing a frame started there
 local controls = {}       -- stream:direction:id -> request { frame, time }
 local control_links = {}  -- frame number .. ":" .. record offset -> { reply_to, replied_in, reply_time }
@@ -1544,7 +1545,7 @@ end
 -- records they complete are kept (with the frame where each began) and returned.
 local function feed_stream(pinfo, stream, ctx, data)
     local key = ctx.key
-    local pending = ws_pending[key] or { bytes = "", frames = {} }
+    local pending = ws_pending[key] or { frames = {} }
     ws_pending[key] = pending
     local parser = parsers[key]
     if parser == nil then
@@ -1552,14 +1553,20 @@ local function feed_stream(pinfo, stream, ctx, data)
         parsers[key] = parser
     end
     tunnels[stream].directions[key] = ctx.peer
-    local buf = pending.bytes .. data
     parser.stream_end = (parser.stream_end or 0) + #data
     note_arrival(parser, parser.stream_end, pinfo.number)
-    -- arrivals: where in buf the bytes of each packet begin
+    -- arrivals: where in the held bytes those of each packet begin
     local arrivals = pending.frames
     if #arrivals == 0 or arrivals[#arrivals].number ~= pinfo.number then
-        arrivals[#arrivals + 1] = { number = pinfo.number, at = #pending.bytes }
+        arrivals[#arrivals + 1] = { number = pinfo.number, at = held_length(parser) }
     end
+    if parser.need and parser.stream_end < parser.need then
+        -- the frame under way is still incomplete: keep the bytes, parse nothing
+        hold(parser, data)
+        if #data > 0 then continuations[pinfo.number] = true end
+        return {}
+    end
+    local buf = held(parser) .. data
     local records, consumed = parser:run(buf)
     local entries = {}
     for _, record in ipairs(records) do
@@ -1577,8 +1584,7 @@ local function feed_stream(pinfo, stream, ctx, data)
         end
         entries[#entries + 1] = remember(pinfo, parser, record, buf, ctx, header_in)
     end
-    pending.bytes = buf:sub(consumed + 1)
-    parser.pending = pending.bytes
+    parser.pending = buf:sub(consumed + 1)
     local kept = {}
     for index, arrival in ipairs(arrivals) do
         local next_at = arrivals[index + 1] and arrivals[index + 1].at or #buf
