@@ -1079,12 +1079,18 @@ end
 
 -- Add one record to the tree. tvb holds the record's bytes from position pos.
 -- "ip:port" ("[ip]:port" for IPv6) of a direction key, as the decoder writes endpoints.
+local endpoint_texts = {}
+
 local function endpoint_text(key)
     if key == nil then return nil end
+    local text = endpoint_texts[key]
+    if text then return text end
     local address, port = key:match(">(.*)|(%d+)$")
     if address == nil then return nil end
     if address:find(":", 1, true) then address = "[" .. address .. "]" end
-    return address .. ":" .. port
+    text = address .. ":" .. port
+    endpoint_texts[key] = text
+    return text
 end
 
 -- The header fields, each with its bytes in the header text. A record whose
@@ -1149,12 +1155,11 @@ local function show_body(item, record, at, pinfo, ctx, bodies)
     if record.body_len == 0 then return nil end
     local body_range = at(header_end, record.body_len)
     item:add(pf.body, body_range)
-    local body = body_range:raw()
     local control
     if record.kind == "control" then
-        control = add_control(item, pinfo, record, body_range, body, ctx)
+        control = add_control(item, pinfo, record, body_range, body_range:raw(), ctx)
     elseif record.kind == "error" then
-        local code = body:match('"code"%s*:%s*"([^"]*)"')
+        local code = body_range:raw():match('"code"%s*:%s*"([^"]*)"')
         if code and ERROR_CODES[code] then item:append_text(", " .. code .. " (" .. ERROR_CODES[code] .. ")") end
     end
     local sub = BODY_SUBDISSECTORS[h.values.service or ""]
