@@ -6,11 +6,7 @@ import argparse
 import json
 import sys
 from collections import Counter
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from ..decoder import TCP_GAP_MEANING, Decoder
 from ..secrets import redact_control, redact_value
@@ -18,6 +14,9 @@ from ..sessions import SessionTracker
 from ..spec import PROBLEMS
 from ..textout import safe_text
 from ._source import add_file_argument, check_source, decode_records, make_decoder
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
+        from rich.console import Console  # rich costs every mproxy command 16 ms at start-up: only tables load it
+
         print_tables(summary, Console(highlight=False, width=None if sys.stdout.isatty() else 200))
     sys.stdout.flush()
     check_source(args, decoder)
@@ -116,10 +117,14 @@ def problem_meaning(key: str) -> str:
 
 def _t(value: Any) -> str:
     """Cell text from the capture: control characters escaped, and rich markup (``[...]``) shown literally."""
+    from rich.markup import escape
+
     return "" if value is None else escape(safe_text(str(value)))
 
 
 def print_tables(summary: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
     sessions = Table(title="Tunneled connections", title_justify="left")
     for column in ("tunnel", "client", "service", "name", "port", "frames in/out", "bytes in/out",
                    "start", "duration", "pause/resume", "ended by"):

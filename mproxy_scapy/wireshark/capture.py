@@ -11,7 +11,6 @@ caller's environment.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import os
 import shlex
@@ -60,6 +59,8 @@ def isolated_tshark(tshark: str | None = None) -> Path:
 
 def _ensure_event_loop() -> None:
     """pyshark runs tshark on the main thread's asyncio loop, which ``asyncio.run`` leaves unset."""
+    import asyncio
+
     try:
         asyncio.get_event_loop_policy().get_event_loop()
     except RuntimeError:
