@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from .header import ParsedHeader, number_or_none
 from .jscompat import json_parse
-from .spec import PROBLEMS, VERSION_1_BYTE
+from .spec import MIN_HEADER_FIELDS, PROBLEMS, VERSION_1_BYTE
 
 DEFAULT_MAX_BODY_HELD = 16 * 1024 * 1024
 """A body longer than this is hashed and counted as it streams past, never held whole."""
@@ -487,7 +487,11 @@ class FrameParser:
                 position = candidate + 1
                 continue
             header_end = candidate + 2 + buf[candidate + 1]
-            if ParsedHeader(bytes(buf[candidate + 2 : header_end])).looks_like_frame_start():
+            # a believable header has at least MIN_HEADER_FIELDS - 1 commas: counting them is cheap,
+            # so garbage full of 0xFE bytes is not parsed as a header at every one
+            if buf.count(b",", candidate + 2, header_end) >= MIN_HEADER_FIELDS - 1 and ParsedHeader(
+                bytes(buf[candidate + 2 : header_end])
+            ).looks_like_frame_start():
                 return candidate
             position = candidate + 1
 
