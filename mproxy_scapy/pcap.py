@@ -104,6 +104,10 @@ _unpack_ipv4_tcp = struct.Struct("!BxH2xHxB2x8sHHIIH").unpack_from
 _unpack_ipv6_tcp = struct.Struct("!B3xHBx32sHHIIH").unpack_from
 
 
+_ADDRESS_CACHE_LIMIT = 65536
+"""Entries per address-text cache; a capture with more distinct addresses starts it again."""
+
+
 class Segment:
     """One TCP segment as captured: endpoints, sequence numbers, flags and payload."""
 
@@ -174,8 +178,7 @@ class PacketDecoder:
 
     def __init__(self, stats: CaptureStats) -> None:
         self.stats = stats
-        self._text4: dict[bytes, str] = {}
-        self._text6: dict[bytes, str] = {}
+        self._texts: dict[bytes, str] = {}
         self._pairs: dict[bytes, tuple[str, str]] = {}
         self._reported: set[object] = set()
         self.pending: list[Segment] = []
@@ -218,7 +221,7 @@ class PacketDecoder:
                 if (ethertype == _ETH_IPV4 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF
                         and offflags >= 0x5000 and data <= ip_end <= end):
                     self.stats.tcp_segments += 1
-                    pair = self._pairs.get(addresses) or self._pair4(addresses)
+                    pair = self._pairs.get(addresses) or self._pair(addresses)
                     return Segment(frame_no, ts, pair[0], pair[1], sport, dport, seq, ack, offflags & 0x1FF,
                                    buf[data:ip_end], 4)
             if end - start < 14:
@@ -248,7 +251,7 @@ class PacketDecoder:
                 if (vihl == 0x45 and proto == 6 and not frag & 0x3FFF and offflags >= 0x5000
                         and data <= ip_end <= end):
                     self.stats.tcp_segments += 1
-                    pair = self._pairs.get(addresses) or self._pair4(addresses)
+                    pair = self._pairs.get(addresses) or self._pair(addresses)
                     return Segment(frame_no, ts, pair[0], pair[1], sport, dport, seq, ack, offflags & 0x1FF,
                                    buf[data:ip_end], 4)
             return self._ipv4(buf, off, end, frame_no, ts)
@@ -259,7 +262,7 @@ class PacketDecoder:
                 data = off + 40 + ((offflags >> 10) & 0x3C)
                 if vtc >> 4 == 6 and proto == 6 and length and offflags >= 0x5000 and data <= ip_end <= end:
                     self.stats.tcp_segments += 1
-                    pair = self._pairs.get(addresses) or self._pair6(addresses)
+                    pair = self._pairs.get(addresses) or self._pair(addresses)
                     return Segment(frame_no, ts, pair[0], pair[1], sport, dport, seq, ack, offflags & 0x1FF,
                                    buf[data:ip_end], 6)
             return self._ipv6(buf, off, end, frame_no, ts)
@@ -340,7 +343,7 @@ class PacketDecoder:
                 self.stats.non_tcp += 1
                 return None
             self.stats.ip_fragments += 1
-            text = self._addr4(src), self._addr4(dst)
+            text = self._addr(src), self._addr(dst)
             return self.problem(frame_no, ts, "ip_fragment",
                                 f"IPv4 fragment {text[0]} > {text[1]} at offset {(frag & 0x1FFF) * 8}"
                                 f"{' (more follow)' if frag & 0x2000 else ''}: not reassembled")
@@ -353,7 +356,7 @@ class PacketDecoder:
             return self._malformed(frame_no, ts, f"IPv4 total length {total} < header length {ihl}")
         else:
             ip_end = off + total
-        return self._tcp(buf, off + ihl, ip_end, end, frame_no, ts, self._addr4(src), self._addr4(dst), 4)
+        return self._tcp(buf, off + ihl, ip_end, end, frame_no, ts, self._addr(src), self._addr(dst), 4)
 
     def _ipv6(self, buf: bytes, off: int, end: int, frame_no: int, ts: float) -> Segment | SourceProblem | None:
         if end - off < 40:
@@ -375,7 +378,7 @@ class PacketDecoder:
                         return None
                     self.stats.ip_fragments += 1
                     return self.problem(frame_no, ts, "ip_fragment",
-                                        f"IPv6 fragment {self._addr6(src)} > {self._addr6(dst)} at offset "
+                                        f"IPv6 fragment {self._addr(src)} > {self._addr(dst)} at offset "
                                         f"{frag & 0xFFF8}{' (more follow)' if frag & 1 else ''}: not reassembled")
                 proto, p = following, p + 8  # an atomic fragment holds the whole datagram
             elif proto == _IPV6_AH:
@@ -385,7 +388,7 @@ class PacketDecoder:
         if proto != 6:
             self.stats.non_tcp += 1
             return None
-        return self._tcp(buf, p, ip_end, end, frame_no, ts, self._addr6(src), self._addr6(dst), 6)
+        return self._tcp(buf, p, ip_end, end, frame_no, ts, self._addr(src), self._addr(dst), 6)
 
     def _tcp(self, buf: bytes, off: int, ip_end: int, end: int, frame_no: int, ts: float, src: str, dst: str,
              version: int) -> Segment | SourceProblem:
@@ -415,34 +418,22 @@ class PacketDecoder:
                 return problem
         return segment
 
-    def _pair4(self, raw: bytes) -> tuple[str, str]:
-        """IPv4 source and destination text of the 8 address bytes, cached."""
-        if len(self._pairs) > 65536:
+    def _pair(self, raw: bytes) -> tuple[str, str]:
+        """Source and destination text of the 8 (IPv4) or 32 (IPv6) address bytes, cached."""
+        if len(self._pairs) > _ADDRESS_CACHE_LIMIT:
             self._pairs.clear()
-        pair = self._pairs[raw] = (self._addr4(raw[:4]), self._addr4(raw[4:]))
+        half = len(raw) // 2
+        pair = self._pairs[raw] = (self._addr(raw[:half]), self._addr(raw[half:]))
         return pair
 
-    def _pair6(self, raw: bytes) -> tuple[str, str]:
-        """IPv6 source and destination text of the 32 address bytes, cached."""
-        if len(self._pairs) > 65536:
-            self._pairs.clear()
-        pair = self._pairs[raw] = (self._addr6(raw[:16]), self._addr6(raw[16:]))
-        return pair
-
-    def _addr4(self, raw: bytes) -> str:
-        text = self._text4.get(raw)
+    def _addr(self, raw: bytes) -> str:
+        """The text of 4 (IPv4) or 16 (IPv6) address bytes, cached."""
+        text = self._texts.get(raw)
         if text is None:
-            if len(self._text4) > 65536:
-                self._text4.clear()
-            text = self._text4[raw] = socket.inet_ntop(socket.AF_INET, raw)
-        return text
-
-    def _addr6(self, raw: bytes) -> str:
-        text = self._text6.get(raw)
-        if text is None:
-            if len(self._text6) > 65536:
-                self._text6.clear()
-            text = self._text6[raw] = socket.inet_ntop(socket.AF_INET6, raw)
+            if len(self._texts) > _ADDRESS_CACHE_LIMIT:
+                self._texts.clear()
+            family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+            text = self._texts[raw] = socket.inet_ntop(family, raw)
         return text
 
 

@@ -222,8 +222,8 @@ def test_a_frame_split_at_every_possible_byte_lua(tmp_path, home):
     assert not [e for _, _, experts in rows for e in experts if "M-PROXY" in e or "frame" in e]
 
 
-def test_syn_flood_before_a_tunnel(tmp_path):
-    path = tmp_path / "synflood.pcap"
+def syn_flood_then_tunnel(path: Path, cuts: list[int]) -> Path:
+    """20,000 SYNs from different sources, then one tunnel whose two frames are cut at ``cuts``."""
     with path.open("wb") as stream:
         writer = PcapWriter(stream)
         for i in range(20_000):
@@ -231,11 +231,15 @@ def test_syn_flood_before_a_tunnel(tmp_path):
                                                             1024 + i, TUNNEL_PORT, i * 7919, 0, SYN))
         conversation = Conversation(start=1700000001.0)
         conversation.handshake()
-        conversation.packets += conversation.segments(1, BEFORE + AFTER, [20], 1700000001.1)
+        conversation.packets += conversation.segments(1, BEFORE + AFTER, cuts, 1700000001.1)
         conversation.close((0, len(BEFORE + AFTER)), 1700000002)
         for ts, packet in conversation.raw_packets():
             writer.write(ts, packet)
-    result = dissect(path, "--max-flows", "1000")
+    return path
+
+
+def test_syn_flood_before_a_tunnel(tmp_path):
+    result = dissect(syn_flood_then_tunnel(tmp_path / "synflood.pcap", [20]), "--max-flows", "1000")
     assert result.returncode == 0
     assert [f["body_len"] for f in result.frames()] == [6, 5]
     evicted = [d for k, d in result.problems() if k == "tcp.evicted"]
@@ -245,19 +249,7 @@ def test_syn_flood_before_a_tunnel(tmp_path):
 
 @pytest.mark.tshark
 def test_syn_flood_before_a_tunnel_lua(tmp_path, home):
-    path = tmp_path / "synflood.pcap"
-    with path.open("wb") as stream:
-        writer = PcapWriter(stream)
-        for i in range(20_000):
-            writer.write(1700000000 + i * 1e-5, tcp_packet(f"198.51.{i >> 8 & 255}.{i & 255}", "10.1.0.1",
-                                                            1024 + i, TUNNEL_PORT, i * 7919, 0, SYN))
-        conversation = Conversation(start=1700000001.0)
-        conversation.handshake()
-        conversation.packets += conversation.segments(1, BEFORE + AFTER, [], 1700000001.1)
-        conversation.close((0, len(BEFORE + AFTER)), 1700000002)
-        for ts, packet in conversation.raw_packets():
-            writer.write(ts, packet)
-    assert lua_kinds(path, home) == ["data", "data"]
+    assert lua_kinds(syn_flood_then_tunnel(tmp_path / "synflood.pcap", []), home) == ["data", "data"]
 
 
 def overlapping(path: Path, first: bytes, second_offset: int, second: bytes, *, in_order: bool) -> Path:
