@@ -33,6 +33,7 @@ DEFAULT_MAX_BODY_HELD = 16 * 1024 * 1024
 """A body longer than this is hashed and counted as it streams past, never held whole."""
 
 WRAP = 256
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _CONTROL_BYTE = re.compile(rb"[\x00-\x1f\x7f]")
 _NAME_CONTINUATION = re.compile(rb"[\w.*:-]*(?:,[\w.-]*)?(?:,\n)?")
 _HOST_NAME = re.compile(r"(?:[\w*-]{1,63}\.)*[\w*-]{1,63}\.?")
@@ -139,8 +140,15 @@ class Frame:
 
     @property
     def body_sha256(self) -> str | None:
-        if self._sha256 is None and self.body is not None:
-            self._sha256 = hashlib.sha256(self.body).hexdigest()
+        """The body's sha256; a frame that declares an empty body has the hash of the empty string.
+
+        None when the body was not all seen (truncated, lost bytes) and for garbage and gap records.
+        """
+        if self._sha256 is None:
+            if self.body is not None:
+                self._sha256 = hashlib.sha256(self.body).hexdigest()
+            elif self.datalen == 0 and self.is_frame and not self.gap_bytes:
+                self._sha256 = _EMPTY_SHA256
         return self._sha256
 
     @property

@@ -8,15 +8,13 @@ other tools and the Lua comparison read them, so they are listed once here in
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 from typing import Any
 
 from .decoder import DecodedFrame, StageEvent
-from .parser import Frame
 from .secrets import redact_control, redact_text, redact_value
-from .textout import safe_text
+from .textout import problems_suffix, safe_text
 
 FRAME_KEYS = (
     "pcap_frame", "ts", "carrier", "tunnel", "direction", "src", "dst", "offset", "length",
@@ -24,17 +22,6 @@ FRAME_KEYS = (
     "servicename", "kind", "dialect", "client_id", "body_len", "body_sha256", "problems",
 )
 """Every decoded frame's JSON object has these keys (plus ``control`` for control frames)."""
-
-
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-
-
-def body_sha256(frame: Frame) -> str | None:
-    """The body's sha256; a frame that declares an empty body has the hash of the empty string."""
-    digest = frame.body_sha256
-    if digest is None and frame.datalen == 0 and frame.is_frame and not frame.gap_bytes:
-        return _EMPTY_SHA256
-    return digest
 
 
 def frame_json(record: DecodedFrame, *, show_secrets: bool = False) -> dict[str, Any]:
@@ -72,7 +59,7 @@ def _frame_fields(record: DecodedFrame, show_secrets: bool) -> dict[str, Any]:
         "dialect": frame.dialect,
         "client_id": frame.client_id,
         "body_len": frame.body_len,
-        "body_sha256": body_sha256(frame),
+        "body_sha256": frame.body_sha256,
         "problems": [p.to_json() for p in frame.problems],
     }
     if frame.kind == "control":
@@ -165,10 +152,7 @@ def frame_line(record: DecodedFrame, first_ts: float, *, show_secrets: bool = Fa
             parts.append("[go]")
     else:
         parts.append(f"{frame.length} bytes")
-    text = " ".join(parts)
-    if frame.problems:
-        text += " [" + "; ".join(safe_text(str(p)) for p in frame.problems) + "]"
-    return text
+    return " ".join(parts) + problems_suffix(frame.problems)
 
 
 def _control_summary(record: DecodedFrame, show_secrets: bool) -> str:

@@ -6,7 +6,7 @@ it are shown escaped so a hostile capture cannot drive the terminal.
 
 from __future__ import annotations
 
-from .parser import Frame
+from .parser import Frame, Problem
 
 
 def safe_text(value: str | None) -> str:
@@ -36,6 +36,9 @@ def frame_summary(frame: Frame) -> str:
         if frame.dialect == "go":
             parts.append("[go]")
         text = " ".join(p for p in parts if p)
-    if frame.problems:
-        text += " [" + "; ".join(safe_text(str(p)) for p in frame.problems) + "]"
-    return text
+    return text + problems_suffix(frame.problems)
+
+
+def problems_suffix(problems: list[Problem]) -> str:
+    """`` [kind: detail; ...]`` after a frame's line, or nothing when it has no problems."""
+    return " [" + "; ".join(safe_text(str(p)) for p in problems) + "]" if problems else ""

@@ -15,7 +15,6 @@ from collections import defaultdict
 import pytest
 
 from mproxy_scapy.decoder import DecodedFrame, Decoder, decode_capture
-from mproxy_scapy.render import body_sha256
 from mproxy_scapy.tls import KeyLog
 
 from support import CAPTURES
@@ -54,7 +53,7 @@ def by_direction(items, key):
 
 def as_truth_fields(record: DecodedFrame) -> dict:
     frame = record.frame
-    values = {"carrier": record.carrier, "body_sha256": body_sha256(frame)}
+    values = {"carrier": record.carrier, "body_sha256": frame.body_sha256}
     for name in COMPARED:
         values.setdefault(name, getattr(frame, name, None))
     return values
