@@ -1,18 +1,20 @@
 # The two commands the README names for a fresh machine (Debian, root or sudo):
 #   make dissect   install, then dissect the bundled WebSocket tunnel capture
 #   make test      install everything the tests use, then run the whole suite
-# CI (.ci/run) runs `make test`.
+# CI (.ci/run) runs `make test`. `make wireshark-matrix` builds the Debian roots holding
+# the other Wireshark versions the Lua tests run on (tests/wireshark/matrix.py; as root,
+# a few minutes once per machine, then cached under ~/.cache/mproxy-scapy).
 
 PYTHON ?= python3
-APT_PACKAGES := tshark tcpdump
+APT_PACKAGES := tshark tcpdump debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: dissect test install install-test system-deps
+.PHONY: dissect test install install-test system-deps wireshark-matrix
 
 dissect: install
 	mproxy dissect captures/websocket.pcap
 
-test: install-test
+test: install-test wireshark-matrix
 	$(PYTHON) -m pytest
 
 install:
@@ -21,8 +23,11 @@ install:
 install-test: system-deps
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,fuzz]'
 
+wireshark-matrix: system-deps
+	$(PYTHON) tests/wireshark/matrix.py build
+
 system-deps:
-	@missing=""; for tool in tshark tcpdump editcap node npm; do \
+	@missing=""; for tool in tshark tcpdump editcap debootstrap node npm; do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages for:$$missing"; \

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from wireshark.conftest import WSS_KEYS, capture_files
+from wireshark.matrix import Version
 from wireshark.tshark_records import run_tshark
 
 pytestmark = [pytest.mark.tshark, pytest.mark.slow]
@@ -54,11 +55,11 @@ def mutated(pcap: Path, rate: float, seed: int, folder: Path) -> Path:
 @pytest.mark.parametrize(("rate", "seed"), MUTATIONS, ids=[f"E{r}-seed{s}" for r, s in MUTATIONS])
 @pytest.mark.parametrize("pcap", capture_files(), ids=lambda p: p.name)
 def test_mutated_capture_decodes_without_lua_errors(pcap: Path, rate: float, seed: int, tmp_path: Path,
-                                                   tshark_home: Path) -> None:
+                                                   tshark_home: Path, wireshark: Version) -> None:
     damaged = mutated(pcap, rate, seed, tmp_path)
     for passes in ([], ["-2", "-R", "frame"]):
         result = run_tshark(["-r", str(damaged), "-o", f"tls.keylog_file:{WSS_KEYS}", *passes, "-V"], tshark_home,
-                            timeout=TIMEOUT)
+                            wireshark, timeout=TIMEOUT)
         assert result.returncode == 0, result.stderr
         assert "Lua Error" not in result.stdout
         assert "Lua" not in result.stderr
