@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "stats",
     "follow",
     "detunnel",
+    "check",
     "lua",
     "wireshark",
 )
