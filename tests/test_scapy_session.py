@@ -223,3 +223,18 @@ def test_live_sniff_on_loopback_during_a_real_tunnel():
     request = next(p for p in packets if p.mproxy_kind == "data" and p[TCP].sport == port)
     assert bytes(request[MProxy].payload) == b"GET / HTTP/1.1\r\nHost: live.example.test\r\n\r\n"
     assert len(seen) == expected and all("MProxy" in line or "M-PROXY" in line for line in seen)
+
+
+def test_load_contrib_and_the_star_import_give_the_session_and_rdmproxy(tmp_path):
+    from test_scapy_shell import run_scapy_shell
+
+    result = run_scapy_shell([
+        'conf.exts.load("mproxy-scapy")',
+        'load_contrib("mproxy")',
+        f'print("RESULT", len(sniff(offline="{CAPTURES / "raw-tcp.pcap"}", session=MProxySession)), '
+        f'len(rdmproxy("{CAPTURES / "go-dialect.pcap"}")))',
+    ], tmp_path)
+    assert "RESULT 56 25" in result.stdout, result.stdout + result.stderr
+    namespace: dict = {}
+    exec("from mproxy_scapy import *", namespace)
+    assert namespace["MProxySession"] is MProxySession and namespace["rdmproxy"] is rdmproxy
