@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "stats",
     "follow",
     "detunnel",
+    "export",
     "lua",
     "wireshark",
 )
