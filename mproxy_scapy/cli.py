@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "follow",
     "detunnel",
     "check",
+    "conform",
     "lua",
     "wireshark",
 )
