@@ -105,13 +105,19 @@ TCP_GAP_MEANING = "Bytes of a TCP stream are missing from the capture (a segment
 
 
 class TunnelInfo:
-    """One TCP connection that carries M-PROXY, with totals for ``mproxy stats``."""
+    """One TCP connection that carries M-PROXY, with totals for ``mproxy stats``.
 
-    __slots__ = ("carrier", "carrier_info", "client", "closed", "first_ts", "frames", "id", "last_ts", "order",
-                 "server", "stream_bytes")
+    ``mid_stream`` is True when its TCP handshake was not captured: the capture
+    started after the tunnel did, so its first frames may answer ones never seen.
+    """
 
-    def __init__(self, tunnel: int, client: str, server: str, carrier: str, info: dict[str, Any]) -> None:
+    __slots__ = ("carrier", "carrier_info", "client", "closed", "first_ts", "frames", "id", "last_ts",
+                 "mid_stream", "order", "server", "stream_bytes")
+
+    def __init__(self, tunnel: int, client: str, server: str, carrier: str, info: dict[str, Any], *,
+                 mid_stream: bool = False) -> None:
         self.id = tunnel
+        self.mid_stream = mid_stream
         self.client = client
         self.server = server
         self.carrier = carrier
@@ -202,6 +208,10 @@ class Decoder:
     ``last_ts`` are those of the whole capture in every shard; the other totals
     (``connections``, ``tunnel_count``, ``problem_counts``, ``tunnels``, ...)
     are the shard's own, and add up over the shards to one decoder's.
+
+    With ``report_closed`` set, a tunnel's end is a record too (a ``StageEvent``
+    of stage ``tunnel``, kind ``closed``, the TCP close reason as detail, after
+    the tunnel's last frames): for readers that judge what was still open then.
     """
 
     def __init__(self, *, reassembler: Any = None, carrier_factory: Callable[[], Any] | None = None,
@@ -217,6 +227,7 @@ class Decoder:
         """Live tunnels, and closed ones too with ``keep_closed_tunnels`` (their totals, for ``mproxy stats``)."""
         self.tunnel_count = 0
         self._keep_closed_tunnels = keep_closed_tunnels
+        self.report_closed = False
         self.problem_counts: Counter[str] = Counter()
         self.first_problems: dict[str, StageEvent] = {}
         self.skipped: Counter[str] = Counter()
@@ -459,6 +470,9 @@ class Decoder:
             state.tunnel.closed = reason
             if not self._keep_closed_tunnels:
                 del self.tunnels[state.conn.id]
+            if self.report_closed:
+                out.append(self._stage_event(state, "tunnel", "closed", reason, None, frame_no, ts,
+                                             is_problem=False))
 
     # -- carrier events ------------------------------------------------------------------------
 
@@ -516,7 +530,8 @@ class Decoder:
         state.carrier_kind = kind
         if state.tunnel is None:
             client, server = state.endpoints
-            state.tunnel = self.tunnels[state.conn.id] = TunnelInfo(state.conn.id, client, server, kind, info)
+            state.tunnel = self.tunnels[state.conn.id] = TunnelInfo(state.conn.id, client, server, kind, info,
+                                                                    mid_stream=not state.synced)
             state.tunnel.order = (*self._at, self.tunnel_count)
             self.tunnel_count += 1
         else:

@@ -53,7 +53,8 @@ class DecodeOptions:
 
     ``keylog`` is a path to an NSS key log (each process loads it itself);
     the ``max_*`` bounds are those of ``docs/HARDENING.md``;
-    ``keep_closed_tunnels`` keeps every tunnel's totals (``mproxy stats``).
+    ``keep_closed_tunnels`` keeps every tunnel's totals (``mproxy stats``);
+    ``report_closed`` makes a tunnel's end a record (``Decoder.report_closed``).
     """
 
     show_secrets: bool = False
@@ -63,6 +64,7 @@ class DecodeOptions:
     max_frame_held: int | None = None
     max_message: int | None = None
     keep_closed_tunnels: bool = False
+    report_closed: bool = False
 
     def make_decoder(self, shard: tuple[int, int] | None = None) -> Decoder:
         """A fresh decoder with these options; ``shard=(index, count)`` decodes only that shard's connections."""
@@ -74,12 +76,14 @@ class DecodeOptions:
         keylog = KeyLog.load(self.keylog) if self.keylog else None
         show_secrets = self.show_secrets
         max_message = self.max_message or DEFAULT_MAX_MESSAGE
-        return Decoder(show_secrets=show_secrets, keylog=keylog,
+        decoder = Decoder(show_secrets=show_secrets, keylog=keylog,
                        max_body_held=self.max_frame_held or DEFAULT_MAX_BODY_HELD,
                        keep_closed_tunnels=self.keep_closed_tunnels, shard=shard,
                        reassembler=TcpReassembler(max_flows=self.max_flows or DEFAULT_MAX_FLOWS,
                                                   max_buffered_per_flow=self.max_buffered or DEFAULT_MAX_BUFFERED),
                        carrier_factory=lambda: Carrier(show_secrets=show_secrets, max_message=max_message))
+        decoder.report_closed = self.report_closed
+        return decoder
 
 
 def decode_shard(paths: Sequence[str | os.PathLike[str]] | Sequence[InputFile], index: int, count: int,

@@ -106,8 +106,8 @@ def add_bound_arguments(parser: argparse.ArgumentParser) -> None:
                         f"dropped and reported (default {DEFAULT_MAX_MESSAGE})")
 
 
-def decode_options(args: argparse.Namespace, files: list[InputFile], *,
-                   keep_closed_tunnels: bool = False) -> DecodeOptions:
+def decode_options(args: argparse.Namespace, files: list[InputFile], *, keep_closed_tunnels: bool = False,
+                   report_closed: bool = False) -> DecodeOptions:
     """The decoder settings of these arguments: secrets shown or not, a TLS key log if one is given or found."""
     keylog_path = args.tls_keylog or os.environ.get("SSLKEYLOGFILE")
     if keylog_path is None and len(files) == 1 and not files[0].is_stdin and not getattr(args, "interface", None):
@@ -118,7 +118,7 @@ def decode_options(args: argparse.Namespace, files: list[InputFile], *,
     return DecodeOptions(show_secrets=args.show_secrets, keylog=os.fspath(keylog_path) if keylog_path else None,
                          max_flows=args.max_flows, max_buffered=args.max_buffered,
                          max_frame_held=args.max_frame_held, max_message=args.max_message,
-                         keep_closed_tunnels=keep_closed_tunnels)
+                         keep_closed_tunnels=keep_closed_tunnels, report_closed=report_closed)
 
 
 class Source:
@@ -132,10 +132,12 @@ class Source:
     None, is what iterating gives; its ``totals`` attribute, if any, comes back
     in ``extras`` (one per decoder). ``interactive`` is true when records come
     from something still running (an interface, a pipe): print them at once.
+    ``jobs`` overrides ``--jobs`` (1 for a command that needs the one decoder
+    while records stream, as ``check`` does with ``totals.tunnels``).
     """
 
-    def __init__(self, args: argparse.Namespace, *, keep_closed_tunnels: bool = False,
-                 transform: Callable[[Record, Any], Any] | None = None) -> None:
+    def __init__(self, args: argparse.Namespace, *, keep_closed_tunnels: bool = False, report_closed: bool = False,
+                 transform: Callable[[Record, Any], Any] | None = None, jobs: int | None = None) -> None:
         self.args = args
         self.transform = transform
         self.live = bool(getattr(args, "interface", None))
@@ -143,8 +145,10 @@ class Source:
             raise UserError("give either INPUT or -i IFACE, not both")
         self.files = [] if self.live else input_files(args)
         self.interactive = self.live or any(f.is_stdin for f in self.files)
-        self.options = decode_options(args, self.files, keep_closed_tunnels=keep_closed_tunnels)
-        jobs = args.jobs or cpu_count()
+        self.options = decode_options(args, self.files, keep_closed_tunnels=keep_closed_tunnels,
+                                      report_closed=report_closed)
+        if jobs is None:
+            jobs = args.jobs or cpu_count()
         if jobs > 1 and self.interactive:
             print("mproxy: --jobs: a live capture or standard input is decoded by one process", file=sys.stderr)
             jobs = 1
