@@ -196,7 +196,7 @@ class Decoder:
     name is looked up once per class (``_dispatch``), then by the class itself.
     ``show_secrets`` is handed to the carrier, which redacts upgrade URLs
     and headers in what it reports. With a ``keylog`` (``tls.KeyLog``),
-    TLS 1.3 connections are decrypted before the carrier sees them.
+    TLS 1.3 and TLS 1.2 (ECDHE, AEAD) connections are decrypted before the carrier sees them.
 
     ``shard=(index, count)`` decodes only the TCP connections whose
     ``flow_shard`` is ``index``, for ``count`` decoders that read the same items
@@ -429,7 +429,7 @@ class Decoder:
                 if carried:
                     self._carrier_events(state, carried, out)
                 if state.tunnel is not None and "tls" not in state.tunnel.carrier_info:
-                    state.tunnel.carrier_info["tls"] = "TLS 1.3, decrypted with the key log"
+                    state.tunnel.carrier_info["tls"] = state.tls.description
             else:
                 self.skipped_bytes += event.nbytes
                 self._count(out, self._stage_event(state, "tls", event.kind, event.detail, event.direction,

@@ -50,7 +50,8 @@ def add_file_argument(parser: argparse.ArgumentParser, *, live: bool) -> None:
                             help="with -i: stop after this many seconds (default: until Ctrl-C)")
         parser.add_argument("-c", "--count", type=int, metavar="N", help="with -i: stop after N packets")
     parser.add_argument("--tls-keylog", type=Path, metavar="KEYLOG",
-                        help="NSS key log (SSLKEYLOGFILE) to decrypt wss:// tunnels (TLS 1.3); default: "
+                        help="NSS key log (SSLKEYLOGFILE) to decrypt wss:// tunnels (TLS 1.3; TLS 1.2 with ECDHE and "
+                        "AES-GCM or ChaCha20); default: "
                         "$SSLKEYLOGFILE, else a FILE-stem.keys file next to a single capture")
     parser.add_argument("--show-secrets", action="store_true",
                         help="show tokens (control arguments, access_token, Authorization) instead of redacting")
@@ -115,6 +116,11 @@ def decode_options(args: argparse.Namespace, files: list[InputFile], *, keep_clo
         keylog_path = sibling if sibling.is_file() else None
     if keylog_path is not None and not Path(keylog_path).is_file():
         raise UserError(f"{keylog_path}: no such TLS key log file")
+    if keylog_path:  # read here once for its warnings; each decoder (process) loads it again for itself
+        from ..tls import KeyLog
+
+        for warning in KeyLog.load(keylog_path).warnings:
+            print(f"mproxy: warning: {safe_text(warning)}", file=sys.stderr)
     return DecodeOptions(show_secrets=args.show_secrets, keylog=os.fspath(keylog_path) if keylog_path else None,
                          max_flows=args.max_flows, max_buffered=args.max_buffered,
                          max_frame_held=args.max_frame_held, max_message=args.max_message,
