@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "stats",
     "follow",
     "detunnel",
+    "export",
     "check",
     "lua",
     "wireshark",
