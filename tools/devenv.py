@@ -193,6 +193,10 @@ def optional_requirements(extra: str) -> list[str]:
 
 
 def pip_failure(output: str, what: str, log: Path) -> SetupError:
+    if "CERTIFICATE_VERIFY_FAILED" in output:
+        return SetupError(f"pip could not download {what}: the package index's TLS certificate did not verify "
+                          "(a TLS-intercepting proxy? give its CA with PIP_CERT=/path/to/ca.pem), then run make "
+                          f"again (log: {shown(log)})")
     if any(marker in output for marker in NETWORK_TROUBLE):
         return SetupError(f"pip could not download {what} (no network? the package index is not reachable): connect "
                           f"this machine, or set PIP_INDEX_URL to a mirror, then run make again (log: {shown(log)})")
