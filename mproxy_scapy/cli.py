@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "stats",
     "follow",
     "detunnel",
+    "export",
+    "check",
     "lua",
     "wireshark",
 )
