@@ -1,4 +1,4 @@
-"""Every example in README.md and docs/*.md is run, and what it prints is what the document shows.
+"""Every example in README.md (and the docs in ``readme_examples.DOCUMENTS``) runs and prints what it shows.
 
 The convention (docs/CONTRIBUTING.md, "README examples", sums it up):
 
