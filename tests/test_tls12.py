@@ -9,6 +9,7 @@ import datetime
 import shutil
 import ssl
 import subprocess
+import sys
 
 import pytest
 from cryptography import x509
@@ -21,10 +22,12 @@ from test_tls import TUN
 from tunnel_capture import Conversation, write_pcap
 
 from mproxy_scapy.codec import pack
-from mproxy_scapy.decoder import DecodedFrame, Decoder, StageEvent
+from mproxy_scapy.decoder import DecodedFrame, Decoder, StageEvent, decode_capture
 from mproxy_scapy.parser import iter_frames
 from mproxy_scapy.pcap import open_capture
 from mproxy_scapy.tls import KeyLog, tls12_prf
+
+from support import CAPTURES
 
 PUBLISHED_SHA256 = (  # the TLS 1.2 PRF test vector posted to the IETF TLS list (no official one exists)
     "9bbe436ba940f017b17652849a71db35", "test label", "a0ba9f936cda311827a6f796ffd5198c",
@@ -201,10 +204,6 @@ def test_a_key_log_with_bad_lines_names_each_and_the_usable_line_still_decrypts(
 
 
 def test_the_cli_prints_each_unusable_key_log_line_and_decodes_on(tmp_path):
-    import sys
-
-    from support import CAPTURES
-
     messy = tmp_path / "messy.keys"
     messy.write_text((CAPTURES / "wss.keys").read_text() + "CLIENT_RANDOM 00 " + "11" * 48 + "\n")
     run = subprocess.run([sys.executable, "-m", "mproxy_scapy.cli", "dissect", "--json", "--tls-keylog", str(messy),
@@ -213,3 +212,13 @@ def test_the_cli_prints_each_unusable_key_log_line_and_decodes_on(tmp_path):
     lines = (CAPTURES / "wss.keys").read_text().count("\n") + 1
     assert f"mproxy: warning: {messy}:{lines}: CLIENT_RANDOM: the client random is 1 bytes, not 32" in run.stderr
     assert len(run.stdout.splitlines()) == 51
+
+
+def test_the_recorded_tls12_capture_decrypts_from_the_devices_own_key_log():
+    decoder = Decoder(keylog=KeyLog.load(CAPTURES / "wss-tls12.keys"), keep_closed_tunnels=True)
+    frames = [r for r in decode_capture(CAPTURES / "wss-tls12.pcapng", decoder=decoder)
+              if isinstance(r, DecodedFrame)]
+    assert len(frames) == 47 and not decoder.problem_counts
+    (tunnel,) = decoder.tunnels.values()
+    assert tunnel.carrier_info["tls"] == ("TLS 1.2 TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, extended master secret, "
+                                          "decrypted with the key log")
