@@ -1,8 +1,9 @@
 """Decoded records as NDJSON objects and as one-line text, the two forms ``mproxy dissect`` prints.
 
-The JSON key names are a contract (DESIGN.md, "Contracts the tests hold"):
-other tools and the Lua comparison read them, so they are listed once here in
-``FRAME_KEYS`` and never renamed. Secrets are redacted unless asked for.
+The JSON key names are a contract, documented for users in docs/NDJSON.md (every
+key, type and when it is there; tests/test_ndjson_contract.py holds the two
+together): other tools and the Lua comparison read them, so they are listed once
+here in ``FRAME_KEYS`` and never renamed. Secrets are redacted unless asked for.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ def register(subparsers: Any) -> None:
     )
     add_file_argument(parser, live=True)
     parser.add_argument("--json", action="store_true",
-                        help="one JSON object per record (NDJSON), field names as in DESIGN.md")
+                        help="one JSON object per record (NDJSON); every key, its type and when it is "
+                        "there: docs/NDJSON.md in the mproxy-scapy repository")
     parser.add_argument("--service", metavar="NAME", help="only frames whose service (or servicename) is NAME")
     parser.add_argument("--client", metavar="ID",
                         help="only frames of this tunneled client: family,address,port or address:port")
