@@ -20,7 +20,7 @@
 -- The frame parser is a port of mproxy_scapy/parser.py (FrameParser): the same
 -- resynchronisation rule and problem names, so Wireshark and `mproxy dissect`
 -- agree frame for frame. The first pass parses and keeps every record with a
--- copy of its bytes under the packet that held its last byte; later passes
+-- copy of its bytes under the packet that completed it; later passes
 -- (tshark -2, the GUI) show the kept records from a postdissector.
 
 local mproxy = Proto("mproxy", "M-PROXY tunnel protocol")
