@@ -4,7 +4,7 @@
 # CI (.ci/run) runs `make test`.
 
 PYTHON ?= python3
-APT_PACKAGES := tshark tcpdump
+APT_PACKAGES := tshark tcpdump chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: dissect test install install-test system-deps
@@ -22,7 +22,7 @@ install-test: system-deps
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,fuzz]'
 
 system-deps:
-	@missing=""; for tool in tshark tcpdump editcap node npm; do \
+	@missing=""; for tool in tshark tcpdump editcap node npm chromium chromedriver; do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages for:$$missing"; \

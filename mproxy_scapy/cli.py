@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "unpack",
     "dissect",
     "stats",
+    "report",
     "follow",
     "detunnel",
     "lua",
