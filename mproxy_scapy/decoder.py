@@ -101,13 +101,19 @@ TCP_GAP_MEANING = "Bytes of a TCP stream are missing from the capture (a segment
 
 
 class TunnelInfo:
-    """One TCP connection that carries M-PROXY, with totals for ``mproxy stats``."""
+    """One TCP connection that carries M-PROXY, with totals for ``mproxy stats``.
+
+    ``mid_stream`` is True when its TCP handshake was not captured: the capture
+    started after the tunnel did, so its first frames may answer ones never seen.
+    """
 
     __slots__ = ("carrier", "carrier_info", "client", "closed", "first_ts", "frames", "id", "last_ts",
-                 "server", "stream_bytes")
+                 "mid_stream", "server", "stream_bytes")
 
-    def __init__(self, tunnel: int, client: str, server: str, carrier: str, info: dict[str, Any]) -> None:
+    def __init__(self, tunnel: int, client: str, server: str, carrier: str, info: dict[str, Any], *,
+                 mid_stream: bool = False) -> None:
         self.id = tunnel
+        self.mid_stream = mid_stream
         self.client = client
         self.server = server
         self.carrier = carrier
@@ -168,7 +174,10 @@ class Decoder:
     name is looked up once per class (``_dispatch``), then by the class itself.
     ``show_secrets`` is handed to the carrier, which redacts upgrade URLs
     and headers in what it reports. With a ``keylog`` (``tls.KeyLog``),
-    TLS 1.3 connections are decrypted before the carrier sees them.
+    TLS 1.3 and TLS 1.2 (ECDHE, AEAD) connections are decrypted before the carrier sees them.
+    With ``report_closed`` set, a tunnel's end is a record too (a ``StageEvent``
+    of stage ``tunnel``, kind ``closed``, the TCP close reason as detail, after
+    the tunnel's last frames): for readers that judge what was still open then.
     """
 
     def __init__(self, *, reassembler: Any = None, carrier_factory: Callable[[], Any] | None = None,
@@ -183,6 +192,7 @@ class Decoder:
         """Live tunnels, and closed ones too with ``keep_closed_tunnels`` (their totals, for ``mproxy stats``)."""
         self.tunnel_count = 0
         self._keep_closed_tunnels = keep_closed_tunnels
+        self.report_closed = False
         self.problem_counts: Counter[str] = Counter()
         self.first_problems: dict[str, StageEvent] = {}
         self.skipped: Counter[str] = Counter()
@@ -304,7 +314,7 @@ class Decoder:
                 if carried:
                     self._carrier_events(state, carried, out)
                 if state.tunnel is not None and "tls" not in state.tunnel.carrier_info:
-                    state.tunnel.carrier_info["tls"] = "TLS 1.3, decrypted with the key log"
+                    state.tunnel.carrier_info["tls"] = state.tls.description
             else:
                 self.skipped_bytes += event.nbytes
                 self._count(out, self._stage_event(state, "tls", event.kind, event.detail, event.direction,
@@ -345,6 +355,9 @@ class Decoder:
             state.tunnel.closed = reason
             if not self._keep_closed_tunnels:
                 del self.tunnels[state.conn.id]
+            if self.report_closed:
+                out.append(self._stage_event(state, "tunnel", "closed", reason, None, frame_no, ts,
+                                             is_problem=False))
 
     # -- carrier events ------------------------------------------------------------------------
 
@@ -402,7 +415,8 @@ class Decoder:
         state.carrier_kind = kind
         if state.tunnel is None:
             client, server = state.endpoints
-            state.tunnel = self.tunnels[state.conn.id] = TunnelInfo(state.conn.id, client, server, kind, info)
+            state.tunnel = self.tunnels[state.conn.id] = TunnelInfo(state.conn.id, client, server, kind, info,
+                                                                    mid_stream=not state.synced)
             self.tunnel_count += 1
         else:
             state.tunnel.carrier = kind

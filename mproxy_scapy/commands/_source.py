@@ -42,7 +42,8 @@ def add_file_argument(parser: argparse.ArgumentParser, *, live: bool) -> None:
                             help="with -i: stop after this many seconds (default: until Ctrl-C)")
         parser.add_argument("-c", "--count", type=int, metavar="N", help="with -i: stop after N packets")
     parser.add_argument("--tls-keylog", type=Path, metavar="KEYLOG",
-                        help="NSS key log (SSLKEYLOGFILE) to decrypt wss:// tunnels (TLS 1.3); default: "
+                        help="NSS key log (SSLKEYLOGFILE) to decrypt wss:// tunnels (TLS 1.3; TLS 1.2 with ECDHE and "
+                        "AES-GCM or ChaCha20); default: "
                         "$SSLKEYLOGFILE, else a FILE-stem.keys file next to the capture")
     parser.add_argument("--show-secrets", action="store_true",
                         help="show tokens (control arguments, access_token, Authorization) instead of redacting")
@@ -97,6 +98,8 @@ def make_decoder(args: argparse.Namespace, *, keep_closed_tunnels: bool = False)
     if keylog_path is not None and not Path(keylog_path).is_file():
         raise UserError(f"{keylog_path}: no such TLS key log file")
     keylog = KeyLog.load(keylog_path) if keylog_path else None
+    for warning in keylog.warnings if keylog is not None else ():
+        print(f"mproxy: warning: {safe_text(warning)}", file=sys.stderr)
     from ..carrier import Carrier
     from ..tcp import TcpReassembler
 

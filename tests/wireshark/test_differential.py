@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from wireshark.conftest import WSS_KEYS, capture_files
+from wireshark.conftest import capture_files, keylog_for
 from wireshark.decoders import differences, in_packet_order, lua_records, python_records
 
 
@@ -25,7 +25,7 @@ def test_there_are_captures_to_compare() -> None:
 
 @pytest.mark.parametrize("pcap", _params())
 def test_tshark_shows_the_frames_mproxy_dissect_finds(pcap: Path, tshark_home: Path) -> None:
-    keylog = WSS_KEYS if pcap.suffix == ".pcapng" or pcap.stem.startswith("wss") else None
+    keylog = keylog_for(pcap)
     python = in_packet_order(python_records(pcap, keylog))
     lua, result = lua_records(pcap, tshark_home, keylog)
     assert result.returncode == 0, result.stderr

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from wireshark.conftest import WSS_KEYS, capture_files
+from wireshark.conftest import WSS_KEYS, capture_files, keylog_for
 from wireshark.tshark_records import run_tshark
 
 pytestmark = [pytest.mark.tshark, pytest.mark.slow]
@@ -57,7 +57,8 @@ def test_mutated_capture_decodes_without_lua_errors(pcap: Path, rate: float, see
                                                    tshark_home: Path) -> None:
     damaged = mutated(pcap, rate, seed, tmp_path)
     for passes in ([], ["-2", "-R", "frame"]):
-        result = run_tshark(["-r", str(damaged), "-o", f"tls.keylog_file:{WSS_KEYS}", *passes, "-V"], tshark_home,
+        result = run_tshark(["-r", str(damaged), "-o", f"tls.keylog_file:{keylog_for(pcap) or WSS_KEYS}", *passes,
+                             "-V"], tshark_home,
                             timeout=TIMEOUT)
         assert result.returncode == 0, result.stderr
         assert "Lua Error" not in result.stdout

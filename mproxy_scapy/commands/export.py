@@ -1,0 +1,49 @@
+"""``mproxy export FILE -o DIR``: the decoded capture as Parquet tables for SQL (schema: docs/EXPORT.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..export import DEFAULT_BATCH_ROWS, ExportOptions, Staging, export_part, require_pyarrow
+from ..export_schema import SCHEMA_VERSION
+from ._source import add_file_argument, bundled_capture, check_source, decode_records, make_decoder, positive_int
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write the frames, clients, tunnels, control round-trips and problems as Parquet tables",
+        description="Decode a capture into Apache Parquet tables under DIR (DIR/<table>/part-*.parquet): "
+        "frames, clients (one row per tunneled connection), tunnels, control (request/reply pairs with "
+        "latency) and problems. The schema is versioned and documented in docs/EXPORT.md. Tables are "
+        "written to a staging folder and moved into place only when the whole run succeeded.",
+        epilog="Bodies are left out unless --bodies; tokens are redacted (bodies: masked) unless --show-secrets. "
+        "Needs pyarrow: pip install 'mproxy-scapy[export]'.",
+    )
+    add_file_argument(parser, live=False)
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                        help="folder for the tables (created if missing; existing tables in it are replaced)")
+    parser.add_argument("--bodies", action="store_true", help="also export each frame's body (binary column)")
+    parser.add_argument("--row-group", type=positive_int, default=DEFAULT_BATCH_ROWS, metavar="ROWS",
+                        help=f"rows per Parquet row group; bounds memory (default {DEFAULT_BATCH_ROWS})")
+    parser.set_defaults(func=run)
+
+
+def options_of(args: argparse.Namespace) -> ExportOptions:
+    return ExportOptions(bodies=args.bodies, show_secrets=args.show_secrets, batch_rows=args.row_group)
+
+
+def run(args: argparse.Namespace) -> int:
+    require_pyarrow()
+    decoder = make_decoder(args, keep_closed_tunnels=True)
+    source = str(args.file or bundled_capture())
+    with Staging(args.output) as staging:
+        counts = export_part(decode_records(args, decoder), decoder, staging.path, 0, options_of(args), source)
+        check_source(args, decoder)
+        staging.commit()
+    rows = ", ".join(f"{count} {table}" for table, count in counts.items())
+    print(f"exported {rows} to {args.output} (schema version {SCHEMA_VERSION})", file=sys.stderr)
+    return 0
