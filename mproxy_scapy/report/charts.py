@@ -132,40 +132,52 @@ def timeline(data: dict[str, Any], sets: Datasets) -> alt.LayerChart | None:
         color="independent")
 
 
-def _series_name(tunnel: int | None, direction: int) -> str:
-    return (f"tunnel {tunnel} " if tunnel is not None else "other tunnels ") + ARROWS[direction]
+DIRECTION_TITLES = (f"{ARROWS[0]} device to relay (direction 0)", f"{ARROWS[1]} relay to device (direction 1)")
 
 
-def throughput(data: dict[str, Any], sets: Datasets) -> alt.Chart | None:
-    """Tunnel bytes (whole M-PROXY frames) per interval, one line per tunnel and direction."""
+def throughput(data: dict[str, Any], sets: Datasets) -> alt.VConcatChart | None:
+    """Tunnel bytes (whole M-PROXY frames) per interval: a panel per direction, a line per tunnel.
+
+    One panel per direction, each with its own scale, because the two usually
+    differ by orders of magnitude (requests one way, downloads the other).
+    """
     if not data["throughput"]:
         return None
     totals: dict[int, int] = {}
     for row in data["throughput"]:
         totals[row["tunnel"]] = totals.get(row["tunnel"], 0) + row["bytes"]
     shown = set(sorted(totals, key=totals.__getitem__, reverse=True)[:THROUGHPUT_TUNNELS])
-    sums: dict[tuple[float, str], int] = {}
+    sums: dict[tuple[float, str, int], int] = {}
     times: set[float] = set()
     series: set[str] = set()
     for row in data["throughput"]:
-        name = _series_name(row["tunnel"] if row["tunnel"] in shown else None, row["direction"])
-        key = (row["time"], name)
+        name = f"tunnel {row['tunnel']}" if row["tunnel"] in shown else "other tunnels"
+        key = (row["time"], name, row["direction"])
         sums[key] = sums.get(key, 0) + row["bytes"]
         times.add(row["time"])
         series.add(name)
     interval = data["interval"] or 1.0
     # empty intervals are drawn as zero, not bridged by the line
     grid = sorted({round(i * interval, 6) for i in range(int(max(times, default=0) / interval) + 2)} | times)
-    rows = [{"time": t, "series": s, "bytes": sums.get((t, s), 0)} for s in sorted(series) for t in grid]
-    zoom = alt.selection_interval(bind="scales", encodings=["x"], name="throughput_zoom")
-    return alt.Chart(sets.use("throughput", rows), name="throughput_lines").mark_line(interpolate="step-after").encode(
-        x=alt.X("time:Q", title="seconds since the first packet"),
-        y=alt.Y("bytes:Q", title=f"bytes per {duration_text(interval)}"),
-        color=alt.Color("series:N", title="tunnel, direction"),
-        tooltip=[alt.Tooltip("series:N", title="tunnel"), alt.Tooltip("time:Q", title="from (s)"),
-                 alt.Tooltip("bytes:Q", title="bytes", format=",")],
-    ).add_params(zoom).properties(width=WIDTH, height=260,
-                                  title=f"Tunnel throughput (bytes of M-PROXY frames per {duration_text(interval)})")
+    rows = [{"time": t, "tunnel": s, "direction": d, "bytes": sums.get((t, s, d), 0)}
+            for d in (0, 1) for s in sorted(series) for t in grid]
+    source = sets.use("throughput", rows)
+    span = max(data["span"], grid[-1] if grid else 0) or 1e-6
+    per = duration_text(interval)
+
+    def panel(direction: int) -> alt.Chart:
+        zoom = alt.selection_interval(bind="scales", encodings=["x"], name=f"throughput_zoom_{direction}")
+        return alt.Chart(source, name=f"throughput_lines_{direction}").mark_line(interpolate="step-after").encode(
+            x=alt.X("time:Q", title="seconds since the first packet", scale=alt.Scale(domain=[0, span], nice=False)),
+            y=alt.Y("bytes:Q", title=f"bytes per {per}"),
+            color=alt.Color("tunnel:N", title="tunnel"),
+            tooltip=[alt.Tooltip("tunnel:N"), alt.Tooltip("time:Q", title="from (s)"),
+                     alt.Tooltip("bytes:Q", title=f"bytes in {per}", format=",")],
+        ).transform_filter(alt.datum.direction == direction).add_params(zoom).properties(
+            width=WIDTH, height=180, title=DIRECTION_TITLES[direction])
+
+    return alt.vconcat(panel(0), panel(1)).properties(
+        title=f"Tunnel throughput: bytes of M-PROXY frames per {per}").resolve_scale(color="shared")
 
 
 def top_clients(data: dict[str, Any], sets: Datasets) -> alt.Chart | None:
@@ -215,17 +227,29 @@ def control_latency(data: dict[str, Any], sets: Datasets) -> alt.VConcatChart | 
 
 
 def problems_over_time(data: dict[str, Any], sets: Datasets) -> alt.Chart | None:
-    """Problems per interval, stacked by kind (None when there are none)."""
+    """Problems per interval, stacked by kind (None when there are none).
+
+    The stack is computed here (``low``/``high``): Vega-Lite does not stack
+    bars whose x is a range (interval start to end).
+    """
     if not data["problem_bins"]:
         return None
     interval = data["interval"] or 1.0
-    rows = [dict(r, stop=round(r["time"] + interval, 6)) for r in data["problem_bins"]]
+    rows = []
+    height: dict[float, int] = {}
+    for r in sorted(data["problem_bins"], key=lambda r: (r["time"], r["kind"])):
+        low = height.get(r["time"], 0)
+        height[r["time"]] = low + r["count"]
+        rows.append(dict(r, stop=round(r["time"] + interval, 6), low=low, high=low + r["count"]))
+    span = max(data["span"], max(r["stop"] for r in rows)) or 1e-6
+    zoom = alt.selection_interval(bind="scales", encodings=["x"], name="problems_zoom")
     return alt.Chart(sets.use("problems", rows), name="problem_bars").mark_bar().encode(
-        x=alt.X("time:Q", title="seconds since the first packet"), x2="stop:Q",
-        y=alt.Y("count:Q", title=f"problems per {duration_text(interval)}", stack="zero"),
+        x=alt.X("time:Q", title="seconds since the first packet", scale=alt.Scale(domain=[0, span], nice=False)),
+        x2="stop:Q",
+        y=alt.Y("low:Q", title=f"problems per {duration_text(interval)}"), y2="high:Q",
         color=alt.Color("kind:N", title="problem"),
         tooltip=[alt.Tooltip("kind:N"), alt.Tooltip("time:Q", title="from (s)"), alt.Tooltip("count:Q")],
-    ).properties(width=WIDTH, height=200, title="Problems over time")
+    ).add_params(zoom).properties(width=WIDTH, height=200, title="Problems over time")
 
 
 CHARTS = (

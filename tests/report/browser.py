@@ -4,8 +4,8 @@ No browser or driver is downloaded: both paths are given, so Selenium Manager
 never runs. The network is blocked twice over: every request goes to a proxy
 on a closed loopback port, and the DevTools network log (``performance``) is
 kept so a test can assert that no http(s) request was even attempted.
-Run as a script it saves a screenshot of a report page (how docs/report.png is made):
-``python tests/report/browser.py report.html docs/report.png``.
+Run as a script it saves a screenshot of a report page (how docs/report-websocket.png is made:
+``python tests/report/browser.py /tmp/report.html docs/report-websocket.png --max-height 1500 --hover 2``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,8 +97,27 @@ def full_page_screenshot(browser: webdriver.Chrome, path: Path, max_height: int 
     browser.save_screenshot(str(path))
 
 
-if __name__ == "__main__":
-    report, target = Path(sys.argv[1]), Path(sys.argv[2])
+def main() -> None:
+    import argparse
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    parser = argparse.ArgumentParser(description="Screenshot a report page in the offline Chromium.")
+    parser.add_argument("page", type=Path)
+    parser.add_argument("png", type=Path)
+    parser.add_argument("--max-height", type=int, default=4000)
+    parser.add_argument("--hover", type=int, metavar="ROW", help="hover this timeline bar (0 = first) first")
+    args = parser.parse_args()
     with offline_chromium() as chrome:
-        assert open_report(chrome, report) == "rendered"
-        full_page_screenshot(chrome, target, max_height=int(sys.argv[3]) if len(sys.argv) > 3 else 4000)
+        assert open_report(chrome, args.page) == "rendered"
+        full_page_screenshot(chrome, args.png, max_height=args.max_height)
+        if args.hover is not None:
+            bars = chrome.find_elements(By.CSS_SELECTOR, "#chart-timeline g.client_bars_marks > path")
+            ActionChains(chrome).move_to_element(bars[args.hover]).perform()
+            WebDriverWait(chrome, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#vg-tooltip-element.visible"))
+            chrome.save_screenshot(str(args.png))
+
+
+if __name__ == "__main__":
+    main()
