@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "detunnel",
     "export",
     "check",
+    "conform",
     "lua",
     "wireshark",
 )

@@ -1,8 +1,8 @@
-"""Reading the examples out of README.md, and running an interpreter session as a doctest.
+"""Reading the examples out of README.md and docs/*.md, and running an interpreter session as a doctest.
 
 The convention these functions implement is written once, in ``tests/test_readme.py``'s
 docstring (and summed up in docs/CONTRIBUTING.md). This module only parses; the test runs.
-Run as a script (``python readme_examples.py SETUP NAME LINENO`` with the session on
+Run as a script (``python readme_examples.py SETUP DOC LINENO`` with the session on
 standard input), it executes one ``>>>`` session as a doctest and exits with the
 number of failed examples.
 """
@@ -15,7 +15,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCUMENTS = [README, ROOT / "docs" / "NDJSON.md"]
+"""Where examples are run from: the README, and each document under docs/ that follows the convention
+(add yours here once its examples run)."""
 
 RUN_TAGS = {"console", "sh", "shell", "bash", "python"}
 """Fenced blocks with these info strings are examples; all of them are run."""
@@ -36,7 +40,9 @@ class Example:
     """One thing to run: a shell command, an interpreter session, or a Python script."""
 
     kind: str  # "command" (output compared), "unchecked" (sh block line), "session" (doctest), "script"
-    lineno: int  # 1-based line of the README where it starts
+    doc: str  # the document, relative to the repository root
+    block: int  # 1-based line of the block's first content line (commands of one block share a folder)
+    lineno: int  # 1-based line of the document where it starts
     source: str  # the command line, or the session / script text
     expected: list[str] = field(default_factory=list)  # shown output lines (commands) or banner (sessions)
     interpreter: str = ""  # for sessions: the INTERPRETERS key
@@ -44,7 +50,7 @@ class Example:
     @property
     def id(self) -> str:
         first = f"{self.interpreter} session" if self.kind == "session" else self.source.splitlines()[0]
-        return f"README.md:{self.lineno} {first[:60]}"
+        return f"{self.doc}:{self.lineno} {first[:60]}"
 
 
 @dataclass
@@ -54,7 +60,7 @@ class Block:
     lines: list[str]
 
 
-def fenced_blocks(text: str) -> list[Block]:
+def fenced_blocks(text: str, doc: str = "README.md") -> list[Block]:
     """Every fenced (```) block with its info string and the line its content starts on."""
     blocks: list[Block] = []
     current: Block | None = None
@@ -69,41 +75,41 @@ def fenced_blocks(text: str) -> list[Block]:
         else:
             current.lines.append(line)
     if current is not None:
-        raise ValueError(f"README.md:{current.lineno - 1}: fenced block never closed")
+        raise ValueError(f"{doc}:{current.lineno - 1}: fenced block never closed")
     return blocks
 
 
-def examples(text: str) -> list[Example]:
-    """The README's examples in order, as the convention in tests/test_readme.py reads them."""
+def examples(text: str, doc: str = "README.md") -> list[Example]:
+    """A document's examples in order, as the convention in tests/test_readme.py reads them."""
     found: list[Example] = []
-    for block in fenced_blocks(text):
+    for block in fenced_blocks(text, doc):
         if block.tag in LISTING_TAGS:
             continue
         if block.tag not in RUN_TAGS:
-            raise ValueError(f"README.md:{block.lineno - 1}: fenced block tagged {block.tag!r}: use one of "
+            raise ValueError(f"{doc}:{block.lineno - 1}: fenced block tagged {block.tag!r}: use one of "
                              f"{sorted(RUN_TAGS | LISTING_TAGS - {''})} or none (see tests/test_readme.py)")
         if block.tag == "console":
-            found += _console(block)
+            found += _console(block, doc)
         elif block.tag == "python":
             body = "\n".join(block.lines) + "\n"
             kind = "session" if any(line.startswith(">>>") for line in block.lines) else "script"
-            found.append(Example(kind, block.lineno, body, interpreter="python3"))
+            found.append(Example(kind, doc, block.lineno, block.lineno, body, interpreter="python3"))
         else:
             for offset, line in enumerate(block.lines):
                 command = re.sub(r"\s+#.*$", "", line).strip()
                 if command and not command.startswith("#"):
-                    found.append(Example("unchecked", block.lineno + offset, command))
+                    found.append(Example("unchecked", doc, block.lineno, block.lineno + offset, command))
     return found
 
 
-def _console(block: Block) -> list[Example]:
+def _console(block: Block, doc: str) -> list[Example]:
     found: list[Example] = []
     lines = block.lines
     index = 0
     while index < len(lines):
         line = lines[index]
         if not line.startswith("$ "):
-            raise ValueError(f"README.md:{block.lineno + index}: console block line outside a command's output: "
+            raise ValueError(f"{doc}:{block.lineno + index}: console block line outside a command's output: "
                              f"{line!r} (commands start with '$ ')")
         command = line[2:].strip()
         start = block.lineno + index
@@ -116,9 +122,10 @@ def _console(block: Block) -> list[Example]:
             banner: list[str] = []
             while output and not output[0].startswith(">>>"):
                 banner.append(output.pop(0))
-            found.append(Example("session", start, "\n".join(output) + "\n", banner, interpreter=command))
+            found.append(Example("session", doc, block.lineno, start, "\n".join(output) + "\n", banner,
+                                 interpreter=command))
         else:
-            found.append(Example("command", start, command, output))
+            found.append(Example("command", doc, block.lineno, start, command, output))
     return found
 
 
@@ -154,11 +161,11 @@ def as_transcript(session: str) -> str:
     return "\n".join("<BLANKLINE>" if not line.strip() else line for line in session.rstrip("\n").splitlines()) + "\n"
 
 
-def run_session(setup: str, name: str, lineno: int, session: str) -> int:
+def run_session(setup: str, doc: str, lineno: int, session: str) -> int:
     """Run one session as a doctest in a fresh namespace prepared by ``setup``; return the failure count."""
     namespace: dict[str, object] = {"__name__": "__main__"}
     exec(setup, namespace)
-    test = doctest.DocTestParser().get_doctest(as_transcript(session), namespace, name, "README.md", lineno - 1)
+    test = doctest.DocTestParser().get_doctest(as_transcript(session), namespace, f"{doc}:{lineno}", doc, lineno - 1)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     return runner.failures

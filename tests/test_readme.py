@@ -1,4 +1,4 @@
-"""Every example in README.md is run, and what it prints is what the README shows.
+"""Every example in README.md (and the docs in ``readme_examples.DOCUMENTS``) runs and prints what it shows.
 
 The convention (docs/CONTRIBUTING.md, "README examples", sums it up):
 
@@ -41,12 +41,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from readme_examples import INTERPRETERS, README, Example, examples, fenced_blocks, output_matches
+from readme_examples import DOCUMENTS, INTERPRETERS, ROOT, Example, examples, output_matches
 
-ROOT = README.parent
 RUNNER = Path(__file__).with_name("readme_examples.py")
 
-NOT_RUN = {
+NOT_RUN = {  # command -> why it is not run here, and where it is run
     "make dissect": "run from a fresh clone with the system python3 by tests/test_first_contact.py (slow)",
     "make test": "runs this very suite; CI runs it (.ci/run)",
 }
@@ -64,7 +63,7 @@ NOISE = {
 }
 """Lines dropped from what a command printed before it is compared."""
 
-EXAMPLES = examples(README.read_text(encoding="utf-8"))
+EXAMPLES = [e for doc in DOCUMENTS for e in examples(doc.read_text(encoding="utf-8"), str(doc.relative_to(ROOT)))]
 
 
 def normalise(line: str) -> str:
@@ -84,12 +83,10 @@ def user_env(home: Path) -> dict[str, str]:
 
 
 def blocks_of(found: list[Example]) -> list[list[Example]]:
-    """Consecutive console commands of one block share their temporary folder, so they run together."""
-    grouped: dict[int, list[Example]] = {}
-    starts = sorted(b.lineno for b in fenced_blocks(README.read_text(encoding="utf-8")))
+    """The commands of one block share their temporary folder, so they run together, in order."""
+    grouped: dict[tuple[str, int], list[Example]] = {}
     for example in found:
-        block_start = max(s for s in starts if s <= example.lineno)
-        grouped.setdefault(block_start, []).append(example)
+        grouped.setdefault((example.doc, example.block), []).append(example)
     return list(grouped.values())
 
 
@@ -99,7 +96,7 @@ def _param(block: list[Example]) -> pytest.ParameterSet:
 
 
 def _run(example: Example, tmp: Path, env: dict[str, str]) -> None:
-    where = f"README.md:{example.lineno}"
+    where = f"{example.doc}:{example.lineno}"
     if example.kind == "command":
         command = example.source.replace("/tmp/", f"{tmp}/")
         result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, text=True,
@@ -111,7 +108,7 @@ def _run(example: Example, tmp: Path, env: dict[str, str]) -> None:
             f"{result.stdout}"
         if not output_matches(expected, actual):
             diff = "\n".join(difflib.unified_diff(expected, actual, "README", "actual", lineterm=""))
-            pytest.fail(f"{where}: `{example.source}` printed something else than the README shows:\n{diff}")
+            pytest.fail(f"{where}: `{example.source}` printed something else than the document shows:\n{diff}")
     elif example.kind == "unchecked":
         result = subprocess.run(["bash", "-c", example.source], cwd=ROOT, env=env, capture_output=True, text=True,
                                 timeout=600, check=False)
@@ -122,8 +119,8 @@ def _run(example: Example, tmp: Path, env: dict[str, str]) -> None:
         assert result.returncode == 0, f"{where}: the Python example failed:\n{result.stdout}{result.stderr}"
     else:
         _check_banner(example, env)
-        result = subprocess.run([sys.executable, str(RUNNER), INTERPRETERS[example.interpreter],
-                                 f"README.md:{example.lineno}", str(example.lineno), ],
+        result = subprocess.run([sys.executable, str(RUNNER), INTERPRETERS[example.interpreter], example.doc,
+                                 str(example.lineno)],
                                 input=example.source, cwd=ROOT, env=env, capture_output=True, text=True,
                                 timeout=600, check=False)
         assert result.returncode == 0, f"{where}: the {example.interpreter} session differs:\n" \
@@ -140,7 +137,7 @@ def _check_banner(example: Example, env: dict[str, str]) -> None:
     printed = [normalise(line) for line in (started.stdout + started.stderr).splitlines()]
     for line in banner:
         assert output_matches(["...", normalise(line), "..."], printed), (
-            f"README.md:{example.lineno}: `{example.interpreter}` does not print {line!r} at start:\n"
+            f"{example.doc}:{example.lineno}: `{example.interpreter}` does not print {line!r} at start:\n"
             + "\n".join(printed))
 
 
@@ -158,13 +155,13 @@ def test_readme_example(block: list[Example], tmp_path: Path) -> None:
 
 def test_everything_not_run_here_is_still_in_the_readme_and_says_why() -> None:
     commands = {e.source for e in EXAMPLES if e.kind in ("command", "unchecked")}
-    assert set(NOT_RUN) <= commands, f"NOT_RUN lists commands the README no longer has: {set(NOT_RUN) - commands}"
+    assert set(NOT_RUN) <= commands, f"NOT_RUN lists commands no document has now: {set(NOT_RUN) - commands}"
     assert all(reason.strip() for reason in NOT_RUN.values())
 
 
 def test_the_readme_has_examples_of_every_kind() -> None:
     """The parser finds the README's examples (a change of fence style would otherwise run nothing)."""
-    kinds = {e.kind for e in EXAMPLES}
+    kinds = {e.kind for e in EXAMPLES if e.doc == "README.md"}
     assert {"command", "session", "unchecked"} <= kinds, kinds
     assert sum(e.kind == "command" for e in EXAMPLES) >= 8
 

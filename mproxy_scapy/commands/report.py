@@ -1,4 +1,4 @@
-"""``mproxy report FILE -o report.html``: the capture as one self-contained HTML page of charts (and PNGs)."""
+"""``mproxy report INPUT... -o report.html``: the capture as one self-contained HTML page of charts (and PNGs)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ._filters import add_filter_arguments, frame_filter, stage_events_shown
-from ._source import add_file_argument, bundled_capture, check_source, decode_records, make_decoder
+from ._source import Source, add_file_argument, check_source
 
 
 def register(subparsers: Any) -> None:
@@ -21,7 +21,8 @@ def register(subparsers: Any) -> None:
         description="Draw a capture: every tunneled client on a timeline (grouped by tunnel, coloured by "
         "service, pauses and errors marked), throughput per tunnel and direction, the busiest clients, control "
         "request latency, problems over time, and sortable tables. The page inlines everything it needs: it "
-        "opens offline and makes no network request. Takes the filters of dissect.",
+        "opens offline and makes no network request. Takes the inputs and filters of dissect: several "
+        "inputs (files, directories, - for standard input) are read as one capture merged by packet time.",
         epilog="Needs the report extra: pip install 'mproxy-scapy[report]'. Tokens are redacted unless "
         "--show-secrets is given.",
     )
@@ -56,25 +57,25 @@ def run(args: argparse.Namespace) -> int:
     if args.png is not None:
         prepare_folder(args.png)
     bundle = _VegaBundle()
-    decoder = make_decoder(args, keep_closed_tunnels=True)
+    source = Source(args, keep_closed_tunnels=True)
     model = ReportModel(keep=frame_filter(args), stage_events=stage_events_shown(args),
                         show_secrets=args.show_secrets)
-    for record in decode_records(args, decoder):
+    for record in source:
         model.add(record)
-    check_source(args, decoder)
-    data = model.finish(decoder, max_clients=args.max_clients)
+    data = model.finish(source.totals, max_clients=args.max_clients)
     specs = chart_specs(data)
     vega_js = bundle.result() if specs else ""
-    files = [str(args.file or bundled_capture())]
-    page = render_page(data, specs, files=files, vega_js=vega_js, show_secrets=args.show_secrets)
-    write_atomic(args.output, page.encode("utf-8"))
+    page = render_page(data, specs, files=[f.name for f in source.files], vega_js=vega_js,
+                       show_secrets=args.show_secrets).encode("utf-8")
+    write_atomic(args.output, page)
     written = [args.output]
     if args.png is not None:
         written += write_pngs(specs, args.png)
     hidden = data["clients_hidden"]["count"]
-    print(f"mproxy: wrote {', '.join(map(str, written))} ({len(page.encode('utf-8')):,} bytes of HTML; "
+    print(f"mproxy: wrote {', '.join(map(str, written))} ({len(page):,} bytes of HTML; "
           f"{data['clients_total']} tunneled clients" + (f", {hidden} not drawn" if hidden else "")
           + f", {len(data['tunnels'])} tunnels)", file=sys.stderr)
+    check_source(source)  # a damaged capture: the page shows what was decoded, and the run fails (exit 2)
     return 0
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..commands.stats import summarize
-from ..decoder import DecodedFrame, Decoder, StageEvent
+from ..decoder import DecodedFrame, StageEvent
 from ..secrets import redact_text
 from ..sessions import Session, SessionTracker
 from ..textout import safe_text
@@ -112,8 +112,11 @@ class ReportModel:
                 "detail": safe_text(detail if self.show_secrets else redact_text(detail)),
             })
 
-    def finish(self, decoder: Decoder, *, max_clients: int = DEFAULT_MAX_CLIENTS) -> dict[str, Any]:
-        """The report's data; times are seconds since the capture's first packet, as ``dissect`` prints them."""
+    def finish(self, decoder: Any, *, max_clients: int = DEFAULT_MAX_CLIENTS) -> dict[str, Any]:
+        """The report's data; times are seconds since the capture's first packet, as ``dissect`` prints them.
+
+        ``decoder`` is the ``Decoder``, or with ``--jobs`` the workers' summed ``Totals`` (same attributes).
+        """
         summary = summarize(decoder, self.tracker, show_secrets=self.show_secrets)
         first = decoder.first_ts or 0.0
         end = (decoder.last_ts or first) - first
