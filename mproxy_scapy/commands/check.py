@@ -13,7 +13,7 @@ from ..errors import UserError
 from ..junit import TestCase, write_junit
 from ..rules import RULES, RULES_BY_ID, SEVERITIES, at_or_above, severity_rank
 from ..textout import safe_text
-from ._source import add_file_argument, check_source, decode_records, make_decoder
+from ._source import Source, add_file_argument, check_source
 
 
 def register(subparsers: Any) -> None:
@@ -55,21 +55,21 @@ def selected_rules(chosen: list[str] | None, ignored: list[str] | None) -> list[
 
 def run(args: argparse.Namespace) -> int:
     rules = selected_rules(args.rule, args.ignore)
-    decoder = make_decoder(args)
-    decoder.report_closed = True
+    source = Source(args, report_closed=True, jobs=1)  # the checker reads the live decoder's tunnels
+    decoder = source.totals
     checker = Checker(decoder.tunnels, rules)
     findings: list[Finding] = []
-    for finding in checker.check(decode_records(args, decoder)):
+    for finding in checker.check(iter(source)):
         findings.append(finding)
         if args.json:
             sys.stdout.write(json.dumps(finding.to_json()) + "\n")
     if not args.json:
         _print_table(findings, rules)
     sys.stdout.flush()
-    check_source(args, decoder)
+    check_source(source)
     failing = [f for f in findings if at_or_above(f.severity, args.fail_on)]
     if args.junit:
-        write_junit(args.junit, "mproxy check", junit_cases(findings, rules, args.fail_on, str(args.file or "")))
+        write_junit(args.junit, "mproxy check", junit_cases(findings, rules, args.fail_on, source.where))
     counts = {severity: sum(1 for f in findings if f.severity == severity) for severity in SEVERITIES}
     print(f"mproxy check: {len(findings)} findings ({', '.join(f'{n} {s}' for s, n in counts.items())}), "
           f"{len(rules)} rules, {decoder.tunnel_count} tunnels: "

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..export import DEFAULT_BATCH_ROWS, ExportOptions, Staging, export_part, require_pyarrow
 from ..export_schema import SCHEMA_VERSION
-from ._source import add_file_argument, bundled_capture, check_source, decode_records, make_decoder, positive_int
+from ._source import Source, add_file_argument, check_source, positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -38,11 +38,10 @@ def options_of(args: argparse.Namespace) -> ExportOptions:
 
 def run(args: argparse.Namespace) -> int:
     require_pyarrow()
-    decoder = make_decoder(args, keep_closed_tunnels=True)
-    source = str(args.file or bundled_capture())
+    source = Source(args, keep_closed_tunnels=True, jobs=1)  # the exporter reads the one decoder as it streams
     with Staging(args.output) as staging:
-        counts = export_part(decode_records(args, decoder), decoder, staging.path, 0, options_of(args), source)
-        check_source(args, decoder)
+        counts = export_part(iter(source), source.totals, staging.path, 0, options_of(args), source.where)
+        check_source(source)
         staging.commit()
     rows = ", ".join(f"{count} {table}" for table, count in counts.items())
     print(f"exported {rows} to {args.output} (schema version {SCHEMA_VERSION})", file=sys.stderr)
