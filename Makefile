@@ -1,38 +1,76 @@
-# The two commands the README names for a fresh machine (Debian, root or sudo):
-#   make dissect   install, then dissect the bundled WebSocket tunnel capture
-#   make test      install everything the tests use, then run the whole suite
-# CI (.ci/run) runs `make test`. `make wireshark-matrix` builds the Debian roots holding
-# the other Wireshark versions the Lua tests run on (tests/wireshark/matrix.py; as root,
-# a few minutes once per machine, then cached under ~/.cache/mproxy-scapy).
+# The two commands the README names for a fresh machine (Debian or Ubuntu, root or sudo):
+#   make dissect   install mproxy-scapy, then dissect the bundled WebSocket tunnel capture
+#   make test      install the system tools and the test extras too, build the Wireshark matrix's
+#                  Debian roots (make wireshark-matrix: tests/wireshark/matrix.py; as root, a few minutes
+#                  once per machine, then cached in ~/.cache/mproxy-scapy), then run the whole suite
+# Where they install: an active virtual environment as it is; otherwise the project environment
+# .venv, made from PYTHON (python3 by default; tools/devenv.py says how). Nothing is installed
+# into the system's Python (no --break-system-packages, no sudo pip). CI (.ci/run) runs `make test`.
+#
+#   make test PYTHON=python3.13          .venv made from that interpreter (made again when it changes)
+#   make test PYTEST_ARGS='-m "not slow"'
+#   . .venv/bin/activate                 afterwards: mproxy, python -m pytest, ... (or .venv/bin/mproxy)
 
-PYTHON ?= python3
-APT_PACKAGES := tshark tcpdump debootstrap
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python,python3)
+PYTHON_FROM := $(if $(VIRTUAL_ENV),venv,default)
+else
+PYTHON_FROM := given
+endif
+VENV ?= .venv
+PYTEST_ARGS ?=
+
+# System packages the tests use, and the commands that show they are there: add a package to
+# APT_PACKAGES and a command it provides to APT_TOOLS. `make system-deps` installs the list when
+# any command is missing.
+APT_PACKAGES := tshark tcpdump nodejs npm chromium chromium-driver openssl debootstrap
+APT_TOOLS := tshark tcpdump editcap node npm chromium chromedriver openssl debootstrap
+
+NO_PYTHON_default := no python3 on this machine: install it (apt-get install python3) and run make again, \
+or name an interpreter: make PYTHON=/path/to/python3
+NO_PYTHON_given := PYTHON=$(PYTHON) is not a command: name a Python 3.11 or newer, e.g. make PYTHON=/usr/bin/python3
+NO_PYTHON_venv := the active virtual environment $(VIRTUAL_ENV) has no bin/python: deactivate it or make it \
+again, or name an interpreter: make PYTHON=/path/to/python3
+
+# One line and stop when PYTHON cannot run or is older than 3.11; then tools/devenv.py sets up
+# the environment and runs the command after `--` in it.
+SETUP = command -v '$(PYTHON)' >/dev/null 2>&1 || { echo "mproxy-scapy: error: $(NO_PYTHON_$(PYTHON_FROM))" >&2; exit 1; }; \
+	version=$$('$(PYTHON)' -c 'import sys; print("%d.%d" % sys.version_info[:2]); sys.exit(sys.version_info < (3, 11))' \
+	  2>/dev/null); status=$$?; \
+	[ -n "$$version" ] || { echo "mproxy-scapy: error: $(PYTHON) is not a Python interpreter: name one with \
+make PYTHON=/path/to/python3" >&2; exit 1; }; \
+	[ $$status = 0 ] || { echo "mproxy-scapy: error: $(PYTHON) is Python $$version; mproxy-scapy needs 3.11 or newer: \
+install one (Debian 12 and 13 have it as python3) and name it: make PYTHON=/path/to/python3" >&2; exit 1; }; \
+	'$(PYTHON)' tools/devenv.py --venv '$(VENV)'
 
 .PHONY: dissect test install install-test system-deps wireshark-matrix
 
-dissect: install
-	mproxy dissect captures/websocket.pcap
+dissect:
+	@$(SETUP) -- mproxy dissect captures/websocket.pcap
 
-test: install-test wireshark-matrix
-	$(PYTHON) -m pytest
+test: system-deps wireshark-matrix
+	@$(SETUP) --extras test --optional-extra fuzz -- python -m pytest $(PYTEST_ARGS)
 
 install:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e .
+	@$(SETUP)
 
-install-test: system-deps
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,fuzz]'
+install-test:
+	@$(SETUP) --extras test --optional-extra fuzz
 
 wireshark-matrix: system-deps
-	$(PYTHON) tests/wireshark/matrix.py build
+	@$(SETUP) -- python tests/wireshark/matrix.py build
 
 system-deps:
-	@missing=""; for tool in tshark tcpdump editcap debootstrap node npm; do \
+	@missing=""; for tool in $(APT_TOOLS); do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing system packages for:$$missing"; \
-	  echo "wireshark-common wireshark-common/install-setuid boolean false" | $(SUDO) debconf-set-selections; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) \
-	    $$(command -v node >/dev/null 2>&1 || echo nodejs) $$(command -v npm >/dev/null 2>&1 || echo npm) >/dev/null; \
-	fi
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+	else echo "mproxy-scapy: error: the tests need$$missing: run as root: apt-get install $(APT_PACKAGES)" >&2; exit 1; fi; \
+	echo "mproxy-scapy: the tests need$$missing: installing $(APT_PACKAGES) with apt-get" >&2; \
+	log=$$(mktemp); \
+	echo "wireshark-common wireshark-common/install-setuid boolean false" | $$sudo debconf-set-selections; \
+	{ $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); } \
+	  >"$$log" 2>&1 || { echo "mproxy-scapy: error: apt-get could not install $(APT_PACKAGES) ($$(grep '^E:' "$$log" \
+	  | tail -1)): check the network and the apt sources, then run make again (log: $$log)" >&2; exit 1; }; \
+	rm -f "$$log"

@@ -14,7 +14,7 @@ capture order, so outputs can show them and stats can count them.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,19 +28,24 @@ if TYPE_CHECKING:
 class DecodedFrame:
     """One parser record (a frame, or skipped garbage / lost bytes) with where and when it was seen.
 
-    ``pcap_frame`` and ``ts`` are those of the packet that held the record's
-    last byte (as Wireshark shows it). Records come out in the order they
-    are complete, which is pcap order per direction; a frame the parser
-    could only close on the next byte of its stream may come out after a
-    frame of the other direction with a higher packet number.
+    ``pcap_frame`` and ``ts`` are those of the packet that completed the
+    record: the packet whose bytes let the parser decide it (a frame's last
+    byte; for skipped garbage, the start of the frame after it), or the packet
+    that closed the connection or showed bytes lost. A streaming dissector
+    shows it there too: Wireshark in one pass cannot show a record in a packet
+    before it. Records the end of the capture completes go to the last
+    packet that carried bytes of their direction; all others come out in
+    packet order.
     ``src``/``dst`` are the tunnel connection's sender and receiver as
     ``ip:port`` text; ``direction`` 0 is tunnel client -> tunnel server.
     ``reply_to``/``reply_time`` are set on control replies by the session
-    tracker when it has seen the request.
+    tracker when it has seen the request. ``pcap_file`` is None when one
+    input is read; with several (``inputs.InputSet.label``) it names the file
+    and ``pcap_frame`` is the packet number within that file.
     """
 
-    __slots__ = ("carrier", "direction", "dst", "frame", "pcap_frame", "reply_time", "reply_to", "src", "ts",
-                 "tunnel")
+    __slots__ = ("carrier", "direction", "dst", "frame", "pcap_file", "pcap_frame", "reply_time", "reply_to", "src",
+                 "ts", "tunnel")
 
     def __init__(self, frame: Frame, pcap_frame: int, ts: float, carrier: str, tunnel: int, direction: int,
                  src: str, dst: str) -> None:
@@ -54,6 +59,7 @@ class DecodedFrame:
         self.dst = dst
         self.reply_to: int | None = None
         self.reply_time: float | None = None
+        self.pcap_file: str | None = None
 
     @property
     def problems(self) -> list[Any]:
@@ -69,11 +75,11 @@ class StageEvent:
     ``stage`` is ``capture``, ``tcp``, ``tls`` or ``carrier``. ``is_problem`` is False
     for notes that are not errors (a carrier detected, a non-M-PROXY
     connection or a WebSocket text message skipped); ``nbytes`` counts the
-    bytes a note is about.
+    bytes a note is about. ``pcap_file`` as on ``DecodedFrame``.
     """
 
-    __slots__ = ("detail", "direction", "dst", "is_problem", "kind", "nbytes", "pcap_frame", "src", "stage", "ts",
-                 "tunnel")
+    __slots__ = ("detail", "direction", "dst", "is_problem", "kind", "nbytes", "pcap_file", "pcap_frame", "src",
+                 "stage", "ts", "tunnel")
 
     def __init__(self, stage: str, kind: str, detail: str, pcap_frame: int | None, ts: float | None, *,
                  tunnel: int | None = None, direction: int | None = None, src: str | None = None,
@@ -89,6 +95,7 @@ class StageEvent:
         self.dst = dst
         self.is_problem = is_problem
         self.nbytes = nbytes
+        self.pcap_file: str | None = None
 
     def __repr__(self) -> str:
         return f"<StageEvent {self.stage}:{self.kind} #{self.pcap_frame} t{self.tunnel} {self.detail!r}>"
@@ -101,13 +108,19 @@ TCP_GAP_MEANING = "Bytes of a TCP stream are missing from the capture (a segment
 
 
 class TunnelInfo:
-    """One TCP connection that carries M-PROXY, with totals for ``mproxy stats``."""
+    """One TCP connection that carries M-PROXY, with totals for ``mproxy stats``.
+
+    ``mid_stream`` is True when its TCP handshake was not captured: the capture
+    started after the tunnel did, so its first frames may answer ones never seen.
+    """
 
     __slots__ = ("carrier", "carrier_info", "client", "closed", "first_ts", "frames", "id", "last_ts",
-                 "server", "stream_bytes")
+                 "mid_stream", "order", "server", "stream_bytes")
 
-    def __init__(self, tunnel: int, client: str, server: str, carrier: str, info: dict[str, Any]) -> None:
+    def __init__(self, tunnel: int, client: str, server: str, carrier: str, info: dict[str, Any], *,
+                 mid_stream: bool = False) -> None:
         self.id = tunnel
+        self.mid_stream = mid_stream
         self.client = client
         self.server = server
         self.carrier = carrier
@@ -117,13 +130,15 @@ class TunnelInfo:
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.closed: str | None = None
+        self.order: tuple[int, int, int] = (0, 0, 0)
+        """Where it was found, as a record key of ``Decoder.decode_keyed`` (plus a count): merges shards' tunnels."""
 
 
 class _Conn:
     """Per TCP connection state: its carrier, parsers made on first use, and its endpoints."""
 
-    __slots__ = ("carrier", "carrier_kind", "chunks", "closed", "conn", "endpoints", "frame_no", "parsers",
-                 "passthrough", "stream_end", "synced", "tls", "tls_checked", "ts", "tunnel")
+    __slots__ = ("carrier", "carrier_kind", "closed", "conn", "endpoints", "frame_no", "last_packet", "parsers",
+                 "passthrough", "synced", "tls", "tls_checked", "ts", "tunnel")
 
     def __init__(self, conn: Any, carrier: Any) -> None:
         self.conn = conn
@@ -140,9 +155,8 @@ class _Conn:
         self.ts = 0.0
         self.tls: Any = None
         self.tls_checked = False
-        self.stream_end = [0, 0]
-        self.chunks: tuple[deque[tuple[int, int, float]], deque[tuple[int, int, float]]] = (deque(), deque())
-        """Per direction: (stream offset where a chunk ends, its packet number, its time), oldest first."""
+        self.last_packet: list[tuple[int, float] | None] = [None, None]
+        """Per direction: (packet number, time) of the last packet that carried bytes of its M-PROXY stream."""
 
 
 def _default_reassembler() -> Any:
@@ -159,6 +173,22 @@ def _carrier_factory(show_secrets: bool) -> Callable[[], Any]:
 
 _TERMINAL_CLOSE = frozenset({"rst", "evicted", "capture_end", "reused"})
 
+END_OF_ITEMS = 1 << 62
+"""Record keys of ``Decoder.decode_keyed`` at the capture end: ``(END_OF_ITEMS, n)`` for the reassembler's
+closing events, ``(END_OF_ITEMS + 1, connection id)`` for the connections still open then."""
+
+
+def flow_shard(client: tuple[str, int], server: tuple[str, int], count: int) -> int:
+    """The shard (0 .. count-1) of a TCP connection: a stable hash of its 4-tuple, the same either way round.
+
+    crc32 of the two ``ip:port`` ends in sorted order, so every process, run
+    and Python version agrees (Python's own ``hash`` of text is salted per process).
+    """
+    import zlib
+
+    ends = sorted((f"{client[0]}|{client[1]}", f"{server[0]}|{server[1]}"))
+    return zlib.crc32(f"{ends[0]}/{ends[1]}".encode()) % count
+
 
 class Decoder:
     """Routes capture items through the stages; ``feed(item)`` and ``close()`` return finished records.
@@ -168,12 +198,28 @@ class Decoder:
     name is looked up once per class (``_dispatch``), then by the class itself.
     ``show_secrets`` is handed to the carrier, which redacts upgrade URLs
     and headers in what it reports. With a ``keylog`` (``tls.KeyLog``),
-    TLS 1.3 connections are decrypted before the carrier sees them.
+    TLS 1.3 and TLS 1.2 (ECDHE, AEAD) connections are decrypted before the carrier sees them.
+
+    ``shard=(index, count)`` decodes only the TCP connections whose
+    ``flow_shard`` is ``index``, for ``count`` decoders that read the same items
+    in parallel (``parallel.py``). Every shard still runs the whole TCP
+    reassembler over every segment, so connection (tunnel) numbers, evictions
+    and port reuse are exactly those of one decoder; only the stages after it
+    (TLS, carrier, parser) and the records are split. Capture-level problems
+    (``SourceProblem`` items) belong to shard 0. ``packets``, ``first_ts`` and
+    ``last_ts`` are those of the whole capture in every shard; the other totals
+    (``connections``, ``tunnel_count``, ``problem_counts``, ``tunnels``, ...)
+    are the shard's own, and add up over the shards to one decoder's.
+
+    With ``report_closed`` set, a tunnel's end is a record too (a ``StageEvent``
+    of stage ``tunnel``, kind ``closed``, the TCP close reason as detail, after
+    the tunnel's last frames): for readers that judge what was still open then.
     """
 
     def __init__(self, *, reassembler: Any = None, carrier_factory: Callable[[], Any] | None = None,
                  max_body_held: int = DEFAULT_MAX_BODY_HELD, show_secrets: bool = False,
-                 keylog: KeyLog | None = None, keep_closed_tunnels: bool = False) -> None:
+                 keylog: KeyLog | None = None, keep_closed_tunnels: bool = False,
+                 shard: tuple[int, int] | None = None) -> None:
         self._keylog = keylog
         self._tcp = reassembler if reassembler is not None else _default_reassembler()
         self._new_carrier = carrier_factory or _carrier_factory(show_secrets)
@@ -183,6 +229,7 @@ class Decoder:
         """Live tunnels, and closed ones too with ``keep_closed_tunnels`` (their totals, for ``mproxy stats``)."""
         self.tunnel_count = 0
         self._keep_closed_tunnels = keep_closed_tunnels
+        self.report_closed = False
         self.problem_counts: Counter[str] = Counter()
         self.first_problems: dict[str, StageEvent] = {}
         self.skipped: Counter[str] = Counter()
@@ -209,6 +256,34 @@ class Decoder:
         }
         self._tcp_by_class: dict[type, Callable[[Any, list[Record]], None]] = {}
         self._carrier_by_class: dict[type, Callable[[_Conn, Any, list[Record]], None]] = {}
+        self._at: tuple[int, int] = (0, 0)
+        """The key of the records being made (``decode_keyed``)."""
+        self.shard = shard
+        self._owns_capture = shard is None or shard[0] == 0
+        if shard is not None:
+            index, count = shard
+            if not 0 <= index < count:
+                raise ValueError(f"shard {index} of {count} does not exist")
+            self._mine: dict[int, bool] = {}
+            self._tcp_handlers = {name: self._shard_filter(handler, index, count)
+                                  for name, handler in self._tcp_handlers.items()}
+
+    def _shard_filter(self, handler: Callable[[Any, list[Record]], None], index: int,
+                      count: int) -> Callable[[Any, list[Record]], None]:
+        """``handler`` for the events of this shard's connections only (membership cached while a connection lives)."""
+        mine = self._mine
+
+        def filtered(event: Any, out: list[Record]) -> None:
+            conn = event.conn
+            member = mine.get(conn.id)
+            if member is None:
+                member = mine[conn.id] = flow_shard(conn.client, conn.server, count) == index
+            if type(event).__name__ == "Closed" and conn.closed:
+                del mine[conn.id]
+            if member:
+                handler(event, out)
+
+        return filtered
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -221,7 +296,8 @@ class Decoder:
         if ts is not None:
             self.last_ts = ts
         if type(item).__name__ == "SourceProblem":
-            self._count(out, StageEvent("capture", item.kind, item.detail, item.frame_no, ts))
+            if self._owns_capture:
+                self._count(out, StageEvent("capture", item.kind, item.detail, item.frame_no, ts))
             return out
         self.packets += 1
         events = self._tcp.feed(item)
@@ -250,6 +326,57 @@ class Decoder:
             if records:
                 yield from records
         yield from self.close()
+
+    def decode_keyed(self, items: Iterable[Any]) -> Iterator[tuple[tuple[int, int], Record]]:
+        """``decode``'s records, each with its key: where one decoder over the same items makes it.
+
+        The key of a record made for the n-th item is ``(n, e)``, ``e`` the
+        index of the reassembler event it came from (0 for a capture problem);
+        at the end, see ``END_OF_ITEMS``. Keys never decrease, and records of
+        equal key come from one connection, so the records of shards merged by
+        key (stable within a shard) are in exactly one decoder's order.
+        """
+        first_ts_seen = False
+        out: list[Record] = []
+        by_class = self._tcp_by_class
+        tcp_feed = self._tcp.feed
+        for seq, item in enumerate(items):
+            ts = item.ts
+            if not first_ts_seen:
+                if self.first_ts is None:
+                    self.first_ts = ts
+                first_ts_seen = self.first_ts is not None
+            if ts is not None:
+                self.last_ts = ts
+            if type(item).__name__ == "SourceProblem":
+                if self._owns_capture:
+                    self._at = (seq, 0)
+                    self._count(out, StageEvent("capture", item.kind, item.detail, item.frame_no, ts))
+                    yield (seq, 0), out.pop()
+                continue
+            self.packets += 1
+            events = tcp_feed(item)
+            for index, event in enumerate(events):
+                self._at = key = (seq, index)
+                handler = by_class.get(type(event)) or _dispatch(by_class, self._tcp_handlers, event)
+                handler(event, out)
+                if out:
+                    for record in out:
+                        yield key, record
+                    out.clear()
+        handlers = self._tcp_handlers
+        for index, event in enumerate(self._tcp.close()):
+            self._at = key = (END_OF_ITEMS, index)
+            handlers[type(event).__name__](event, out)
+            for record in out:
+                yield key, record
+            out.clear()
+        for state in list(self._conns.values()):
+            self._at = key = (END_OF_ITEMS + 1, state.conn.id)
+            self._finish(state, state.frame_no, state.ts, "capture_end", out)
+            for record in out:
+                yield key, record
+            out.clear()
 
     # -- TCP events ----------------------------------------------------------------------------
 
@@ -304,7 +431,7 @@ class Decoder:
                 if carried:
                     self._carrier_events(state, carried, out)
                 if state.tunnel is not None and "tls" not in state.tunnel.carrier_info:
-                    state.tunnel.carrier_info["tls"] = "TLS 1.3, decrypted with the key log"
+                    state.tunnel.carrier_info["tls"] = state.tls.description
             else:
                 self.skipped_bytes += event.nbytes
                 self._count(out, self._stage_event(state, "tls", event.kind, event.detail, event.direction,
@@ -340,11 +467,16 @@ class Decoder:
         self._carrier_events(state, state.carrier.close(), out)
         for direction, parser in enumerate(state.parsers):
             if parser is not None:
-                self._emit(state, direction, parser.close(), frame_no, ts, out)
+                last = state.last_packet[direction] if reason == "capture_end" else None
+                number, when = last if last is not None else (frame_no, ts)
+                self._emit(state, direction, parser.close(), number, when, out)
         if state.tunnel is not None:
             state.tunnel.closed = reason
             if not self._keep_closed_tunnels:
                 del self.tunnels[state.conn.id]
+            if self.report_closed:
+                out.append(self._stage_event(state, "tunnel", "closed", reason, None, frame_no, ts,
+                                             is_problem=False))
 
     # -- carrier events ------------------------------------------------------------------------
 
@@ -378,22 +510,15 @@ class Decoder:
         if tunnel.first_ts is None:
             tunnel.first_ts = ts
         tunnel.last_ts = ts
-        end = state.stream_end[direction] = state.stream_end[direction] + size
-        chunks = state.chunks[direction]
-        chunks.append((end, frame_no, ts))
+        state.last_packet[direction] = (frame_no, ts)
         frames = parser.feed(data)
         if frames:
             self._emit(state, direction, frames, frame_no, ts, out)
-        # a frame still to come ends inside the bytes the parser holds, or later: older chunks can go
-        consumed = end - parser.buffered
-        while len(chunks) > 1 and chunks[0][0] <= consumed:
-            chunks.popleft()
 
     def _on_mproxy_gap(self, state: _Conn, event: Any, out: list[Record]) -> None:
         parser = self._parser(state, event.direction)
         direction = event.direction
-        end = state.stream_end[direction] = state.stream_end[direction] + event.length
-        state.chunks[direction].append((end, state.frame_no, state.ts))
+        state.last_packet[direction] = (state.frame_no, state.ts)
         self._emit(state, direction, parser.gap(event.length), state.frame_no, state.ts, out)
 
     def _on_detected(self, state: _Conn, event: Any, out: list[Record] | None) -> None:
@@ -402,7 +527,9 @@ class Decoder:
         state.carrier_kind = kind
         if state.tunnel is None:
             client, server = state.endpoints
-            state.tunnel = self.tunnels[state.conn.id] = TunnelInfo(state.conn.id, client, server, kind, info)
+            state.tunnel = self.tunnels[state.conn.id] = TunnelInfo(state.conn.id, client, server, kind, info,
+                                                                    mid_stream=not state.synced)
+            state.tunnel.order = (*self._at, self.tunnel_count)
             self.tunnel_count += 1
         else:
             state.tunnel.carrier = kind
@@ -432,19 +559,12 @@ class Decoder:
         tunnel = state.tunnel
         carrier = state.carrier_kind or "tcp"
         counts = self.problem_counts
-        chunks = state.chunks[direction]
         for frame in frames:
             for problem in frame.problems:
                 counts[problem.kind] += 1
             if tunnel is not None:
                 tunnel.frames[direction] += 1
-            # the parser may hand a frame out a chunk late (it looks one byte past a frame for a wrapped
-            # header); the record names the packet that held the frame's last byte, as Wireshark would
-            end = frame.offset + frame.length
-            while chunks and chunks[0][0] < end:
-                chunks.popleft()
-            number, when = (chunks[0][1], chunks[0][2]) if chunks else (frame_no, ts)
-            out.append(DecodedFrame(frame, number, when, carrier, state.conn.id, direction, src, dst))
+            out.append(DecodedFrame(frame, frame_no, ts, carrier, state.conn.id, direction, src, dst))
 
     def _stage_event(self, state: _Conn, stage: str, kind: str, detail: str, direction: int | None,
                      frame_no: int | None, ts: float | None, *, is_problem: bool = True,

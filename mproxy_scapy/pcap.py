@@ -79,6 +79,7 @@ SOURCE_PROBLEMS: dict[str, str] = {
     "ip_fragment": "A fragment of a TCP-carrying IP datagram: fragments are not reassembled",
     "malformed_packet": "A link, IP or TCP header is malformed",
     "truncated_packet": "A packet ends inside its link, IP or TCP header",
+    "not_a_capture": "One of several inputs is not a pcap or pcapng file (or cannot be read); it was skipped",
 }
 """Every kind of ``SourceProblem``, with what it means."""
 
@@ -547,6 +548,14 @@ class CaptureReader:
     def close(self) -> None:
         self._items.close()
         self._close_files()
+
+    @property
+    def position(self) -> int:
+        """Bytes of the file as stored (compressed, if it is) read so far; 0 when the stream cannot tell."""
+        try:
+            return self._raw.tell()
+        except (AttributeError, OSError, ValueError):
+            return 0
 
     def __enter__(self) -> CaptureReader:
         return self

@@ -1,8 +1,9 @@
 """Decoded records as NDJSON objects and as one-line text, the two forms ``mproxy dissect`` prints.
 
-The JSON key names are a contract (DESIGN.md, "Contracts the tests hold"):
-other tools and the Lua comparison read them, so they are listed once here in
-``FRAME_KEYS`` and never renamed. Secrets are redacted unless asked for.
+The JSON key names are a contract, documented for users in docs/NDJSON.md (every
+key, type and when it is there; tests/test_ndjson_contract.py holds the two
+together): other tools and the Lua comparison read them, so they are listed once
+here in ``FRAME_KEYS`` and never renamed. Secrets are redacted unless asked for.
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ FRAME_KEYS = (
     "version", "hdrlen", "family", "address", "port", "datalen", "service", "serviceport", "name",
     "servicename", "kind", "dialect", "client_id", "body_len", "body_sha256", "problems",
 )
-"""Every decoded frame's JSON object has these keys (plus ``control`` for control frames)."""
+"""Every decoded frame's JSON object has these keys (plus ``control`` for control frames).
+
+With several inputs every record also starts with ``pcap_file`` (the file's name as given or found in a
+directory), and ``pcap_frame`` is the packet's number within that file; with one input the key is absent
+and the output is that of earlier versions, byte for byte."""
 
 
 def frame_json(record: DecodedFrame, *, show_secrets: bool = False) -> dict[str, Any]:
     """The contract object of one decoded record (frames, and garbage/gap records alike)."""
-    obj: dict[str, Any] = {
+    obj: dict[str, Any] = {} if record.pcap_file is None else {"pcap_file": record.pcap_file}
+    obj.update({
         "pcap_frame": record.pcap_frame,
         "ts": record.ts,
         "carrier": record.carrier,
@@ -34,7 +40,7 @@ def frame_json(record: DecodedFrame, *, show_secrets: bool = False) -> dict[str,
         "direction": record.direction,
         "src": record.src,
         "dst": record.dst,
-    }
+    })
     obj.update(_frame_fields(record, show_secrets))
     return obj
 
@@ -76,7 +82,8 @@ def _frame_fields(record: DecodedFrame, show_secrets: bool) -> dict[str, Any]:
 def event_json(event: StageEvent, *, show_secrets: bool = False) -> dict[str, Any]:
     """A stage event (capture, TCP or carrier) as a record that says it is not a frame: kind ``stage``."""
     detail = event.detail if show_secrets else redact_text(event.detail)
-    return {
+    obj: dict[str, Any] = {} if event.pcap_file is None else {"pcap_file": event.pcap_file}
+    obj.update({
         "pcap_frame": event.pcap_frame,
         "ts": event.ts,
         "tunnel": event.tunnel,
@@ -88,7 +95,8 @@ def event_json(event: StageEvent, *, show_secrets: bool = False) -> dict[str, An
         "event": event.kind,
         "nbytes": event.nbytes,
         "problems": [{"kind": f"{event.stage}.{event.kind}", "detail": detail}] if event.is_problem else [],
-    }
+    })
+    return obj
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), check_circular=False)
@@ -113,6 +121,9 @@ def frame_ndjson(record: DecodedFrame, *, show_secrets: bool = False) -> str:
         return _ENCODER.encode(frame_json(record, show_secrets=show_secrets))
     middle = _tunnel_keys(record.carrier, record.tunnel, record.direction, record.src, record.dst)
     fields = _ENCODER.encode(_frame_fields(record, show_secrets))
+    if record.pcap_file is not None:
+        return (f'{{"pcap_file": {_file_key(record.pcap_file)}, "pcap_frame": {pcap_frame!r}, "ts": {ts!r}, '
+                f'{middle}, {fields[1:]}')
     return f'{{"pcap_frame": {pcap_frame!r}, "ts": {ts!r}, {middle}, {fields[1:]}'
 
 
@@ -123,13 +134,23 @@ def _tunnel_keys(carrier: str, tunnel: int, direction: int, src: str, dst: str) 
     return _ENCODER.encode(keys)[1:-1]
 
 
+@functools.lru_cache(maxsize=256)
+def _file_key(name: str) -> str:
+    return _ENCODER.encode(name)
+
+
+def _packet(pcap_file: str | None, pcap_frame: int) -> str:
+    """The packet column of a text line: the number, after ``file:`` when several inputs are read."""
+    return f"{pcap_frame:>6}" if pcap_file is None else f"{safe_text(pcap_file)}:{pcap_frame}"
+
+
 _ARROWS = ("→", "←")
 
 
 def frame_line(record: DecodedFrame, first_ts: float, *, show_secrets: bool = False) -> str:
     """``No. Time Src -> Dst [tN] kind client service/name datalen=N [problems]``, like a tshark line."""
     frame = record.frame
-    parts = [f"{record.pcap_frame:>6}", f"{record.ts - first_ts:>11.6f}",
+    parts = [_packet(record.pcap_file, record.pcap_frame), f"{record.ts - first_ts:>11.6f}",
              f"{record.src} {_ARROWS[0]} {record.dst}", f"t{record.tunnel}{_ARROWS[record.direction]}",
              frame.kind]
     if frame.kind == "control":
@@ -171,7 +192,7 @@ def _control_summary(record: DecodedFrame, show_secrets: bool) -> str:
 def event_line(event: StageEvent, first_ts: float, *, show_secrets: bool = False) -> str:
     """A stage problem as a line in the same columns as frames."""
     ts = f"{event.ts - first_ts:>11.6f}" if event.ts is not None else " " * 11
-    number = f"{event.pcap_frame:>6}" if event.pcap_frame is not None else " " * 6
+    number = _packet(event.pcap_file, event.pcap_frame) if event.pcap_frame is not None else " " * 6
     where = f"{event.src} {_ARROWS[0]} {event.dst} t{event.tunnel}" if event.tunnel is not None else "capture"
     detail = event.detail if show_secrets else redact_text(event.detail)
     return f"{number} {ts} {where} {event.stage} [{event.kind}: {safe_text(detail)}]"

@@ -4,19 +4,25 @@ A tunnel multiplexes many client connections; what an analyst asks is per
 client: when did it start, what went each way, how did it end. A session is
 keyed by (tunnel, ``family,address,port``) as the reference's ``addrToId``;
 after an ``end`` or ``error`` a new ``connection`` frame for the same key
-starts a new session (ports are reused). Control requests (``id > 0``)
+starts a new session (ports are reused), and so does any frame more than
+``ENDED_LINGER`` seconds (capture time) after the end: bytes still in flight
+when one side ended arrive within round trips, not minutes, and a bound on
+how long an ended session can still change is what lets a streaming writer
+give it up (``take_finished``) on a tunnel that lives for days. Control requests (``id > 0``)
 are matched to replies (``id < 0``) coming the other way on the same
 tunnel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .decoder import DecodedFrame
 
 OPEN = "open at capture end"
+ENDED_LINGER = 60.0
+"""Seconds of capture time after its ``end``/``error`` during which a frame still belongs to the ended session."""
 
 
 class Session:
@@ -32,6 +38,7 @@ class Session:
         "client_id",
         "data_bytes",
         "end_detail",
+        "end_ts",
         "ended_by",
         "family",
         "first_frame",
@@ -73,6 +80,7 @@ class Session:
         self.first_frame = record.pcap_frame
         self.last_frame = record.pcap_frame
         self.ended_by: str | None = None
+        self.end_ts = 0.0
         self.end_detail = ""
         self.pauses = 0
         self.resumes = 0
@@ -109,6 +117,7 @@ class Session:
             self.servicename = frame.servicename or ""
         elif kind in ("end", "error") and self.ended_by is None:
             self.ended_by = kind
+            self.end_ts = record.ts
             if kind == "error":
                 message = frame.control
                 self.end_detail = str(message.get("message", "")) if isinstance(message, dict) else ""
@@ -161,6 +170,8 @@ class SessionTracker:
         self.out_of_band: list[DecodedFrame] = []
         self._live: dict[tuple[int, str], Session] = {}
         self._pending: dict[tuple[int, int, int], ControlExchange] = {}
+        self.latest_ts = 0.0
+        """The latest frame time seen: ended sessions more than ``ENDED_LINGER`` before it are finished."""
 
     def add(self, record: Any) -> Session | None:
         """Account for one record; returns the session it belongs to (None for control and non-frames)."""
@@ -174,21 +185,26 @@ class SessionTracker:
             return None
         key = (record.tunnel, frame.client_id or "")
         session = self._live.get(key)
-        if session is None or (session.ended_by is not None and self._starts_anew(session, frame.kind)):
+        ts = record.ts
+        if ts > self.latest_ts:
+            self.latest_ts = ts
+        if session is None or (session.ended_by is not None and self._starts_anew(session, frame.kind, ts)):
             session = self._live[key] = Session(record)
             self.sessions.append(session)
         session.add(record)
         return session
 
     @staticmethod
-    def _starts_anew(ended: Session, kind: str) -> bool:
+    def _starts_anew(ended: Session, kind: str, ts: float) -> bool:
         """After an end or error, does this frame open a new session for the same client id?
 
-        A ``connection`` frame always does. Data does only on tunnels that
-        announce no connections: otherwise it is the ended session's bytes
+        A ``connection`` frame always does, and so does any frame more than
+        ``ENDED_LINGER`` after the end. Within it, data does only on tunnels
+        that announce no connections: otherwise it is the ended session's bytes
         still in flight when the other side ended it (they are counted there).
         """
-        return kind == "connection" or (kind == "data" and not ended.saw_connection)
+        return (kind == "connection" or (kind == "data" and not ended.saw_connection)
+                or ts - ended.end_ts > ENDED_LINGER)
 
     def track(self, records: Iterable[Any]) -> Iterator[Any]:
         """Pass records through, tracking each: for streaming outputs that also want reply times."""
@@ -219,3 +235,33 @@ class SessionTracker:
 
     def unanswered(self) -> list[ControlExchange]:
         return [e for e in self.exchanges if e.reply is None]
+
+    def take_finished(self, tunnel_open: Callable[[int], bool]) -> tuple[list[Session], list[ControlExchange]]:
+        """Remove and return the sessions and exchanges that no later record can change.
+
+        A session is finished when its tunnel is closed, a newer session
+        took its client id, or it ended more than ``ENDED_LINGER`` before the
+        latest frame; an exchange when it has its reply or its tunnel is
+        closed. A streaming writer (``mproxy export``) calls this now and
+        then, so the tracker holds only what is still open, not a whole
+        fleet's sessions. Each list keeps the order things were first seen.
+        """
+        live = self._live
+        expired = self.latest_ts - ENDED_LINGER
+        for key in [k for k, s in live.items()
+                    if not tunnel_open(k[0]) or (s.ended_by is not None and s.end_ts < expired)]:
+            del live[key]
+        for key in [k for k in self._pending if not tunnel_open(k[0])]:
+            del self._pending[key]
+        done: list[Session] = []
+        kept: list[Session] = []
+        for session in self.sessions:
+            (kept if live.get((session.tunnel, session.client_id)) is session else done).append(session)
+        self.sessions = kept
+        answered: list[ControlExchange] = []
+        waiting: list[ControlExchange] = []
+        for exchange in self.exchanges:
+            finished = exchange.reply is not None or not tunnel_open(exchange.tunnel)
+            (answered if finished else waiting).append(exchange)
+        self.exchanges = waiting
+        return done, answered

@@ -21,7 +21,8 @@ from wireshark import matrix
 
 from support import CAPTURES, REPO
 
-NAMES = ("raw-tcp.pcap", "websocket.pcap", "wss.pcapng", "go-dialect.pcap", "reference-js.pcap", "impaired.pcap")
+NAMES = ("raw-tcp.pcap", "websocket.pcap", "wss.pcapng", "wss-tls12.pcapng", "go-dialect.pcap", "reference-js.pcap",
+         "impaired.pcap")
 TRUTH_KEYS = (
     "src", "dst", "direction", "seq", "carrier", "offset", "length", "version", "hdrlen", "header", "family",
     "address", "port", "datalen", "service", "serviceport", "name", "servicename", "kind", "dialect", "body_len",

@@ -19,8 +19,8 @@ from mproxy_scapy.tls import KeyLog
 
 from support import CAPTURES
 
-CAPTURE_NAMES = ("raw-tcp.pcap", "websocket.pcap", "wss.pcapng", "go-dialect.pcap", "reference-js.pcap",
-                 "impaired.pcap")
+CAPTURE_NAMES = ("raw-tcp.pcap", "websocket.pcap", "wss.pcapng", "wss-tls12.pcapng", "go-dialect.pcap",
+                 "reference-js.pcap", "impaired.pcap")
 COMPARED = ("carrier", "offset", "length", "version", "hdrlen", "family", "address", "port", "datalen", "service",
             "serviceport", "name", "servicename", "kind", "dialect", "body_len", "body_sha256")
 

@@ -67,11 +67,22 @@ def test_star_import_gives_the_layers(tmp_path):
         "from mproxy_scapy import *\n"
         f"p = MProxy(bytes.fromhex('{CONTROL_HELLO}'))\n"
         "print(type(p).__name__, p[MProxyControl].control_command, pack_header is not None)\n"
+        "from scapy.layers.inet import IP, TCP\n"
+        "bind(7443); print(MProxy in IP(bytes(IP()/TCP(dport=7443)/p)))\n"
+        "unbind(7443); print(MProxy in IP(bytes(IP()/TCP(dport=7443)/p)))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                             env=clean_env(tmp_path), check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "MProxy hello True"
+    assert result.stdout.split() == ["MProxy", "hello", "True", "True", "False"]
+
+
+def test_bind_and_unbind_are_attributes_of_the_package():
+    import mproxy_scapy
+    from mproxy_scapy import layer
+
+    assert mproxy_scapy.bind is layer.bind and mproxy_scapy.unbind is layer.unbind
+    assert {"bind", "unbind", "MProxy"} <= set(mproxy_scapy.__all__)
 
 
 def test_importing_the_package_does_not_import_scapy(tmp_path):

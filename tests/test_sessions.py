@@ -110,3 +110,22 @@ def test_without_connection_frames_data_after_end_is_a_new_session():
     tracker = run([record(pack(A, b"a"), RELAY, 1.0, 1), record(pack(A, None, "end"), DEVICE, 1.1, 2),
                    record(pack(A, b"b"), RELAY, 2.0, 3)])
     assert [s.outcome for s in tracker.sessions] == ["end", OPEN]
+
+
+def test_a_frame_long_after_the_end_starts_a_new_session_and_the_ended_one_is_given_up():
+    tracker = run([
+        record(pack(A, None, "connection"), RELAY, 100.0, 1),
+        record(pack(A, None, "end"), RELAY, 101.0, 2),
+        record(pack(A, b"in flight"), DEVICE, 101.5, 3),
+        record(pack(B, b"x"), RELAY, 160.0, 4),
+    ])
+    assert [s.frames for s in tracker.sessions] == [[2, 1], [1, 0]]
+    assert tracker.take_finished(lambda tunnel: True)[0] == []
+    tracker.add(record(pack(B, b"y"), RELAY, 161.5, 5))
+    (ended,), _ = tracker.take_finished(lambda tunnel: True)
+    assert (ended.client_id, ended.data_bytes) == ("IPv4,203.0.113.5,50000", [0, 9])
+    tracker.add(record(pack(A, b"late"), DEVICE, 200.0, 6))
+    assert [(s.client_id, s.frames) for s in tracker.sessions] == [
+        ("IPv6,2001:db8::7,40000", [2, 0]), ("IPv4,203.0.113.5,50000", [0, 1])]
+    finished, _ = tracker.take_finished(lambda tunnel: False)
+    assert len(finished) == 2 and tracker.sessions == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import subprocess
 import tempfile
 from collections import Counter
@@ -61,21 +62,28 @@ def _record(out: Path, work: Path, name: str, **kwargs: Any) -> dict[str, Any]:
     return _summary(path, truth_path, truth, **_describe(kwargs["carrier"], kwargs["host"], dialect))
 
 
-CAPTURES = ("raw-tcp.pcap", "websocket.pcap", "wss.pcapng", "go-dialect.pcap", "reference-js.pcap", "impaired.pcap")
+CAPTURES = ("raw-tcp.pcap", "websocket.pcap", "wss.pcapng", "wss-tls12.pcapng", "go-dialect.pcap",
+            "reference-js.pcap", "impaired.pcap")
 FULL = Plan(big_size=200_000)
 
 
-def _record_wss(out: Path, work: Path) -> dict[str, Any]:
-    """wss:// over ::1; tcpdump writes pcap, editcap makes pcapng with the TLS secrets inside."""
-    name, keys = "wss.pcapng", out / "wss.keys"
+def _record_wss(out: Path, work: Path, name: str = "wss.pcapng", host: str = "::1", big_size: int = 100_000,
+                tls_maximum: ssl.TLSVersion | None = None) -> dict[str, Any]:
+    """wss:// over ``host``; tcpdump writes pcap, editcap makes pcapng with the TLS secrets inside.
+
+    The device's TLS client writes the key log (``SSLContext.keylog_filename``) beside the capture.
+    """
+    keys = out / Path(name).with_suffix(".keys").name
     keys.unlink(missing_ok=True)
-    raw = work / "wss.pcap"
-    truth = record_tunnel(raw, work, carrier="wss", host="::1", plan=Plan(big_size=100_000), keylog=keys)
+    raw = work / Path(name).with_suffix(".pcap").name
+    truth = record_tunnel(raw, work, carrier="wss", host=host, plan=Plan(big_size=big_size), keylog=keys,
+                          tls_maximum=tls_maximum)
     subprocess.run(["editcap", "-F", "pcapng", "--inject-secrets", f"tls,{keys}", str(raw), str(out / name)],
                    check=True, capture_output=True)
     truth_path = out / f"{name}.truth.ndjson"
     truth.write(truth_path)
-    return _summary(out / name, truth_path, truth, **_describe("wss", "::1"), keylog=keys.name)
+    extra = {"tls_maximum": "TLSv1_2"} if tls_maximum is ssl.TLSVersion.TLSv1_2 else {}
+    return _summary(out / name, truth_path, truth, **_describe("wss", host), keylog=keys.name, **extra)
 
 
 def _impaired(out: Path) -> dict[str, Any]:
@@ -114,6 +122,9 @@ def main(parser: argparse.ArgumentParser) -> int:
             manifest["websocket.pcap"] = _record(out, work, "websocket.pcap", carrier="ws", host="127.0.0.1", plan=FULL)
         if "wss.pcapng" in wanted:
             manifest["wss.pcapng"] = _record_wss(out, work)
+        if "wss-tls12.pcapng" in wanted:
+            manifest["wss-tls12.pcapng"] = _record_wss(out, work, "wss-tls12.pcapng", host="127.0.0.1",
+                                                       big_size=50_000, tls_maximum=ssl.TLSVersion.TLSv1_2)
         if "go-dialect.pcap" in wanted:
             manifest["go-dialect.pcap"] = _record(
                 out, work, "go-dialect.pcap", carrier="tcp", host="::1", packing=GoPacking(),

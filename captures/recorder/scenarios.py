@@ -168,9 +168,12 @@ class Tunnel:
 
 def record_tunnel(
     out: Path, workdir: Path, *, carrier: str, host: str, plan: Plan, packing: Any = None,
-    truth: TruthLog | None = None, keylog: Path | None = None,
+    truth: TruthLog | None = None, keylog: Path | None = None, tls_maximum: ssl.TLSVersion | None = None,
 ) -> TruthLog:
-    """Record one tunnel (raw TCP, ws or wss) over ``host`` into the capture file ``out``."""
+    """Record one tunnel (raw TCP, ws or wss) over ``host`` into the capture file ``out``.
+
+    ``tls_maximum`` caps the relay's TLS version for wss (TLSv1_2: a relay on an older TLS stack).
+    """
     truth = truth or TruthLog()
     services = Services(workdir, plan.big_size, [TLS_NAME, RELAY_NAME])
     node_relay = None
@@ -193,6 +196,8 @@ def record_tunnel(
             if carrier == "wss":
                 server_tls = pacing.paced_tls(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
                 server_tls.load_cert_chain(services.cert_path, services.key_path)
+                if tls_maximum is not None:
+                    server_tls.maximum_version = tls_maximum
                 client_tls = pacing.paced_tls(ssl.create_default_context(cafile=str(services.cert_path)))
                 if keylog is not None:
                     client_tls.keylog_filename = str(keylog)

@@ -1,5 +1,6 @@
-"""What the capture-reading sub-commands share: the FILE / ``-i IFACE`` arguments, opening the
-source with one-line errors, the progress bar, and the bundled default capture."""
+"""What the capture-reading sub-commands share: the INPUT... / ``-i IFACE`` / ``--jobs`` arguments,
+opening the source (``inputs.py``, or worker processes through ``parallel.py``) with one-line errors,
+the progress bar, and the bundled default capture."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..decoder import Decoder, Record
 from ..errors import UserError
+from ..inputs import InputFile, InputSet, expand_inputs
+from ..parallel import DecodeOptions, JobRun, cpu_count
 from ..textout import safe_text
 
 BUNDLED_CAPTURE = "websocket.pcap"
@@ -30,9 +33,14 @@ def bundled_capture() -> Path:
 
 
 def add_file_argument(parser: argparse.ArgumentParser, *, live: bool) -> None:
-    """FILE (optional when the bundled capture is the default) and, for live-capable commands, -i/BPF."""
-    parser.add_argument("file", nargs="?", type=Path, metavar="FILE",
-                        help="pcap or pcapng capture (default: the bundled example capture)")
+    """INPUT... (the bundled capture when none), --jobs, and for live-capable commands -i/BPF; sets ``args.inputs``."""
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="pcap/pcapng files (also .gz/.zst), directories (searched recursively) or - for "
+                        "standard input, read as one capture merged by packet time (default: the bundled "
+                        "example capture)")
+    parser.add_argument("-j", "--jobs", type=_jobs, default=1, metavar="N",
+                        help="decode on N processes, TCP connections split between them, output unchanged "
+                        "(default 1; 0: one per core)")
     if live:
         parser.add_argument("-i", "--interface", metavar="IFACE",
                             help="capture live on this interface instead of reading a file (needs root)")
@@ -42,11 +50,24 @@ def add_file_argument(parser: argparse.ArgumentParser, *, live: bool) -> None:
                             help="with -i: stop after this many seconds (default: until Ctrl-C)")
         parser.add_argument("-c", "--count", type=int, metavar="N", help="with -i: stop after N packets")
     parser.add_argument("--tls-keylog", type=Path, metavar="KEYLOG",
-                        help="NSS key log (SSLKEYLOGFILE) to decrypt wss:// tunnels (TLS 1.3); default: "
-                        "$SSLKEYLOGFILE, else a FILE-stem.keys file next to the capture")
+                        help="NSS key log (SSLKEYLOGFILE) to decrypt wss:// tunnels (TLS 1.3; TLS 1.2 with ECDHE and "
+                        "AES-GCM or ChaCha20); default: "
+                        "$SSLKEYLOGFILE, else a FILE-stem.keys file next to a single capture")
     parser.add_argument("--show-secrets", action="store_true",
                         help="show tokens (control arguments, access_token, Authorization) instead of redacting")
     add_bound_arguments(parser)
+
+
+def _jobs(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes (0: one per core)")
+    return int(text)
+
+
+def input_files(args: argparse.Namespace) -> list[InputFile]:
+    """``args.inputs`` expanded (``inputs.expand_inputs``); the bundled capture when none is given."""
+    specs = getattr(args, "inputs", None) or [bundled_capture()]
+    return expand_inputs(specs)
 
 
 def byte_count(text: str) -> int:
@@ -86,47 +107,116 @@ def add_bound_arguments(parser: argparse.ArgumentParser) -> None:
                         f"dropped and reported (default {DEFAULT_MAX_MESSAGE})")
 
 
-def make_decoder(args: argparse.Namespace, *, keep_closed_tunnels: bool = False) -> Decoder:
-    """The decoder for these arguments: secrets shown or not, a TLS key log if one is given or found."""
-    from ..tls import KeyLog
-
+def decode_options(args: argparse.Namespace, files: list[InputFile], *, keep_closed_tunnels: bool = False,
+                   report_closed: bool = False) -> DecodeOptions:
+    """The decoder settings of these arguments: secrets shown or not, a TLS key log if one is given or found."""
     keylog_path = args.tls_keylog or os.environ.get("SSLKEYLOGFILE")
-    if keylog_path is None and args.file is not None and not getattr(args, "interface", None):
-        sibling = args.file.with_suffix(".keys")
+    if keylog_path is None and len(files) == 1 and not files[0].is_stdin and not getattr(args, "interface", None):
+        sibling = Path(files[0].path).with_suffix(".keys")
         keylog_path = sibling if sibling.is_file() else None
     if keylog_path is not None and not Path(keylog_path).is_file():
         raise UserError(f"{keylog_path}: no such TLS key log file")
-    keylog = KeyLog.load(keylog_path) if keylog_path else None
-    from ..carrier import Carrier
-    from ..tcp import TcpReassembler
+    if keylog_path:  # read here once for its warnings; each decoder (process) loads it again for itself
+        from ..tls import KeyLog
 
-    show_secrets, max_message = args.show_secrets, args.max_message
-    return Decoder(show_secrets=show_secrets, keylog=keylog, max_body_held=args.max_frame_held,
-                   keep_closed_tunnels=keep_closed_tunnels,
-                   reassembler=TcpReassembler(max_flows=args.max_flows, max_buffered_per_flow=args.max_buffered),
-                   carrier_factory=lambda: Carrier(show_secrets=show_secrets, max_message=max_message))
+        for warning in KeyLog.load(keylog_path).warnings:
+            print(f"mproxy: warning: {safe_text(warning)}", file=sys.stderr)
+    return DecodeOptions(show_secrets=args.show_secrets, keylog=os.fspath(keylog_path) if keylog_path else None,
+                         max_flows=args.max_flows, max_buffered=args.max_buffered,
+                         max_frame_held=args.max_frame_held, max_message=args.max_message,
+                         keep_closed_tunnels=keep_closed_tunnels, report_closed=report_closed)
 
 
-def open_items(args: argparse.Namespace) -> Iterable[Any]:
-    """The capture items for ``args``; every way of failing to open becomes a UserError."""
-    iface = getattr(args, "interface", None)
-    if iface:
-        if args.file is not None:
-            raise UserError("give either FILE or -i IFACE, not both")
-        return _live_items(iface, getattr(args, "bpf", None), args.duration, args.count)
-    path = args.file if args.file is not None else bundled_capture()
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, not a capture file")
-    if not os.access(path, os.R_OK):
-        raise UserError(f"{path}: permission denied")
-    from ..pcap import open_capture
+class Source:
+    """What a command reads: its records in capture order (iterate once), then ``totals``.
 
-    items = _guarded(open_capture(str(path)), str(path))
-    if sys.stderr.isatty() and path.stat().st_size >= PROGRESS_MIN_BYTES:
-        return _with_progress(items, path)
-    return items
+    With ``--jobs 1`` (or a live interface, or standard input) one ``Decoder``
+    in this process does the work and is ``totals``; with more, worker
+    processes do (``parallel.JobRun``) and ``totals`` is their sum, with the
+    same attribute names. ``transform(record, decoder)`` runs where the
+    record is decoded (in the workers with --jobs) and what it returns, unless
+    None, is what iterating gives; its ``totals`` attribute, if any, comes back
+    in ``extras`` (one per decoder). ``interactive`` is true when records come
+    from something still running (an interface, a pipe): print them at once.
+    ``jobs`` overrides ``--jobs`` (1 for a command that needs the one decoder
+    while records stream, as ``check`` does with ``totals.tunnels``).
+    """
+
+    def __init__(self, args: argparse.Namespace, *, keep_closed_tunnels: bool = False, report_closed: bool = False,
+                 transform: Callable[[Record, Any], Any] | None = None, jobs: int | None = None) -> None:
+        self.args = args
+        self.transform = transform
+        self.live = bool(getattr(args, "interface", None))
+        if self.live and args.inputs:
+            raise UserError("give either INPUT or -i IFACE, not both")
+        self.files = [] if self.live else input_files(args)
+        self.interactive = self.live or any(f.is_stdin for f in self.files)
+        self.options = decode_options(args, self.files, keep_closed_tunnels=keep_closed_tunnels,
+                                      report_closed=report_closed)
+        if jobs is None:
+            jobs = args.jobs or cpu_count()
+        if jobs > 1 and self.interactive:
+            print("mproxy: --jobs: a live capture or standard input is decoded by one process", file=sys.stderr)
+            jobs = 1
+        self.jobs = jobs
+        self.totals: Any = self.options.make_decoder() if jobs == 1 else None
+        self.extras: list[Any] = []
+        self.skipped = 0
+        self.inputs: InputSet | None = None
+
+    @property
+    def where(self) -> str:
+        """The source in messages: the interface, the single input, or how many inputs."""
+        if self.live:
+            return self.args.interface
+        return self.files[0].name if len(self.files) == 1 else f"{len(self.files)} inputs"
+
+    @property
+    def label(self) -> str:
+        """The progress bar's name for the inputs."""
+        return Path(self.files[0].name).name if len(self.files) == 1 else f"{len(self.files)} inputs"
+
+    def __iter__(self) -> Iterator[Any]:
+        transform = self.transform
+        if self.jobs > 1:
+            run = JobRun(self.files, self.options, self.jobs, transform, _note_skipped)
+            values = _with_progress(iter(run), run.bytes_done, self._progress_total(), self.label)
+            yield from values
+            self.totals = run.totals
+            self.extras = run.totals.extra
+            return
+        decoder = self.totals
+        records = decode_records(self, decoder)
+        if transform is None:
+            yield from records
+        else:
+            for record in records:
+                value = transform(record, decoder)
+                if value is not None:
+                    yield value
+        self.extras = [getattr(transform, "totals", None)]
+
+    def _progress_total(self) -> int | None:
+        total = sum(f.size or 0 for f in self.files)
+        if not sys.stderr.isatty() or total < PROGRESS_MIN_BYTES or any(f.is_stdin for f in self.files):
+            return None
+        return total
+
+
+def _note_skipped(source: InputFile, message: str) -> None:
+    """An input that is not a capture, among several: said on stderr (it is a ``not_a_capture`` record too)."""
+    print(f"mproxy: {message}: skipped", file=sys.stderr, flush=True)
+
+
+def open_items(source: Source) -> Iterable[Any]:
+    """The capture items of ``source``; every way of failing to open becomes a UserError."""
+    args = source.args
+    if source.live:
+        return _live_items(args.interface, getattr(args, "bpf", None), args.duration, args.count)
+    inputs = source.inputs = InputSet(source.files, on_skip=_note_skipped)
+    items = _guarded(inputs, source.where)
+    total = source._progress_total()
+    return _with_progress(items, inputs.bytes_done, total, source.label) if total is not None else items
 
 
 def _live_items(iface: str, bpf: str | None, duration: float | None, count: int | None) -> Iterator[Any]:
@@ -156,30 +246,24 @@ def _guarded(items: Iterable[Any], where: str) -> Iterator[Any]:
         raise UserError(f"{where}: {exc}") from None
 
 
-def _with_progress(items: Iterator[Any], path: Path) -> Iterator[Any]:
-    """A rich progress bar on stderr while a big file decodes.
-
-    The reader's byte position is not part of its interface, so the position
-    is estimated: each item counts its TCP payload plus a typical per-packet
-    overhead (record header, link, IP and TCP headers).
-    """
+def _with_progress(items: Iterator[Any], done: Callable[[], int], total: int | None, what: str) -> Iterator[Any]:
+    """A rich progress bar on stderr over all inputs' bytes (as stored) while they decode."""
+    if total is None:
+        yield from items
+        return
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    total = path.stat().st_size
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(f"decoding {escape(safe_text(path.name))}", total=total)
-        done = 0
+        task = progress.add_task(f"decoding {escape(safe_text(what))}", total=total)
         step = 0
         for item in items:
-            payload = getattr(item, "payload", None)
-            done += (len(payload) if payload is not None else 0) + 70
             step += 1
             if step == 2000:
-                progress.update(task, completed=min(done, total))
+                progress.update(task, completed=min(done(), total))
                 step = 0
             yield item
 
@@ -194,30 +278,35 @@ def tls_hint(decoder: Decoder) -> None:
               "--tls-keylog KEYLOG)", file=sys.stderr)
 
 
-def check_source(args: argparse.Namespace, decoder: Decoder) -> None:
-    """After the output: a capture that could not be read to its end is an error (exit 2).
+def check_source(source: Source) -> None:
+    """After the output: an input that could not be read to its end is an error (exit 2).
 
     What was decoded before the damage has been printed by then; this adds
-    the one line that says the file is damaged. A file with no packet of a
-    link type we read is an error too.
+    the one line that says the input is damaged. Inputs with no packet of a
+    link type we read, or none that is a capture at all, are an error too.
     """
-    tls_hint(decoder)
-    where = args.interface if getattr(args, "interface", None) else str(args.file or bundled_capture())
+    totals = source.totals
+    tls_hint(totals)
     for kind in _FATAL_SOURCE_PROBLEMS:
-        event = decoder.first_problems.get(f"capture.{kind}")
+        event = totals.first_problems.get(f"capture.{kind}")
         if event is not None:
+            where = event.pcap_file or source.where
             raise UserError(f"{where}: truncated or damaged capture at packet {event.pcap_frame}: {event.detail} "
                             "(records before it were decoded)")
-    unsupported = decoder.first_problems.get("capture.unsupported_linktype")
-    if unsupported is not None and decoder.packets == 0:
-        raise UserError(f"{where}: {unsupported.detail}")
+    unsupported = totals.first_problems.get("capture.unsupported_linktype")
+    if unsupported is not None and totals.packets == 0:
+        raise UserError(f"{unsupported.pcap_file or source.where}: {unsupported.detail}")
+    skipped = totals.problem_counts.get("capture.not_a_capture", 0)
+    if skipped and skipped == len(source.files):
+        raise UserError(f"none of the {skipped} inputs is a pcap or pcapng capture")
 
 
-def decode_records(args: argparse.Namespace, decoder: Decoder) -> Iterator[Record]:
-    """The records of the chosen source; a live capture ends cleanly on Ctrl-C."""
-    items = open_items(args)
-    if not getattr(args, "interface", None):
-        yield from decoder.decode(items)
+def decode_records(source: Source, decoder: Decoder) -> Iterator[Record]:
+    """The records of ``source`` from one decoder; a live capture ends cleanly on Ctrl-C."""
+    items = open_items(source)
+    if not source.live:
+        assert source.inputs is not None
+        yield from source.inputs.label(decoder.decode(items))
         return
     yield from _until_interrupted(iter(items), decoder)
 

@@ -1,4 +1,4 @@
-"""``mproxy detunnel FILE -o OUT.pcap``: every tunneled connection as an ordinary TCP conversation."""
+"""``mproxy detunnel INPUT... -o OUT.pcap``: every tunneled connection as an ordinary TCP conversation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from ..detunnel import Detunneler
 from ..errors import UserError
-from ._source import add_file_argument, check_source, decode_records, make_decoder
+from ._source import Source, add_file_argument, check_source
 
 
 def register(subparsers: Any) -> None:
@@ -32,15 +32,15 @@ def run(args: argparse.Namespace) -> int:
         stream = args.output.open("wb")
     except OSError as exc:
         raise UserError(f"{args.output}: cannot write: {exc.strerror}") from None
-    decoder = make_decoder(args)
+    source = Source(args)
     with stream:
         detunneler = Detunneler(stream, show_secrets=args.show_secrets)
-        for record in decode_records(args, decoder):
+        for record in source:
             detunneler.add(record)
     print(f"{detunneler.conversations} tunneled connections, {detunneler.writer.packets} packets "
           f"written to {args.output}", file=sys.stderr)
     if detunneler.bytes_missing:
         print(f"mproxy: {detunneler.bytes_missing} tunneled bytes were lost or not held: left as holes in the "
               "TCP sequence space", file=sys.stderr)
-    check_source(args, decoder)
+    check_source(source)
     return 0

@@ -1,4 +1,4 @@
-"""``mproxy dissect [FILE | -i IFACE]``: every M-PROXY frame of a capture, one line (or JSON object) each."""
+"""``mproxy dissect [INPUT... | -i IFACE]``: every M-PROXY frame of the captures, one line (or JSON object) each."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from ..decoder import DecodedFrame, StageEvent
 from ..render import event_json, event_line, frame_line, frame_ndjson, to_ndjson
 from ..secrets import redact_text
 from ..sessions import SessionTracker
-from ..spec import KINDS
 from ..textout import safe_text
-from ._source import add_file_argument, check_source, decode_records, make_decoder
+from ._filters import add_filter_arguments, frame_filter, stage_events_shown
+from ._source import Source, add_file_argument, check_source
 
 
 def register(subparsers: Any) -> None:
@@ -22,102 +22,88 @@ def register(subparsers: Any) -> None:
         description="Decode M-PROXY tunnels (raw TCP or WebSocket) in a pcap/pcapng file or on a live "
         "interface: one line per frame with the packet number that completed it, the time since the "
         "first packet, tunnel endpoints and direction, kind, client id, service/name, datalen and any "
-        "problems. Without FILE the bundled example capture is shown.",
+        "problems. Several inputs (files, directories, - for standard input) are read as one capture merged by "
+        "packet time. Without INPUT the bundled example capture is shown.",
         epilog="Tokens in control messages, access_token URLs and Authorization headers are redacted "
         "unless --show-secrets is given.",
     )
     add_file_argument(parser, live=True)
     parser.add_argument("--json", action="store_true",
-                        help="one JSON object per record (NDJSON), field names as in DESIGN.md")
-    parser.add_argument("--service", metavar="NAME", help="only frames whose service (or servicename) is NAME")
-    parser.add_argument("--client", metavar="ID",
-                        help="only frames of this tunneled client: family,address,port or address:port")
-    parser.add_argument("--name", metavar="HOST", help="only frames whose name (SNI / Host) is HOST")
-    parser.add_argument("--kind", choices=sorted(KINDS), help="only frames of this kind")
-    parser.add_argument("--problems-only", action="store_true",
-                        help="only records with problems (including TCP, carrier and capture problems)")
+                        help="one JSON object per record (NDJSON); every key, its type and when it is "
+                        "there: docs/NDJSON.md in the mproxy-scapy repository")
+    add_filter_arguments(parser)
     parser.add_argument("--scapy", action="store_true",
                         help="also show each frame as the Scapy MProxy layer (show()); for small selections")
     parser.set_defaults(func=run)
 
 
-def client_matcher(text: str) -> Any:
-    """A predicate on client ids for ``family,address,port`` or ``address:port`` / ``[v6]:port``."""
-    if "," in text:
-        return lambda client_id: client_id == text
-    address, _, port = text.rpartition(":")
-    address = address.strip("[]")
-    if not address or not port.isdigit():
-        return lambda client_id: client_id == text
-    suffix = f",{address},{int(port)}"
-    return lambda client_id: bool(client_id) and client_id.endswith(suffix) and client_id.count(",") == 2
+class Formatter:
+    """One record as dissect prints it (a line, with ``--scapy`` the layer too), or None when filtered out.
 
+    It runs where records are decoded: in each worker with ``--jobs``, so the
+    parent only writes text. Control replies get their request from a session
+    tracker first; a tunnel's frames all go to one worker, so a worker's own
+    tracker matches them as one tracker over the whole capture would.
+    ``totals`` counts the frames shown.
+    """
 
-def _frame_filter(args: argparse.Namespace) -> Any:
-    client = client_matcher(args.client) if args.client else None
-    service, name, kind, problems_only = args.service, args.name, args.kind, args.problems_only
-    if not (client or service or name or kind or problems_only):
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.keep = frame_filter(args)
+        self.events_shown = stage_events_shown(args)
+        self.show_secrets = args.show_secrets
+        self.as_json = args.json
+        self.scapy = args.scapy
+        self.tracker = SessionTracker()
+        self.first_ts: float | None = None
+        self.totals = 0
+
+    def __call__(self, record: Any, decoder: Any) -> str | None:
+        if self.first_ts is None:
+            self.first_ts = decoder.first_ts or 0.0
+        show_secrets = self.show_secrets
+        if type(record) is DecodedFrame:
+            if record.frame.kind == "control":
+                self.tracker.add(record)  # only control replies get something from the tracker here
+            if self.keep is not None and not self.keep(record):
+                return None
+            self.totals += 1
+            if self.as_json:
+                text = frame_ndjson(record, show_secrets=show_secrets) + "\n"
+            else:
+                text = frame_line(record, self.first_ts, show_secrets=show_secrets) + "\n"
+            if self.scapy and record.frame.is_frame:
+                text += _scapy_text(record, show_secrets)
+            return text
+        if isinstance(record, StageEvent) and record.is_problem and self.events_shown:
+            if self.as_json:
+                return to_ndjson(event_json(record, show_secrets=show_secrets)) + "\n"
+            return event_line(record, self.first_ts, show_secrets=show_secrets) + "\n"
         return None
-
-    def keep(record: DecodedFrame) -> bool:
-        frame = record.frame
-        if problems_only and not frame.problems:
-            return False
-        if kind and frame.kind != kind:
-            return False
-        if service and service not in (frame.service, frame.servicename):
-            return False
-        if name and frame.name != name:
-            return False
-        return not (client and not client(frame.client_id))
-
-    return keep
 
 
 def run(args: argparse.Namespace) -> int:
-    decoder = make_decoder(args)
-    tracker = SessionTracker()
-    keep = _frame_filter(args)
-    events_shown = args.problems_only or not (args.client or args.service or args.name or args.kind)
-    show_secrets = args.show_secrets
+    source = Source(args, transform=Formatter(args))
     out = sys.stdout
     write = out.write
-    frames = 0
-    live = bool(getattr(args, "interface", None))
-    as_json, scapy = args.json, args.scapy
-    first_ts: float | None = None
-    for record in decode_records(args, decoder):
-        if first_ts is None:
-            first_ts = decoder.first_ts or 0.0
-        if type(record) is DecodedFrame:
-            if record.frame.kind == "control":
-                tracker.add(record)  # only control replies get something from the tracker here
-            if keep is not None and not keep(record):
-                continue
-            frames += 1
-            if as_json:
-                write(frame_ndjson(record, show_secrets=show_secrets) + "\n")
-            else:
-                write(frame_line(record, first_ts, show_secrets=show_secrets) + "\n")
-            if scapy and record.frame.is_frame:
-                _show_scapy(record, show_secrets)
-            if live:
-                out.flush()
-        elif isinstance(record, StageEvent) and record.is_problem and events_shown:
-            if args.json:
-                write(to_ndjson(event_json(record, show_secrets=show_secrets)) + "\n")
-            else:
-                write(event_line(record, first_ts, show_secrets=show_secrets) + "\n")
+    if source.interactive:
+        for text in source:
+            write(text)
+            out.flush()
+    else:
+        for text in source:
+            write(text)
     out.flush()
-    problems = sum(decoder.problem_counts.values())
-    print(f"{frames} records shown, {decoder.tunnel_count} tunnels, {decoder.packets} TCP packets, "
+    totals = source.totals
+    frames = sum(source.extras)
+    problems = sum(totals.problem_counts.values())
+    print(f"{frames} records shown, {totals.tunnel_count} tunnels, {totals.packets} TCP packets, "
           f"{problems} problems", file=sys.stderr)
-    check_source(args, decoder)
+    check_source(source)
     return 0
 
 
-def _show_scapy(record: DecodedFrame, show_secrets: bool) -> None:
+def _scapy_text(record: DecodedFrame, show_secrets: bool) -> str:
     text = record.frame.to_scapy().show(dump=True)
     if not show_secrets:
         text = redact_text(text)
-    sys.stdout.write("".join(safe_text(line) + "\n" for line in text.splitlines()))
+    return "".join(safe_text(line) + "\n" for line in text.splitlines())

@@ -1,4 +1,4 @@
-"""``mproxy follow FILE --client ID``: one tunneled connection's bytes each way, like ``tshark -z follow``."""
+"""``mproxy follow INPUT... --client ID``: one tunneled connection's bytes each way, like ``tshark -z follow``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from ..errors import UserError
 from ..secrets import mask_bytes
 from ..sessions import Session, SessionTracker
 from ..textout import safe_text
-from ._source import add_file_argument, check_source, decode_records, make_decoder
-from .dissect import client_matcher
+from ._filters import client_matcher
+from ._source import Source, add_file_argument, check_source
 
 _RULE = "=" * 69
 _ASCII_VIEW = bytes(b if 32 <= b < 127 or b in (9, 10) else 46 for b in range(256))
@@ -86,7 +86,7 @@ class _Files:
 
 def run(args: argparse.Namespace) -> int:
     matches = client_matcher(args.client)
-    decoder = make_decoder(args)
+    source = Source(args)
     tracker = SessionTracker()
     files = _Files(args.output_dir) if args.output_dir else None
     numbers: dict[int, int] = {}
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     offsets: dict[int, list[int]] = {}
     out = sys.stdout
     try:
-        for record in decode_records(args, decoder):
+        for record in source:
             session = tracker.add(record)
             if session is None or not matches(session.client_id):
                 continue
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if files is not None:
             files.close()
-    check_source(args, decoder)
+    check_source(source)
     if not numbers:
         raise UserError(f"no tunneled client {args.client!r} in the capture (see `mproxy stats`)")
     if files is None:

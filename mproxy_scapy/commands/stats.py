@@ -1,4 +1,4 @@
-"""``mproxy stats FILE``: what crossed each tunnel, per tunneled client, as tables."""
+"""``mproxy stats INPUT...``: what crossed each tunnel, per tunneled client, as tables."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ from ..secrets import redact_control, redact_value
 from ..sessions import SessionTracker
 from ..spec import PROBLEMS
 from ..textout import safe_text
-from ._source import add_file_argument, check_source, decode_records, make_decoder
+from ._shards import add_scheduler_argument, shard_runner, sharded_stats
+from ._source import Source, add_file_argument, check_source
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from ..parallel import Totals
 
 
 def register(subparsers: Any) -> None:
@@ -28,16 +31,21 @@ def register(subparsers: Any) -> None:
         "and control requests matched to their replies.",
     )
     add_file_argument(parser, live=False)
+    add_scheduler_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the same numbers as one JSON object")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    decoder = make_decoder(args, keep_closed_tunnels=True)
-    tracker = SessionTracker()
-    for record in decode_records(args, decoder):
-        tracker.add(record)
-    summary = summarize(decoder, tracker, show_secrets=args.show_secrets)
+    if args.scheduler:
+        source = Source(args, keep_closed_tunnels=True, jobs=1)
+        source.totals, tracker = sharded_stats(shard_runner(args), source)
+    else:
+        source = Source(args, keep_closed_tunnels=True)
+        tracker = SessionTracker()
+        for record in source:
+            tracker.add(record)
+    summary = summarize(source.totals, tracker, show_secrets=args.show_secrets)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
@@ -45,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
         print_tables(summary, Console(highlight=False, width=None if sys.stdout.isatty() else 200))
     sys.stdout.flush()
-    check_source(args, decoder)
+    check_source(source)
     return 0
 
 
@@ -53,7 +61,7 @@ def _rel(ts: float | None, first: float) -> float | None:
     return None if ts is None else round(ts - first, 6)
 
 
-def summarize(decoder: Decoder, tracker: SessionTracker, *, show_secrets: bool = False) -> dict[str, Any]:
+def summarize(decoder: Decoder | Totals, tracker: SessionTracker, *, show_secrets: bool = False) -> dict[str, Any]:
     """All numbers of the report as plain data (times relative to the capture's first packet)."""
     first = decoder.first_ts or 0.0
     sessions = []
@@ -82,14 +90,18 @@ def summarize(decoder: Decoder, tracker: SessionTracker, *, show_secrets: bool =
     control = []
     for e in tracker.exchanges:
         request = e.request.frame.control
-        control.append({
+        entry = {
             "tunnel": e.tunnel, "id": e.id, "command": e.command,
             "request": request if show_secrets else redact_control(request),
             "request_frame": e.request.pcap_frame,
             "reply_frame": e.reply.pcap_frame if e.reply else None,
             "latency": round(e.latency, 6) if e.latency is not None else None,
             "outcome": e.outcome,
-        })
+        }
+        if e.request.pcap_file is not None:  # several inputs: which file each packet number is in
+            entry["request_file"] = e.request.pcap_file
+            entry["reply_file"] = e.reply.pcap_file if e.reply else None
+        control.append(entry)
     return {
         "packets": decoder.packets, "connections": decoder.connections,
         "tunnels": tunnels, "carriers": dict(carriers), "sessions": sessions,

@@ -132,8 +132,9 @@ def test_missing_file(tmp_path):
     assert_clean_error(mproxy("dissect", str(tmp_path / "nope.pcap")), "no such file")
 
 
-def test_a_directory(tmp_path):
-    assert_clean_error(mproxy("dissect", str(tmp_path)), "is a directory")
+def test_a_directory_without_captures(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a capture")
+    assert_clean_error(mproxy("dissect", str(tmp_path)), "no capture files")
 
 
 @pytest.mark.parametrize("content", [b"", b"hello, this is a text file\n" * 3])
@@ -185,7 +186,7 @@ def test_no_such_interface():
 
 
 def test_file_and_interface_together(sample):
-    assert_clean_error(mproxy("dissect", str(sample), "-i", "lo"), "either FILE or -i")
+    assert_clean_error(mproxy("dissect", str(sample), "-i", "lo"), "either INPUT or -i")
 
 
 def test_progress_bar_on_a_terminal_for_big_files(tmp_path):

@@ -16,6 +16,12 @@ def capture_files() -> list[Path]:
     return sorted(p for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng"))
 
 
+def keylog_for(pcap: Path) -> Path | None:
+    """The capture's own TLS key log (``wss.keys`` beside ``wss.pcapng``), None for a capture without TLS."""
+    keys = pcap.with_suffix(".keys")
+    return keys if keys.is_file() else None
+
+
 @pytest.fixture
 def tshark_home(tmp_path: Path) -> Path:
     """HOME and WIRESHARK_CONFIG_DIR for tshark: empty, so no user profile changes a result."""

@@ -97,7 +97,7 @@ def is_root() -> bool:
 def version_text(output: str) -> tuple[str, str]:
     """(tshark version, Lua version) from ``tshark --version``."""
     tshark = re.search(r"TShark \(Wireshark\) (\d+\.\d+\.\d+)", output)
-    lua = re.search(r"Lua (\d+\.\d+(?:\.\d+)?)", output)
+    lua = re.search(r"Lua\s+(\d+\.\d+(?:\.\d+)?)", output)  # 4.0 may wrap the line after "Lua"
     if not tshark:
         raise MatrixError(f"no version in tshark's output: {output[:200]!r}")
     return tshark.group(1), lua.group(1) if lua else "none"
@@ -134,9 +134,10 @@ def installed(version: Version) -> tuple[str, str]:
             raise MatrixError(f"{version.id}: running tshark in the {version.distribution} root needs root "
                               "(chroot and mounts in a private namespace); run the tests as root")
         found = stamp["tshark"], stamp["lua"]
-    if not found[0].startswith(version.series + "."):
-        raise MatrixError(f"{version.id}: expected tshark {version.series}.x, found {found[0]} "
-                          f"({version.distribution}); the matrix in tests/wireshark/matrix.py needs updating")
+    if not found[0].startswith(version.series + ".") or not found[1].startswith(version.lua + "."):
+        raise MatrixError(f"{version.id}: expected tshark {version.series}.x with Lua {version.lua}, found "
+                          f"{found[0]} with Lua {found[1]} ({version.distribution}); the matrix in "
+                          "tests/wireshark/matrix.py needs updating")
     return found
 
 
@@ -195,7 +196,7 @@ class Stage:
         return {"HOME": str(self.home), "WIRESHARK_CONFIG_DIR": str(config)}
 
     def args(self, args: Sequence[str]) -> list[str]:
-        """Arguments with every input file staged: ``-r path``, an absolute path, or ``key:/absolute/path``
+        """Arguments with every input file staged: ``-r path``, an absolute path, or ``key:path`` naming a file
         (lua_script:, tls.keylog_file:); ``-w path`` writes into the stage and is copied back afterwards."""
         out: list[str] = []
         write_next = False
@@ -210,7 +211,7 @@ class Stage:
             key, sep, value = arg.partition(":")
             if (previous == "-r" or arg.startswith("/")) and Path(arg).is_file():
                 out.append(str(self.file(Path(arg))))
-            elif sep and value.startswith("/") and Path(value).is_file():
+            elif sep and not arg.startswith("-") and Path(value).is_file():
                 out.append(f"{key}:{self.file(Path(value))}")
             else:
                 out.append(arg)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wireshark.conftest import WSS_KEYS, capture_files
+from wireshark.conftest import capture_files, keylog_for
 from wireshark.matrix import Version
 from wireshark.tshark_records import run_tshark
 
@@ -114,7 +114,7 @@ def tshark_tables(pcap: Path, home: Path, version: Version, keylog: Path | None)
 
 @pytest.mark.parametrize("pcap", capture_files(), ids=lambda p: p.name)
 def test_tshark_statistics_match_mproxy_stats(pcap: Path, tshark_home: Path, wireshark: Version) -> None:
-    keylog = WSS_KEYS if pcap.suffix == ".pcapng" else None
+    keylog = keylog_for(pcap)
     python = python_tables(python_stats(pcap, keylog))
     ours = tshark_tables(pcap, tshark_home, wireshark, keylog)
     assert set(ours) == set(TABLES.values())
