@@ -20,7 +20,7 @@
 -- The frame parser is a port of mproxy_scapy/parser.py (FrameParser): the same
 -- resynchronisation rule and problem names, so Wireshark and `mproxy dissect`
 -- agree frame for frame. The first pass parses and keeps every record with a
--- copy of its bytes under the packet that held its last byte; later passes
+-- copy of its bytes under the packet that completed it; later passes
 -- (tshark -2, the GUI) show the kept records from a postdissector.
 
 local mproxy = Proto("mproxy", "M-PROXY tunnel protocol")
@@ -327,6 +327,14 @@ local function display_text(text)
     return (text:gsub("\194([\128-\159])", function(c) return string.format("\\x%02x", c:byte()) end))
 end
 
+-- A byte no believable header holds, whatever follows it (parser.py _RULED_OUT):
+-- a control byte, a newline before other text, a byte never found in UTF-8.
+-- s[first..last] (1-based, inclusive) is a header or the start of one.
+local function ruled_out(s, first, last)
+    local part = s:sub(first, last)
+    return part:find("[%z\1-\9\11-\31\127\192\193\245-\255]") ~= nil or part:find("\n[^\n]") ~= nil
+end
+
 local function has_control_byte(s, first, last)
     -- any of \0-\31 or \127 in s[first..last] (1-based, inclusive)
     if last < first then return false end
@@ -625,6 +633,10 @@ function Parser:at_boundary(buf, pos, out, final)
     local available = #buf - pos
     if available < 2 or available < 2 + buf:byte(pos + 2) then
         if final then return self:short_at_end(buf, pos, out) end
+        if available > 2 and buf:byte(pos + 1) ~= VERSION_1_BYTE and ruled_out(buf, pos + 3, #buf) then
+            self.synced = false -- after another version byte only a believable header is read
+            return PROGRESS, 0
+        end
         return NEED_MORE
     end
     local version, hdrlen = buf:byte(pos + 1, pos + 2)
@@ -640,14 +652,18 @@ function Parser:at_boundary(buf, pos, out, final)
             h, header_end = wrapped, header_end + WRAP
         end
     else
-        if available < header_end + WRAP and not final then
-            self.need = self.base + header_end + WRAP
-            return NEED_MORE
+        if version ~= VERSION_1_BYTE then
+            self.synced = false
+            return PROGRESS, 0
         end
-        local longer = parse_header(buf:sub(pos + 3, pos + header_end + WRAP))
-        if version == VERSION_1_BYTE and looks_like_frame_start(longer) then
+        local settled = ruled_out(buf, pos + 3, math.min(#buf, pos + header_end + WRAP))
+        if available < header_end + WRAP and not final and not settled then
+            return NEED_MORE -- every new byte may settle it: no parser.need
+        end
+        local longer = not settled and parse_header(buf:sub(pos + 3, pos + header_end + WRAP))
+        if longer and looks_like_frame_start(longer) then
             h, header_end = longer, header_end + WRAP
-        elseif version == VERSION_1_BYTE and not has_control_byte(buf, pos + 3, pos + header_end) then
+        elseif not has_control_byte(buf, pos + 3, pos + header_end) then
             out[#out + 1] = frame_record(pos, self.base, version, hdrlen, h)
             self.base = self.base + header_end
             self.synced = false
@@ -688,7 +704,7 @@ local function find_frame_start(buf, pos, from, final)
         candidate = candidate - 1
         local hdrlen = buf:byte(candidate + 2)
         if hdrlen == nil or #buf < candidate + 2 + hdrlen then
-            if not final then return -2 - (candidate - pos) end
+            if not final and not ruled_out(buf, candidate + 3, #buf) then return -2 - (candidate - pos) end
         elseif looks_like_frame_start(parse_header(buf:sub(candidate + 3, candidate + 2 + hdrlen))) then
             return candidate - pos
         end
@@ -1250,41 +1266,28 @@ local function tvb_stream_offset(tvb, parser)
     return (start - parser.origin) % 4294967296
 end
 
+-- The last packet that carried bytes of a direction's stream: records the
+-- end of the capture completes are shown there (as the Python decoder does).
+local function note_arrival(parser, number)
+    parser.last_packet = number
+end
+
 -- Keep what a record needs to be shown again: later passes (tshark -2, the
 -- GUI) do not see the same tvbs, so they show records from these copies.
 --
--- A record belongs to the packet that held its last byte (the parser may
--- decide a packet late: it looks one byte past a frame for a wrapped header),
--- as in the Python decoder: each direction keeps (stream end, frame) of the
--- packets whose bytes are not yet in a record.
-local function note_arrival(parser, stream_end, number)
-    parser.arrivals = parser.arrivals or {}
-    local last = parser.arrivals[#parser.arrivals]
-    if last == nil or stream_end > last[1] then
-        parser.arrivals[#parser.arrivals + 1] = { stream_end, number }
-    end
-end
-
-local function frame_of(parser, record_end, fallback)
-    local arrivals = parser.arrivals or {}
-    local first = 1
-    while arrivals[first] and arrivals[first][1] < record_end do first = first + 1 end
-    if first > 1 then
-        local kept = {}
-        for index = first, #arrivals do kept[#kept + 1] = arrivals[index] end
-        parser.arrivals = kept
-    end
-    return arrivals[first] and arrivals[first][2] or fallback
-end
-
+-- A record belongs to the packet that completed it, the packet being
+-- dissected when the parser decides it (as in the Python decoder): one pass
+-- of tshark shows it there, later passes show it there again. number is
+-- given only for records the end of the capture completes.
+--
 -- window: where buf lies in the packet's tvb ({ skip = tvb position of buf's
 -- first byte, length = tvb length }), for records the raw-TCP dissector shows
 -- from that tvb: on later passes Wireshark's reassembly hands the same tvb
 -- again, so those records keep no copy of their bytes (entry.in_tvb).
-local function remember(pinfo, parser, record, buf, ctx, header_in, window)
-    local number = frame_of(parser, record.offset + record.length, pinfo.number)
+local function remember(pinfo, record, buf, ctx, header_in, window, number)
+    number = number or pinfo.number
     local entry = { record = record, ctx = ctx, header_in = header_in, number = number }
-    if window and number == pinfo.number then
+    if window then
         entry.from_dissector = true
         if record.pos ~= nil and record.pos + window.skip >= 0
             and record.pos + window.skip + record.length <= window.length then
@@ -1349,7 +1352,7 @@ local function drain_stash(parser, buf, buf_end, number)
         if piece_end > buf_end then
             buf = buf .. piece.data:sub(buf_end - piece.start + 1)
             buf_end = piece_end
-            note_arrival(parser, buf_end, number)
+            note_arrival(parser, number)
         end
         drained = true
     end
@@ -1379,13 +1382,13 @@ end
 
 -- Parse buf (the direction's bytes from parser.base on); every record is kept
 -- for later passes. Returns the kept entries and the bytes consumed.
-local function parse_kept(parser, buf, pinfo, ctx, window)
+local function parse_kept(parser, buf, pinfo, ctx, window, number)
     local records, consumed = parser:run(buf)
     parser.pending = buf:sub(consumed + 1)
     parser.held_parts, parser.held_extra = nil, nil
     local entries = {}
     for _, record in ipairs(records) do
-        entries[#entries + 1] = remember(pinfo, parser, record, buf, ctx, nil, window)
+        entries[#entries + 1] = remember(pinfo, record, buf, ctx, nil, window, number)
     end
     return entries, consumed
 end
@@ -1393,19 +1396,21 @@ end
 -- Give the direction's holes up to stream offset target: lost bytes become a
 -- gap (FrameParser.gap), then the pieces after them are parsed. Our parser
 -- holds the bytes from then on (parser.own), not Wireshark's reassembly.
-local function give_up_holes(parser, target, pinfo, ctx)
+local function give_up_holes(parser, target, pinfo, ctx, number)
     local entries = {}
+    number = number or pinfo.number
     while parser.stash and parser.stash[1] do
         local held_bytes = held(parser)
         local expected = parser.base + #held_bytes
         local hole_end = math.min(parser.stash[1].start, target)
         if hole_end <= expected then break end
+        note_arrival(parser, number)
         for _, record in ipairs(parser:gap(held_bytes, hole_end - expected)) do
-            entries[#entries + 1] = remember(pinfo, parser, record, held_bytes, ctx)
+            entries[#entries + 1] = remember(pinfo, record, held_bytes, ctx, nil, nil, number)
         end
         parser.pending = ""
-        local buf = drain_stash(parser, "", parser.base, pinfo.number)
-        for _, entry in ipairs(parse_kept(parser, buf, pinfo, ctx)) do entries[#entries + 1] = entry end
+        local buf = drain_stash(parser, "", parser.base, number)
+        for _, entry in ipairs(parse_kept(parser, buf, pinfo, ctx, nil, number)) do entries[#entries + 1] = entry end
         parser.own = #parser.pending > 0
     end
     return entries
@@ -1491,7 +1496,7 @@ local function dissect_tcp(tvb, pinfo, tree)
     local skip = expected - start
     if skip >= tvb:len() then return tvb:len() end
     local tvb_end = start + tvb:len()
-    note_arrival(parser, tvb_end, pinfo.number)
+    note_arrival(parser, pinfo.number)
     if not parser.own and parser.need and tvb_end < parser.need and not (parser.stash and parser.stash[1]) then
         -- the frame under way is still incomplete: keep the new bytes, parse nothing
         local held_end = parser.base + held_length(parser)
@@ -1559,7 +1564,7 @@ local function feed_stream(pinfo, stream, ctx, data)
     end
     tunnels[stream].directions[key] = ctx.peer
     parser.stream_end = (parser.stream_end or 0) + #data
-    note_arrival(parser, parser.stream_end, pinfo.number)
+    note_arrival(parser, pinfo.number)
     -- arrivals: where in the held bytes those of each packet begin
     local arrivals = pending.frames
     if #arrivals == 0 or arrivals[#arrivals].number ~= pinfo.number then
@@ -1587,7 +1592,7 @@ local function feed_stream(pinfo, stream, ctx, data)
                 table.insert(reassembled_in[header_in], pinfo.number)
             end
         end
-        entries[#entries + 1] = remember(pinfo, parser, record, buf, ctx, header_in)
+        entries[#entries + 1] = remember(pinfo, record, buf, ctx, header_in)
     end
     parser.pending = buf:sub(consumed + 1)
     local kept = {}
@@ -1749,7 +1754,7 @@ local function start_ws_frame(st, header)
             st.msg_sink = "binary"
         elseif opcode == 2 and st.tunnel.deflate then
             st.msg_sink = "deflate"
-            st.z_message = {}
+            st.z_message, st.z_given = {}, 0
         end
         st.sink = st.msg_sink
     else
@@ -1762,25 +1767,55 @@ end
 local MAX_DEFLATE_HISTORY = 4194304
 local DEFLATE_TAIL = "\0\0\255\255"
 
+-- An empty stored block: raw deflate input starting with it is never taken
+-- for a zlib header by TvbRange:uncompress (which tries zlib first).
+local DEFLATE_START = "\0\0\0\255\255"
+
 -- One compressed message, inflated (nil: it does not inflate). Lua has no
 -- zlib stream that lives across packets: TvbRange:uncompress inflates one
 -- buffer (raw deflate too). With context takeover (the default) a message may
 -- refer to earlier ones, so the direction's compressed history is inflated
 -- again with it and the message is what comes after the earlier output.
-local function inflate_message(st, compressed)
+-- complete false: the message so far, without its end; zlib gives every
+-- byte those bytes decode to, as the Python unframer's inflater does after
+-- the same packet, and nothing is kept.
+local function inflate_message(st, compressed, complete)
     local own = st.tunnel.deflate[st.from_server and "server_no_context" or "client_no_context"]
-    local input = compressed .. DEFLATE_TAIL
+    local input = complete and compressed .. DEFLATE_TAIL or compressed
     if not own then input = table.concat(st.z_history) .. input end
     local ok, inflated = pcall(function()
-        return ByteArray.new(input, true):tvb("Compressed message"):range():uncompress("Inflated message")
+        return ByteArray.new(DEFLATE_START .. input, true):tvb("Compressed message"):range()
+            :uncompress("Inflated message")
     end)
     if not ok or inflated == nil then return nil end
     local text = inflated:raw()
     if own then return text end
     local message = text:sub(st.z_out + 1)
-    st.z_out = #text
-    st.z_history[#st.z_history + 1] = compressed .. DEFLATE_TAIL
+    if complete then
+        st.z_out = #text
+        st.z_history[#st.z_history + 1] = compressed .. DEFLATE_TAIL
+    end
     return message
+end
+
+-- What this message has inflated to so far past what was handed on: the
+-- M-PROXY stream gets it in the packet whose bytes it came from.
+local function deliver_inflated(st, message, out)
+    if #message > MAX_MESSAGE then message = message:sub(1, MAX_MESSAGE) end
+    if #message > st.z_given then
+        out[#out + 1] = message:sub(st.z_given + 1)
+        st.z_given = #message
+    end
+end
+
+-- At the end of a packet inside a compressed message: its bytes so far.
+local function inflate_so_far(st, out)
+    if st.z_broken or not st.z_fed then return end
+    st.z_fed = false
+    local compressed = table.concat(st.z_message)
+    if st.z_held + #compressed > MAX_DEFLATE_HISTORY then return end
+    local message = inflate_message(st, compressed, false)
+    if message then deliver_inflated(st, message, out) end
 end
 
 local function end_deflate_message(st, out)
@@ -1790,7 +1825,7 @@ local function end_deflate_message(st, out)
     local message
     if st.z_held + #compressed <= MAX_DEFLATE_HISTORY then
         st.z_held = st.z_held + #compressed
-        message = inflate_message(st, compressed)
+        message = inflate_message(st, compressed, true)
     end
     if message == nil then
         st.z_broken = true
@@ -1801,9 +1836,8 @@ local function end_deflate_message(st, out)
     end
     if #message > MAX_MESSAGE then
         st.notes[#st.notes + 1] = { "decompression_capped", string.format("message inflated past %d bytes", MAX_MESSAGE) }
-        message = message:sub(1, MAX_MESSAGE)
     end
-    out[#out + 1] = message
+    deliver_inflated(st, message, out)
 end
 
 local function end_ws_frame(st, out)
@@ -1836,6 +1870,7 @@ local function unframe(st, data)
                     if st.mask then chunk = unmask(chunk, st.mask, st.mask_pos) end
                     local into = st.sink == "binary" and out or st.z_message
                     into[#into + 1] = chunk
+                    st.z_fed = st.sink == "deflate"
                 end
                 st.mask_pos = st.mask_pos + take
                 st.remaining = st.remaining - take
@@ -1853,6 +1888,7 @@ local function unframe(st, data)
             end
         end
     end
+    if st.z_message then inflate_so_far(st, out) end
     return table.concat(out)
 end
 
@@ -2021,7 +2057,9 @@ local function last_value(extractor)
     return #all > 0 and all[#all].value or nil
 end
 
-local function finish_tunnel(stream, tunnel, pinfo)
+-- at_capture_end: lost bytes go to the tunnel's last packet, the records the
+-- parsers still held to the last packet that carried bytes of their direction.
+local function finish_tunnel(stream, tunnel, pinfo, at_capture_end)
     tunnel.finished = true
     if tunnel.directions == nil then return end
     local client = clients[stream]
@@ -2035,7 +2073,8 @@ local function finish_tunnel(stream, tunnel, pinfo)
         if parser and parser.stash and #parser.stash > 0 then
             local last = parser.stash[#parser.stash]
             local ctx = { key = key, peer = tunnel.directions[key], stream = stream }
-            for _, entry in ipairs(give_up_holes(parser, last.start + #last.data, pinfo, ctx)) do
+            local number = at_capture_end and tunnel.last_number or nil
+            for _, entry in ipairs(give_up_holes(parser, last.start + #last.data, pinfo, ctx, number)) do
                 entries[#entries + 1] = entry
             end
         end
@@ -2043,9 +2082,10 @@ local function finish_tunnel(stream, tunnel, pinfo)
             local buf = held(parser)
             local records = parser:close(buf)
             parser.pending = ""
+            local number = at_capture_end and parser.last_packet or nil
             for _, record in ipairs(records) do
-                entries[#entries + 1] = remember(pinfo, parser, record, buf,
-                    { key = key, peer = tunnel.directions[key], stream = stream })
+                entries[#entries + 1] = remember(pinfo, record, buf,
+                    { key = key, peer = tunnel.directions[key], stream = stream }, nil, nil, number)
             end
         end
     end
@@ -2055,7 +2095,7 @@ end
 -- Wireshark has no end-of-capture event. The first call of a later pass
 -- (tshark -2, the GUI re-dissecting a packet) knows the first pass is over:
 -- tunnels still open then end as the Python decoder ends them at the end of
--- the capture, and their last records go to the packets that held them.
+-- the capture.
 local function note_capture_end(pinfo)
     if not pinfo.visited or first_pass.done then return end
     first_pass.done = true
@@ -2064,7 +2104,7 @@ local function note_capture_end(pinfo)
         if not tunnel.finished then streams[#streams + 1] = stream end
     end
     table.sort(streams, function(a, b) return tunnels[a].order < tunnels[b].order end)
-    for _, stream in ipairs(streams) do finish_tunnel(stream, tunnels[stream], pinfo) end
+    for _, stream in ipairs(streams) do finish_tunnel(stream, tunnels[stream], pinfo, true) end
 end
 
 -- A segment that fills a hole (it came after the bytes behind it) is one
@@ -2083,7 +2123,7 @@ local function note_late_segment(pinfo, stream)
     local expected = parser.base + held_length(parser)
     if start > expected or start + #data <= expected then return nil end
     local ctx = context(pinfo, stream)
-    note_arrival(parser, start + #data, pinfo.number)
+    note_arrival(parser, pinfo.number)
     local buf = held(parser) .. data:sub(expected - start + 1)
     buf = drain_stash(parser, buf, start + #data, pinfo.number)
     local entries, consumed = parse_kept(parser, buf, pinfo, ctx)
@@ -2134,6 +2174,7 @@ function mproxy_end.dissector(tvb, pinfo, tree)
         note_client(pinfo, stream, flags)
         local tunnel = tunnels[stream]
         if tunnel == nil then return end
+        tunnel.last_number = pinfo.number
         entries = {}
         if tunnel.carrier == "tcp" and tunnel.stashed then
             for _, entry in ipairs(note_late_segment(pinfo, stream) or {}) do entries[#entries + 1] = entry end

@@ -42,11 +42,13 @@ _CLIENT_FAMILIES = {"IPv4": ipaddress.IPv4Address, "IPv6": ipaddress.IPv6Address
 class Finding:
     """One rule broken at one place: the packet, tunnel, direction and client it concerns."""
 
-    __slots__ = ("client", "detail", "direction", "dst", "pcap_frame", "rule", "src", "ts", "tunnel")
+    __slots__ = ("client", "detail", "direction", "dst", "pcap_file", "pcap_frame", "rule", "src", "ts", "tunnel")
 
     def __init__(self, rule: str, detail: str, *, pcap_frame: int | None, ts: float | None, tunnel: int | None,
-                 direction: int | None, src: str | None, dst: str | None, client: str | None) -> None:
+                 direction: int | None, src: str | None, dst: str | None, client: str | None,
+                 pcap_file: str | None = None) -> None:
         self.rule = rule
+        self.pcap_file = pcap_file
         self.detail = detail
         self.pcap_frame = pcap_frame
         self.ts = ts
@@ -66,8 +68,8 @@ class Finding:
 
     def to_json(self) -> dict[str, Any]:
         return {"rule": self.rule, "severity": self.severity, "title": self.title, "detail": self.detail,
-                "pcap_frame": self.pcap_frame, "ts": self.ts, "tunnel": self.tunnel, "direction": self.direction,
-                "src": self.src, "dst": self.dst, "client": self.client}
+                "pcap_file": self.pcap_file, "pcap_frame": self.pcap_frame, "ts": self.ts, "tunnel": self.tunnel,
+                "direction": self.direction, "src": self.src, "dst": self.dst, "client": self.client}
 
     def __repr__(self) -> str:
         return f"<Finding {self.rule} #{self.pcap_frame} t{self.tunnel} {self.client or ''} {self.detail!r}>"
@@ -76,9 +78,10 @@ class Finding:
 class _Where:
     """Where something was seen, kept to report it later (a client's first frame, a request)."""
 
-    __slots__ = ("client", "direction", "dst", "pcap_frame", "src", "ts")
+    __slots__ = ("client", "direction", "dst", "pcap_file", "pcap_frame", "src", "ts")
 
     def __init__(self, record: DecodedFrame, client: str | None) -> None:
+        self.pcap_file = record.pcap_file
         self.pcap_frame = record.pcap_frame
         self.ts = record.ts
         self.direction = record.direction
@@ -176,12 +179,14 @@ class Checker:
     def _report(self, rule: str, detail: str, record: DecodedFrame, client: str | None = None) -> None:
         if rule in self._rules:
             self._out.append(Finding(rule, detail, pcap_frame=record.pcap_frame, ts=record.ts, tunnel=record.tunnel,
-                                     direction=record.direction, src=record.src, dst=record.dst, client=client))
+                                     direction=record.direction, src=record.src, dst=record.dst, client=client,
+                                     pcap_file=record.pcap_file))
 
     def _report_at(self, rule: str, detail: str, tunnel: _Tunnel, where: _Where) -> None:
         if rule in self._rules:
             self._out.append(Finding(rule, detail, pcap_frame=where.pcap_frame, ts=where.ts, tunnel=tunnel.id,
-                                     direction=where.direction, src=where.src, dst=where.dst, client=where.client))
+                                     direction=where.direction, src=where.src, dst=where.dst, client=where.client,
+                                     pcap_file=where.pcap_file))
 
     # -- frames --------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "detunnel",
     "export",
     "check",
+    "conform",
     "lua",
     "wireshark",
 )

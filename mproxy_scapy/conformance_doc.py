@@ -43,8 +43,9 @@ client (`family,address,port`: announced, ended, paused, per direction). The rel
 tunnel's TCP server (the device dials it).
 
 - Default output: one row per broken rule with its count, first packet, tunnel and client.
-- `--json`: one JSON object per finding: `rule`, `severity`, `title`, `detail`, `pcap_frame`,
-  `ts`, `tunnel`, `direction`, `src`, `dst`, `client`.
+- `--json`: one JSON object per finding: `rule`, `severity`, `title`, `detail`, `pcap_file`
+  (the input's name when several are read, else null), `pcap_frame`, `ts`, `tunnel`, `direction`,
+  `src`, `dst`, `client`.
 - `--junit FILE`: JUnit XML, one test case per rule checked, failed by its findings at or above
   `--fail-on` (quieter findings are listed in the case's output).
 - Exit status: 0 when no finding is at or above `--fail-on` (default `error`), 1 when one is,

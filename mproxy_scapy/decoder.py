@@ -14,7 +14,7 @@ capture order, so outputs can show them and stats can count them.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,11 +28,14 @@ if TYPE_CHECKING:
 class DecodedFrame:
     """One parser record (a frame, or skipped garbage / lost bytes) with where and when it was seen.
 
-    ``pcap_frame`` and ``ts`` are those of the packet that held the record's
-    last byte (as Wireshark shows it). Records come out in the order they
-    are complete, which is pcap order per direction; a frame the parser
-    could only close on the next byte of its stream may come out after a
-    frame of the other direction with a higher packet number.
+    ``pcap_frame`` and ``ts`` are those of the packet that completed the
+    record: the packet whose bytes let the parser decide it (a frame's last
+    byte; for skipped garbage, the start of the frame after it), or the packet
+    that closed the connection or showed bytes lost. A streaming dissector
+    shows it there too: Wireshark in one pass cannot show a record in a packet
+    before it. Records the end of the capture completes go to the last
+    packet that carried bytes of their direction; all others come out in
+    packet order.
     ``src``/``dst`` are the tunnel connection's sender and receiver as
     ``ip:port`` text; ``direction`` 0 is tunnel client -> tunnel server.
     ``reply_to``/``reply_time`` are set on control replies by the session
@@ -134,8 +137,8 @@ class TunnelInfo:
 class _Conn:
     """Per TCP connection state: its carrier, parsers made on first use, and its endpoints."""
 
-    __slots__ = ("carrier", "carrier_kind", "chunks", "closed", "conn", "endpoints", "frame_no", "parsers",
-                 "passthrough", "stream_end", "synced", "tls", "tls_checked", "ts", "tunnel")
+    __slots__ = ("carrier", "carrier_kind", "closed", "conn", "endpoints", "frame_no", "last_packet", "parsers",
+                 "passthrough", "synced", "tls", "tls_checked", "ts", "tunnel")
 
     def __init__(self, conn: Any, carrier: Any) -> None:
         self.conn = conn
@@ -152,9 +155,8 @@ class _Conn:
         self.ts = 0.0
         self.tls: Any = None
         self.tls_checked = False
-        self.stream_end = [0, 0]
-        self.chunks: tuple[deque[tuple[int, int, float]], deque[tuple[int, int, float]]] = (deque(), deque())
-        """Per direction: (stream offset where a chunk ends, its packet number, its time), oldest first."""
+        self.last_packet: list[tuple[int, float] | None] = [None, None]
+        """Per direction: (packet number, time) of the last packet that carried bytes of its M-PROXY stream."""
 
 
 def _default_reassembler() -> Any:
@@ -469,7 +471,9 @@ class Decoder:
         self._carrier_events(state, state.carrier.close(), out)
         for direction, parser in enumerate(state.parsers):
             if parser is not None:
-                self._emit(state, direction, parser.close(), frame_no, ts, out)
+                last = state.last_packet[direction] if reason == "capture_end" else None
+                number, when = last if last is not None else (frame_no, ts)
+                self._emit(state, direction, parser.close(), number, when, out)
         if state.tunnel is not None:
             state.tunnel.closed = reason
             if not self._keep_closed_tunnels:
@@ -510,22 +514,15 @@ class Decoder:
         if tunnel.first_ts is None:
             tunnel.first_ts = ts
         tunnel.last_ts = ts
-        end = state.stream_end[direction] = state.stream_end[direction] + size
-        chunks = state.chunks[direction]
-        chunks.append((end, frame_no, ts))
+        state.last_packet[direction] = (frame_no, ts)
         frames = parser.feed(data)
         if frames:
             self._emit(state, direction, frames, frame_no, ts, out)
-        # a frame still to come ends inside the bytes the parser holds, or later: older chunks can go
-        consumed = end - parser.buffered
-        while len(chunks) > 1 and chunks[0][0] <= consumed:
-            chunks.popleft()
 
     def _on_mproxy_gap(self, state: _Conn, event: Any, out: list[Record]) -> None:
         parser = self._parser(state, event.direction)
         direction = event.direction
-        end = state.stream_end[direction] = state.stream_end[direction] + event.length
-        state.chunks[direction].append((end, state.frame_no, state.ts))
+        state.last_packet[direction] = (state.frame_no, state.ts)
         self._emit(state, direction, parser.gap(event.length), state.frame_no, state.ts, out)
 
     def _on_detected(self, state: _Conn, event: Any, out: list[Record] | None) -> None:
@@ -566,19 +563,12 @@ class Decoder:
         tunnel = state.tunnel
         carrier = state.carrier_kind or "tcp"
         counts = self.problem_counts
-        chunks = state.chunks[direction]
         for frame in frames:
             for problem in frame.problems:
                 counts[problem.kind] += 1
             if tunnel is not None:
                 tunnel.frames[direction] += 1
-            # the parser may hand a frame out a chunk late (it looks one byte past a frame for a wrapped
-            # header); the record names the packet that held the frame's last byte, as Wireshark would
-            end = frame.offset + frame.length
-            while chunks and chunks[0][0] < end:
-                chunks.popleft()
-            number, when = (chunks[0][1], chunks[0][2]) if chunks else (frame_no, ts)
-            out.append(DecodedFrame(frame, number, when, carrier, state.conn.id, direction, src, dst))
+            out.append(DecodedFrame(frame, frame_no, ts, carrier, state.conn.id, direction, src, dst))
 
     def _stage_event(self, state: _Conn, stage: str, kind: str, detail: str, direction: int | None,
                      frame_no: int | None, ts: float | None, *, is_problem: bool = True,

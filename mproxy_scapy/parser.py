@@ -16,6 +16,13 @@ as after any garbage or lost bytes, the parser scans for the next byte 0xFE
 followed by a header that has every mark of a real one (``ParsedHeader
 .looks_like_frame_start``); the bytes passed over become one
 ``garbage_skipped`` record.
+
+Decisions are taken as soon as the bytes at hand settle them, never later: a
+header (or the 256 bytes that could make it a wrapped one) that already holds
+a byte no believable header has (``_RULED_OUT``: a control byte, a newline
+before other text, a byte never found in UTF-8) is not waited for. So a record
+comes out with the chunk that completes it, the packet a streaming dissector
+(Wireshark's, in one pass) shows it in.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ DEFAULT_MAX_BODY_HELD = 16 * 1024 * 1024
 WRAP = 256
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _CONTROL_BYTE = re.compile(rb"[\x00-\x1f\x7f]")
+_RULED_OUT = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f\xc0\xc1\xf5-\xff]|\n[^\n]")
+"""Bytes no header that passes ``looks_like_frame_start`` can hold, whatever bytes follow them."""
 _NAME_CONTINUATION = re.compile(rb"[\w.*:-]*(?:,[\w.-]*)?(?:,\n)?")
 _HOST_NAME = re.compile(r"(?:[\w*-]{1,63}\.)*[\w*-]{1,63}\.?")
 
@@ -305,7 +314,12 @@ class FrameParser:
                 return _NEED_MORE
             self._waiting = None
         if available < 2 or available < 2 + buf[1]:
-            return self._short_at_end(out) if final else _NEED_MORE
+            if final:
+                return self._short_at_end(out)
+            if available > 2 and buf[0] != VERSION_1_BYTE and _RULED_OUT.search(buf, 2):
+                self._synced = False  # after another version byte only a believable header is read
+                return _PROGRESS
+            return _NEED_MORE
         version = buf[0]
         hdrlen = buf[1]
         header_end = 2 + hdrlen
@@ -317,12 +331,16 @@ class FrameParser:
             if wrapped is not None:
                 header, header_end = wrapped, header_end + WRAP
         else:
-            if available < header_end + WRAP and not final:
+            if version != VERSION_1_BYTE:
+                self._synced = False
+                return _PROGRESS
+            settled = _RULED_OUT.search(buf, 2, header_end + WRAP) is not None
+            if available < header_end + WRAP and not final and not settled:
                 return _NEED_MORE
             longer = ParsedHeader(bytes(buf[2 : header_end + WRAP]))
-            if version == VERSION_1_BYTE and longer.looks_like_frame_start():
+            if not settled and longer.looks_like_frame_start():
                 header, header_end = longer, header_end + WRAP
-            elif version == VERSION_1_BYTE and not _CONTROL_BYTE.search(buf, 2, header_end):
+            elif not _CONTROL_BYTE.search(buf, 2, header_end):
                 frame = Frame.from_header(self._base, version, hdrlen, header)
                 out.append(frame)
                 self._consume(header_end)
@@ -490,7 +508,7 @@ class FrameParser:
             if candidate < 0:
                 return -1
             if len(buf) < candidate + 2 or len(buf) < candidate + 2 + buf[candidate + 1]:
-                if not final:
+                if not final and not _RULED_OUT.search(buf, candidate + 2):
                     return -2 - candidate
                 position = candidate + 1
                 continue

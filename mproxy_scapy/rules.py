@@ -218,6 +218,8 @@ BEHAVIOURS: tuple[Behaviour, ...] = (
     Behaviour("PP14", "the packer answers every request",
               "One JSON line per request, in time: a packer that hangs, exits or answers something that is "
               "not the line protocol fails the case."),
+    Behaviour("PP15", "the reference packs this input",
+              "The packer refused (answered `{\"error\": ...}`) an input proxy-packer packs without complaint."),
 )
 
 BEHAVIOURS_BY_ID: dict[str, Behaviour] = {b.id: b for b in BEHAVIOURS}

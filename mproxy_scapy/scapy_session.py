@@ -133,7 +133,7 @@ class MProxySession(DefaultSession):
         if item is None:
             return []
         if type(item) is Segment:
-            self._keep_headers(frame_no, pkt)
+            self._keep_headers(frame_no, pkt, item)
         records = self.decoder.feed(item)
         pending = self._packet_decoder.pending
         while pending:
@@ -162,21 +162,31 @@ class MProxySession(DefaultSession):
             linktype = LINKTYPE_IPV4 if isinstance(network, IP) else LINKTYPE_IPV6
         return self._packet_decoder.decode(linktype, raw, 0, len(raw), frame_no, ts)
 
-    def _keep_headers(self, frame_no: int, pkt: Packet) -> None:
+    def _keep_headers(self, frame_no: int, pkt: Packet, segment: Segment) -> None:
+        """The bytes of ``pkt`` up to its TCP payload, to rebuild its link/IP/TCP layers under a record.
+
+        A packet Scapy does not dissect down to TCP (a link type or variant it does not bind, like BSD
+        loopback's IPv6 on Linux) gets IP/TCP headers made from what the decoder read instead.
+        """
         headers = self._headers
-        layer: Packet = pkt
-        size = 0
-        while not isinstance(layer, NoPayload):
-            cache = layer.raw_packet_cache
-            if cache is None:  # a packet built, not dissected: its layers' bytes are not known apart
-                size = len(bytes(pkt)) - len(bytes(pkt[TCP].payload)) if TCP in pkt else 0
-                break
-            size += len(cache)
-            if isinstance(layer, TCP):
-                break
-            layer = layer.payload
-        raw = pkt.original or bytes(pkt)
-        headers[frame_no] = (type(pkt), raw[:size])
+        if TCP not in pkt:
+            network = IPv6 if segment.ip_version == 6 else IP
+            made = network(src=segment.src, dst=segment.dst) / TCP(
+                sport=segment.sport, dport=segment.dport, seq=segment.seq, ack=segment.ack, flags=segment.flags)
+            headers[frame_no] = (network, bytes(made))
+        else:
+            layer: Packet = pkt
+            size = 0
+            while not isinstance(layer, NoPayload):
+                cache = layer.raw_packet_cache
+                if cache is None:  # a packet built, not dissected: its layers' bytes are not known apart
+                    size = len(bytes(pkt)) - len(bytes(pkt[TCP].payload))
+                    break
+                size += len(cache)
+                if isinstance(layer, TCP):
+                    break
+                layer = layer.payload
+            headers[frame_no] = (type(pkt), (pkt.original or bytes(pkt))[:size])
         if len(headers) > MAX_HEADERS_KEPT:
             headers.popitem(last=False)
 

@@ -221,7 +221,7 @@ def test_connection_reuse_gets_a_fresh_parser():
     assert [(f.kind, [p.kind for p in f.problems]) for f in parsed] == [("garbage", ["truncated"]), ("data", [])]
 
 
-def test_pcap_frame_is_the_packet_with_the_last_byte_even_when_the_parser_looks_ahead():
+def test_pcap_frame_is_the_packet_with_the_last_byte_of_a_frame():
     conn = Connection(8)
     named, following = pack(TUN, b"body"), pack(TUN, None, "end")
     _, records = decode([
@@ -232,7 +232,7 @@ def test_pcap_frame_is_the_packet_with_the_last_byte_even_when_the_parser_looks_
     assert [(r.frame.kind, r.pcap_frame, r.ts) for r in frames] == [("data", 4, 4.0), ("end", 5, 5.0)]
 
 
-def test_what_is_kept_per_chunk_stays_bounded_while_a_huge_body_streams_past():
+def test_a_huge_body_streams_past_and_its_frame_goes_to_the_packet_that_completes_it():
     conn = Connection(9)
     header = pack(NAMELESS, b"x" * 200_000)[:-200_000]
     decoder = Decoder(reassembler=FakeReassembler(), carrier_factory=FakeCarrier, max_body_held=1000)
@@ -240,8 +240,26 @@ def test_what_is_kept_per_chunk_stays_bounded_while_a_huge_body_streams_past():
     for i in range(200):
         records += decoder.feed(Packet(2 + i, 2.0 + i, Data(conn, 1, len(header) + i * 1000, b"x" * 1000,
                                                             2 + i, 2.0 + i)))
-        assert len(decoder._conns[9].chunks[1]) <= 2
     (record,) = [r for r in records if isinstance(r, DecodedFrame)]
     assert (record.frame.kind, record.frame.body_len, record.pcap_frame, record.frame.body) == (
         "data", 200_000, 201, None)
     assert record.frame.body_sha256 == __import__("hashlib").sha256(b"x" * 200_000).hexdigest()
+
+
+def test_records_go_to_the_packet_that_completes_them():
+    """Garbage ends where the next frame starts, so both are shown in that frame's packet; a frame the
+    capture's end completes (cut short) goes to the last packet that carried bytes of its direction."""
+    conn = Connection(10)
+    first, second = pack(TUN, b"one"), pack(TUN, b"two")
+    junk = b"plain text, not M-PROXY\r\n"
+    cut = pack(TUN, b"cut short")[:-3]
+    _, records = decode([
+        Packet(1, 1.0, Data(conn, 1, 0, first, 1, 1.0)),
+        Packet(2, 2.0, Data(conn, 1, len(first), junk, 2, 2.0)),
+        Packet(3, 3.0, Data(conn, 1, len(first) + len(junk), second, 3, 3.0)),
+        Packet(4, 4.0, Data(conn, 0, 0, cut, 4, 4.0)),
+        Packet(5, 5.0, Data(conn, 1, len(first) + len(junk) + len(second), cut, 5, 5.0)),
+        Packet(6, 6.0, Closed(conn, 1, "fin", 6, 6.0)),
+    ])
+    placed = [(r.frame.kind, r.direction, r.pcap_frame) for r in records if isinstance(r, DecodedFrame)]
+    assert placed == [("data", 1, 1), ("garbage", 1, 3), ("data", 1, 3), ("data", 0, 4), ("data", 1, 5)]

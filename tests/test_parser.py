@@ -251,3 +251,39 @@ def test_gaps_are_accounted_and_later_frames_recovered(frames, data):
     frame_at = {o: len(f) for o, f in zip(frame_starts, frames, strict=True)}
     decoded = {r.offset for r in records if r.is_frame and r.gap_bytes == 0 and frame_at.get(r.offset) == r.length}
     assert intact <= decoded
+
+
+# Each record comes out of the feed that completes it: no wait for bytes that cannot change it.
+
+def feeds(chunks: list[bytes]) -> list[list[tuple[str, int]]]:
+    """(kind, offset) of the records each feed returns, then those of close()."""
+    parser = FrameParser()
+    out = [[(r.kind, r.offset) for r in parser.feed(chunk)] for chunk in chunks]
+    out.append([(r.kind, r.offset) for r in parser.close()])
+    return out
+
+
+FRAME = pack(ADDRESS, b"body")
+
+
+@pytest.mark.parametrize("junk", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\xfe\x05ab\x01de" + b"x" * 30,
+                                  b"\x00\x01binary\xff junk"], ids=["text", "false-sync", "binary"])
+def test_junk_is_settled_by_the_first_byte_no_header_has(junk):
+    """Junk between frames ends where the next frame starts: both come out with the chunk that holds that frame."""
+    n = len(FRAME)
+    assert feeds([FRAME, junk, FRAME, FRAME]) == [
+        [("data", 0)], [], [("garbage", n), ("data", n + len(junk))], [("data", 2 * n + len(junk))], []]
+
+
+def test_a_header_only_record_is_settled_when_the_next_frame_starts():
+    """0xFE, a short header that is not one, text: it may still be a wrapped header until a 0xFE rules that out."""
+    false_sync = b"\xfe\x05abcde"
+    assert feeds([FRAME, false_sync, b"x" * 30, FRAME]) == [
+        [("data", 0)], [], [], [("data", len(FRAME)), ("garbage", len(FRAME) + 7), ("data", len(FRAME) + 37)], []]
+
+
+def test_a_stray_0xfe_in_junk_does_not_hold_back_the_frame_after_it():
+    """A candidate whose header is cut short but already holds a control byte is passed over at once."""
+    junk = b"junk\xfe\xf0\x01more"
+    assert feeds([FRAME, junk + FRAME]) == [
+        [("data", 0)], [("garbage", len(FRAME)), ("data", len(FRAME) + len(junk))], []]

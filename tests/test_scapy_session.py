@@ -10,6 +10,8 @@ import pytest
 from cli_run import mproxy
 from scapy.config import conf
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Ether, Loopback
 from scapy.packet import Raw
 from scapy.sendrecv import sniff
 from scapy.sessions import TCPSession
@@ -95,6 +97,37 @@ def test_sniff_with_mproxy_session_gives_the_records_of_dissect_json(name):
         assert pkt.time == pytest.approx(float(captured[pkt.mproxy_frame - 1].time), abs=1e-6)
         if MProxy in pkt:  # the link/IP/TCP layers are those of the packet that completed the record
             assert pkt[TCP].seq == captured[pkt.mproxy_frame - 1][TCP].seq
+
+
+def relinked(packets, link: str) -> list:
+    """The same packets under another link layer: Linux cooked (SLL, SLL2) or BSD loopback (DLT_NULL)."""
+    out = []
+    for pkt in packets:
+        network = pkt.payload.copy()
+        proto = 0x86DD if IPv6 in pkt else 0x0800
+        if link == "sll":
+            new = CookedLinux(pkttype=0, lladdrtype=772, lladdrlen=6, src=bytes(8), proto=proto) / network
+        elif link == "sll2":
+            new = CookedLinuxV2(proto=proto, lladdrtype=772, lladdrlen=6, src=bytes(8)) / network
+        else:
+            new = Loopback(type=30 if proto == 0x86DD else 2) / network
+        new.time = pkt.time
+        out.append(new)
+    return out
+
+
+@pytest.mark.parametrize("link", ["sll", "sll2", "null"])
+@pytest.mark.parametrize("name", ["raw-tcp.pcap", "go-dialect.pcap"])
+def test_cooked_and_loopback_link_layers_give_the_same_records(tmp_path, name, link):
+    ethernet = rdmproxy(CAPTURES / name)
+    path = tmp_path / f"{link}.pcap"
+    wrpcap(str(path), relinked(rdpcap(str(CAPTURES / name)), link))
+    other = rdmproxy(path)
+    def shape(p):
+        return p.mproxy_frame, p.mproxy_kind, p[TCP].sport, p[TCP].dport, p[TCP].seq, bytes(p[TCP].payload)
+
+    assert [shape(p) for p in other] == [shape(p) for p in ethernet]
+    assert all(Ether not in p for p in other)
 
 
 def test_rdmproxy_is_the_same_as_sniff_and_counts_like_rdpcap():

@@ -76,7 +76,11 @@ def certificate(directory, ciphers: str):
     return directory / "cert.pem", directory / "key.pem"
 
 
-def tls12_session(directory, to_server: bytes, to_client: bytes, ciphers: str):
+SSL_OP_NO_EXTENDED_MASTER_SECRET = 1
+"""OpenSSL 3's option bit (Python's ssl module has no name for it): the server then refuses RFC 7627."""
+
+
+def tls12_session(directory, to_server: bytes, to_client: bytes, ciphers: str, *, ems: bool = True):
     """Wire bytes each way of a real TLS 1.2 session (OpenSSL through ssl.MemoryBIO), and its key log."""
     cert, key = certificate(directory, ciphers)
     keylog = directory / "session.keys"
@@ -84,6 +88,8 @@ def tls12_session(directory, to_server: bytes, to_client: bytes, ciphers: str):
     server_ctx.load_cert_chain(cert, key)
     server_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     server_ctx.set_ciphers(ciphers)
+    if not ems:
+        server_ctx.options |= SSL_OP_NO_EXTENDED_MASTER_SECRET
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client_ctx.check_hostname = False
     client_ctx.verify_mode = ssl.CERT_NONE
@@ -155,6 +161,16 @@ def test_a_tls12_aead_session_decodes_from_its_client_random_line(tmp_path, ciph
     # OpenSSL negotiates the extended master secret by default; the CLIENT_RANDOM line is its result
     assert decoder.tunnels[1].carrier_info["tls"] == f"TLS 1.2 {suite}, extended master secret, decrypted with " \
         "the key log"
+
+
+def test_a_session_without_the_extended_master_secret_decodes_too(tmp_path):
+    up, down, keylog, _ = tls12_session(tmp_path, TO_SERVER, TO_CLIENT, "ECDHE-RSA-AES256-GCM-SHA384", ems=False)
+    decoder, records = decode_session(tmp_path, up, down, KeyLog.load(keylog))
+    assert len([r for r in records if isinstance(r, DecodedFrame)]) == len(iter_frames(TO_SERVER)) + len(
+        iter_frames(TO_CLIENT))
+    assert not decoder.problem_counts
+    assert decoder.tunnels[1].carrier_info["tls"] == ("TLS 1.2 TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, decrypted with "
+                                                      "the key log")
 
 
 @pytest.mark.parametrize("ciphers, named", [

@@ -84,6 +84,12 @@ def _by_rule(findings: list[Finding]) -> dict[str, list[Finding]]:
     return out
 
 
+def _packet_text(finding: Finding) -> str:
+    """The packet number, with its file when several inputs are read."""
+    number = "" if finding.pcap_frame is None else str(finding.pcap_frame)
+    return f"{finding.pcap_file}:{number}" if finding.pcap_file else number
+
+
 def _tunnel_text(finding: Finding) -> str:
     return f"t{finding.tunnel} {finding.src} → {finding.dst}" if finding.tunnel is not None else ""
 
@@ -103,7 +109,7 @@ def _print_table(findings: list[Finding], rules: list[str]) -> None:
     for rule_id in sorted(grouped, key=lambda r: (severity_rank(RULES_BY_ID[r].severity), r)):
         items = grouped[rule_id]
         first = items[0]
-        table.add_row(rule_id, first.severity, str(len(items)), str(first.pcap_frame or ""),
+        table.add_row(rule_id, first.severity, str(len(items)), escape(safe_text(_packet_text(first))),
                       escape(_tunnel_text(first)), escape(safe_text(first.client)),
                       f"{escape(first.title)}\n[dim]{escape(safe_text(first.detail))}[/dim]")
     Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(table)
@@ -117,10 +123,10 @@ def junit_cases(findings: list[Finding], rules: list[str], fail_on: str, where: 
     for rule_id in rules:
         rule = RULES_BY_ID[rule_id]
         items = grouped.get(rule_id, [])
-        lines = "\n".join(f"packet {f.pcap_frame} {_tunnel_text(f)} {f.client or ''}: {f.detail}" for f in items)
+        lines = "\n".join(f"packet {_packet_text(f)} {_tunnel_text(f)} {f.client or ''}: {f.detail}" for f in items)
         case = TestCase(name=f"{rule.id} {rule.title}", classname=f"mproxy.check.{rule.severity}")
         if items and at_or_above(rule.severity, fail_on):
-            case.failure = f"{len(items)} x {rule.title} (first at packet {items[0].pcap_frame}) in {where}"
+            case.failure = f"{len(items)} x {rule.title} (first at packet {_packet_text(items[0])}) in {where}"
             case.details = lines
         elif items:
             case.output = lines

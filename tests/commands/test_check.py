@@ -32,8 +32,9 @@ def test_json_is_one_object_per_finding():
     result = mproxy("check", WEBSOCKET, "--json")
     findings = [json.loads(line) for line in result.stdout.splitlines()]
     assert [f["rule"] for f in findings] == ["MPX406", "MPX405"]
-    assert set(findings[0]) == {"rule", "severity", "title", "detail", "pcap_frame", "ts", "tunnel", "direction",
-                                "src", "dst", "client"}
+    assert set(findings[0]) == {"rule", "severity", "title", "detail", "pcap_file", "pcap_frame", "ts", "tunnel",
+                                "direction", "src", "dst", "client"}
+    assert findings[0]["pcap_file"] is None  # one input
     assert findings[1]["severity"] == "warning" and findings[1]["pcap_frame"] == 8
 
 
@@ -79,3 +80,10 @@ def test_conformance_doc_is_generated_from_the_rules():
     doc = (REPO / "docs" / "CONFORMANCE.md").read_text(encoding="utf-8")
     assert doc == render(), "run: python -m mproxy_scapy.conformance_doc --write docs/CONFORMANCE.md"
     assert all(f"#### {rule.id}" in doc for rule in RULES)
+
+
+def test_several_inputs_name_the_file_of_each_finding():
+    result = mproxy("check", str(CAPTURES / "raw-tcp.pcap"), str(CAPTURES / "go-dialect.pcap"), "--json")
+    assert result.returncode == 0, result.stderr
+    where = sorted((f["rule"], f["pcap_file"], f["pcap_frame"]) for f in map(json.loads, result.stdout.splitlines()))
+    assert where == [("MPX203", str(CAPTURES / "go-dialect.pcap"), 6), ("MPX406", str(CAPTURES / "raw-tcp.pcap"), 6)]

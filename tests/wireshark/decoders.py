@@ -36,14 +36,33 @@ def lua_records(pcap: Path, home: Path, keylog: Path | None = None, *, two_pass:
 
 
 def in_packet_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The decoder lists a record when it is decided, Wireshark under the packet holding its last byte."""
+    """The decoder's records as Wireshark lists them: by packet, and in the decoder's order within a packet.
+
+    Only records the end of the capture completes come out of the decoder after a later packet's.
+    """
     return sorted(records, key=lambda r: r["pcap_frame"])
 
 
+def placement(records: list[dict[str, Any]]) -> list[tuple[int, int, str, int]]:
+    """(packet, position within the packet, kind, stream offset) of every record, in list order."""
+    out = []
+    position = 0
+    for index, record in enumerate(records):
+        same = index > 0 and records[index - 1]["pcap_frame"] == record["pcap_frame"]
+        position = position + 1 if same else 0
+        out.append((record["pcap_frame"], position, record["kind"], record["offset"]))
+    return out
+
+
 def differences(lua: list[dict[str, Any]], python: list[dict[str, Any]]) -> list[str]:
+    """Every way tshark's records differ from the decoder's: placement first, then each field."""
     out = []
     if len(lua) != len(python):
         out.append(f"{len(lua)} records from tshark, {len(python)} from mproxy dissect")
+    for index, (a, b) in enumerate(zip(placement(lua), placement(python), strict=False)):
+        if a != b:
+            out.append(f"record {index} placed at packet {a[0]} #{a[1]} ({a[2]} @{a[3]}) by tshark, "
+                       f"packet {b[0]} #{b[1]} ({b[2]} @{b[3]}) by mproxy dissect")
     for index, (a, b) in enumerate(zip(lua, python, strict=False)):
         for key in COMPARED:
             if a.get(key) != b.get(key):

@@ -1,6 +1,8 @@
 """The two decoders are one product: on every capture, tshark with the plugin shows what `mproxy dissect` finds.
 
-Same count, same order (packet order: see ``in_packet_order``), every field equal.
+Same count, every record in the same packet and at the same place within it
+(``placement``), every field equal; in one pass (plain tshark, as most
+people run it) and in two (``-2``, as the GUI shows a capture).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ def test_there_are_captures_to_compare() -> None:
     assert len(capture_files()) >= 5
 
 
+@pytest.mark.parametrize("two_pass", [False, True], ids=["one-pass", "two-pass"])
 @pytest.mark.parametrize("pcap", _params())
-def test_tshark_shows_the_frames_mproxy_dissect_finds(pcap: Path, tshark_home: Path) -> None:
+def test_tshark_shows_the_frames_mproxy_dissect_finds(pcap: Path, two_pass: bool, tshark_home: Path) -> None:
     keylog = keylog_for(pcap)
     python = in_packet_order(python_records(pcap, keylog))
-    lua, result = lua_records(pcap, tshark_home, keylog)
+    lua, result = lua_records(pcap, tshark_home, keylog, two_pass=two_pass)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert python, "the decoder found no frames"
