@@ -163,3 +163,13 @@ def test_the_packaged_reference_vectors_are_the_suites():
         assert path.read_bytes() == (REFERENCE / path.name).read_bytes(), path.name
     assert sorted(p.name for p in conform.REFERENCE_DATA.iterdir()) == [
         "input.json", "output.bin", "sni.hello.bin", "vectors.json"]
+
+
+def test_a_packer_that_never_reads_its_stdin_cannot_block_us():
+    """A 4 MiB request fills the pipe: the write itself must time out, not hang."""
+    sleeper = f"{sys.executable} -c \"import time; time.sleep(60)\""
+    with PackerProcess(sleeper, timeout=0.5) as packer:
+        with pytest.raises(PackerFailure) as failure:
+            packer.request({"op": "pack", "meta": {}, "body": {"base64": "A" * (4 << 20)}})
+        assert failure.value.kind == "timeout" and "did not read the request" in failure.value.detail
+        assert packer._proc is None
