@@ -19,9 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from websockets.sync.client import ClientConnection, connect
-
 from report.browser import closed_port
+from websockets.sync.client import ClientConnection, connect
 
 FIREFOX = "/usr/bin/firefox-esr"
 
