@@ -50,7 +50,6 @@ from scapy.sessions import DefaultSession
 from scapy.utils import PcapReader
 
 from .decoder import DecodedFrame, Decoder, StageEvent
-from .errors import UserError
 from .layer import MProxy
 from .pcap import LINKTYPE_IPV4, LINKTYPE_IPV6, CaptureStats, PacketDecoder, Segment, SourceProblem
 from .sessions import SessionTracker
@@ -261,11 +260,10 @@ def rdmproxy(path: str | Path, count: int = -1, *, tls_keylog: str | Path | Iter
              show_secrets: bool = False) -> PacketList:
     """The records of a pcap/pcapng file as a ``PacketList``, like ``rdpcap`` (read packet by packet).
 
-    ``count`` stops after that many records (-1: all of them).
+    ``count`` stops after that many records (-1: all of them). A file that cannot be read fails as it
+    does for ``rdpcap`` (Scapy's ``PcapReader`` raises).
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such capture file")
     session = MProxySession(tls_keylog=tls_keylog, show_secrets=show_secrets)
     out: list[Packet] = []
     with PcapReader(str(path)) as reader:

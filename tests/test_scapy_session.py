@@ -271,3 +271,12 @@ def test_load_contrib_and_the_star_import_give_the_session_and_rdmproxy(tmp_path
     namespace: dict = {}
     exec("from mproxy_scapy import *", namespace)
     assert namespace["MProxySession"] is MProxySession and namespace["rdmproxy"] is rdmproxy
+
+
+def test_a_key_log_line_that_cannot_be_used_is_logged_and_the_rest_decrypts(tmp_path, caplog):
+    keys = tmp_path / "keys.log"
+    keys.write_text("CLIENT_RANDOM 1234\n" + (CAPTURES / "wss.keys").read_text())
+    with caplog.at_level("WARNING", logger="scapy.runtime"):
+        session = MProxySession(tls_keylog=keys)
+    assert f"mproxy: {keys}:1: expected 'LABEL CLIENT_RANDOM SECRET', found 2 fields" in caplog.text
+    assert len(sniff(offline=str(CAPTURES / "wss.pcapng"), session=session, quiet=True)) == 51

@@ -155,3 +155,19 @@ def test_without_the_report_extra(tmp_path):
                             env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert_clean_error(result, "pip install 'mproxy-scapy[report]'")
     assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.slow
+def test_past_the_default_limit_the_busiest_are_drawn_and_the_page_stays_small(tmp_path):
+    from report.many_clients import many_clients_capture
+
+    capture = many_clients_capture(tmp_path / "many.pcap", 3200)
+    page = tmp_path / "many.html"
+    result = mproxy("report", str(capture), "-o", str(page))
+    assert result.returncode == 0, result.stderr
+    assert "3200 tunneled clients, 200 not drawn" in result.stderr
+    text = page.read_text()
+    assert page.stat().st_size < 5_000_000
+    assert "200 less busy clients are not drawn (together 2,100 bytes from and 2,100 bytes to clients)" in text
+    assert "198.51.0.1,40000" not in text and "198.51.0.200,40199" not in text  # the 200 least busy
+    assert "198.51.0.201,40200" in text and "198.51.12.200,43199" in text

@@ -97,3 +97,17 @@ def test_empty_report_in_chromium(chromium, tmp_path):
     assert open_report(chromium, page) == "none"
     assert "holds no TCP packets" in chromium.find_element(By.ID, "empty").text
     assert console_errors(chromium) == []
+
+
+def test_thousands_of_clients_in_chromium(chromium, tmp_path):
+    """Past the limit the page draws exactly the limit's worth of bars, and says how many it left out."""
+    from report.many_clients import many_clients_capture
+
+    page = tmp_path / "many.html"
+    made = mproxy("report", str(many_clients_capture(tmp_path / "many.pcap", 3200)), "-o", str(page))
+    assert made.returncode == 0, made.stderr
+    chromium.get_log("browser")
+    assert open_report(chromium, page, timeout=120) == "rendered"
+    assert chromium.execute_script(COUNT_MARKS, "timeline", "client_bars_marks") == 3000
+    assert "200 less busy clients are not drawn" in chromium.find_element(By.ID, "hidden-clients").text
+    assert console_errors(chromium) == []
