@@ -22,16 +22,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CAPTURES = Path(__file__).resolve().parents[2] / "captures"
 
-COUNT_MARKS = """
-const [chart, markName] = arguments;
-let count = 0;
-const walk = (item) => {
-  if (item.marktype && item.name === markName) count += item.items.length;
-  for (const child of item.items || []) walk(child);
-};
-walk(window.mproxyViews[chart].scenegraph().root);
-return count;
-"""
+MARK_COUNTER = """((chart, markName) => {
+  let count = 0;
+  const walk = (item) => {
+    if (item.marktype && item.name === markName) count += item.items.length;
+    for (const child of item.items || []) walk(child);
+  };
+  walk(window.mproxyViews[chart].scenegraph().root);
+  return count;
+})"""
+"""Items of the named mark in a chart's Vega scene graph (the view each page keeps in ``mproxyViews``)."""
+COUNT_MARKS = f"return {MARK_COUNTER}(arguments[0], arguments[1]);"
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +112,25 @@ def test_thousands_of_clients_in_chromium(chromium, tmp_path):
     assert chromium.execute_script(COUNT_MARKS, "timeline", "client_bars_marks") == 3000
     assert "200 less busy clients are not drawn" in chromium.find_element(By.ID, "hidden-clients").text
     assert console_errors(chromium) == []
+
+
+@pytest.fixture(scope="module")
+def firefox():
+    from report.firefox import offline_firefox
+
+    with offline_firefox() as browser:
+        yield browser
+
+
+@pytest.mark.parametrize("capture", ["websocket.pcap", "impaired.pcap"])
+def test_report_in_firefox(firefox, capture, tmp_path):
+    """The same page in Firefox ESR: drawn, offline, no console error, one bar per tunneled client."""
+    page = tmp_path / "report.html"
+    assert mproxy("report", str(CAPTURES / capture), "-o", str(page)).returncode == 0
+    clients = len(json.loads(mproxy("stats", "--json", str(CAPTURES / capture)).stdout)["sessions"])
+    firefox.open(page.resolve().as_uri())
+    assert firefox.wait_for("document.body.dataset.charts") == "rendered"
+    assert firefox.evaluate("document.querySelectorAll('#chart-timeline g.client_bars_marks > path').length") == clients
+    assert firefox.evaluate(f"{MARK_COUNTER}('timeline', 'client_bars_marks')") == clients
+    assert [u for u in firefox.requests() if not u.startswith(("file:", "data:"))] == []
+    assert firefox.console_errors() == []
