@@ -45,6 +45,7 @@ announced, ended, paused, per direction). The relay is the tunnel's TCP server (
 dials it).
 
 - Default output: one row per broken rule with its count, first packet, tunnel and client.
+  `--list-rules` prints the rules checked (after `--rule`/`--ignore`) and reads nothing.
 - `--json`: one JSON object per finding: `rule`, `severity`, `title`, `detail`, `pcap_file`
   (the input's name when several are read, else null), `pcap_frame`, `ts`, `tunnel`, `direction`,
   `src`, `dst`, `client`.

@@ -36,6 +36,8 @@ def register(subparsers: Any) -> None:
                         help="check only these rules (repeatable)")
     parser.add_argument("--ignore", action="append", metavar="ID[,ID...]",
                         help="do not check these rules (repeatable)")
+    parser.add_argument("--list-rules", action="store_true",
+                        help="print the rules (id, severity, title) and exit; docs/CONFORMANCE.md explains each")
     parser.set_defaults(func=run)
 
 
@@ -89,6 +91,9 @@ class Tally:
 
 def run(args: argparse.Namespace) -> int:
     rules = selected_rules(args.rule, args.ignore)
+    if args.list_rules:
+        sys.stdout.write("".join(f"{r} {RULES_BY_ID[r].severity:7} {RULES_BY_ID[r].title}\n" for r in rules))
+        return 0
     source = Source(args, report_closed=True, transform=CheckRecords(rules))
     tally = Tally()
     for found in source:

@@ -112,3 +112,11 @@ def test_junit_lists_the_first_findings_of_a_rule_and_counts_the_rest(tmp_path, 
     assert case.failure.startswith("5 x frame after the client's end or error")
     assert case.details.splitlines()[-1] == "... and 3 more" and "late 1" in case.details
     assert "late 2" not in case.details
+
+
+def test_list_rules_prints_the_table_without_reading_a_capture():
+    result = mproxy("check", "--list-rules", "--ignore", "MPX406", "/nonexistent.pcap")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(RULES) - 1
+    assert lines[0] == "MPX101 error   version byte is not 0xFE"
