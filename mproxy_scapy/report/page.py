@@ -69,6 +69,15 @@ def _table(columns: list[tuple[str, bool]], rows: list[list[Any]], *, table_id: 
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
+MAX_NAMED_FILES = 20
+"""Capture files named in the header; a fleet's hundreds of rotated files are counted past this."""
+
+
+def _files_text(files: list[str]) -> str:
+    named = ", ".join(files[:MAX_NAMED_FILES])
+    return named + (f" and {_n(len(files) - MAX_NAMED_FILES)} more" if len(files) > MAX_NAMED_FILES else "")
+
+
 def _facts(data: dict[str, Any], files: list[str], selection: str) -> str:
     first = data["first_ts"]
     span = data["span"]
@@ -78,7 +87,7 @@ def _facts(data: dict[str, Any], files: list[str], selection: str) -> str:
     clients = _n(data["clients_total"]) + (f" ({_n(hidden)} less busy ones not drawn)" if hidden else "")
     problems = ", ".join(f"{kind} {_n(n)}" for kind, n in data["problems"].items()) or "none"
     facts = [
-        ("capture files", ", ".join(files)),
+        ("capture files", _files_text(files)),
         *([("selected", f"{selection}: {_n(data['frames'])} records")] if selection else []),
         ("time span", f"{_utc(first)} + {span:.6f} s" if first is not None else "no packets"),
         ("packets", f"{_n(data['packets'])} TCP packets, {_n(data['connections'])} TCP connections"),
@@ -175,7 +184,7 @@ def render_page(data: dict[str, Any], specs: dict[str, dict[str, Any]], *, files
                 show_secrets: bool, selection: str = "") -> str:
     """The whole page. ``vega_js`` is the inlined Vega, Vega-Lite and Vega-Embed bundle (unused without charts);
     ``selection`` names the frame filters given (the page is of the selected records)."""
-    title = "M-PROXY report: " + ", ".join(files)
+    title = "M-PROXY report: " + (", ".join(files) if len(files) <= 3 else f"{_n(len(files))} capture files")
     secrets = ("Secrets are shown (--show-secrets)." if show_secrets
                else "Tokens are redacted (mproxy report --show-secrets shows them).")
     body = [f"<h1>{_e(title)}</h1>",
