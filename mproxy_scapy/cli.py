@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "unpack",
     "dissect",
     "stats",
+    "report",
     "follow",
     "detunnel",
     "export",

@@ -62,24 +62,60 @@ class ExportOptions:
     show_secrets: bool = False
     batch_rows: int = DEFAULT_BATCH_ROWS
     batch_bytes: int = DEFAULT_BATCH_BYTES
-    capture_events: bool = True
-    """Keep stage problems that belong to no tunnel (a damaged capture file). Every shard reads every file,
-    so only shard 0 keeps them; otherwise a sharded export would list them once per shard."""
 
 
-class PartWriter:
-    """One table's part file: rows gathered as tuples, written as a row group every ``batch_rows`` rows."""
+class ParquetSink:
+    """A table's part file: each batch becomes a row group."""
 
-    def __init__(self, path: Path, table: str, batch_rows: int) -> None:
+    def __init__(self, path: Path, table: str) -> None:
         import pyarrow.parquet as pq
 
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.schema = arrow_schema(table)
+        self._writer = pq.ParquetWriter(str(path), self.schema)
+
+    def write_batch(self, batch: Any) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class MemorySink:
+    """A table's batches kept in memory (one Dask partition, ``distributed.read_frames``)."""
+
+    def __init__(self, table: str) -> None:
+        self.schema = arrow_schema(table)
+        self.batches: list[Any] = []
+
+    def write_batch(self, batch: Any) -> None:
+        self.batches.append(batch)
+
+    def close(self) -> None:
+        pass
+
+    def table(self) -> Any:
+        import pyarrow as pa
+
+        return pa.Table.from_batches(self.batches, schema=self.schema)
+
+
+def parquet_sinks(folder: Path, part: int) -> dict[str, ParquetSink]:
+    """Part ``part`` of every table under ``folder``: ``<table>/part-NNNNN.parquet``."""
+    name = f"part-{part:05d}.parquet"
+    return {table: ParquetSink(folder / table / name, table) for table in TABLES}
+
+
+class TableWriter:
+    """One table's rows gathered as tuples, handed to its sink as a batch every ``batch_rows`` rows."""
+
+    def __init__(self, sink: Any, batch_rows: int) -> None:
+        self.sink = sink
+        self.schema = sink.schema
         self.rows: list[tuple[Any, ...]] = []
         self.pending_bytes = 0
         self.count = 0
         self._batch_rows = batch_rows
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(str(path), self.schema)
 
     def append(self, row: tuple[Any, ...]) -> None:
         self.rows.append(row)
@@ -93,20 +129,20 @@ class PartWriter:
 
         columns = [_array(values, field.type)
                    for values, field in zip(zip(*self.rows, strict=True), self.schema, strict=True)]
-        self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+        self.sink.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
         self.count += len(self.rows)
         self.rows = []
         self.pending_bytes = 0
 
     def close(self) -> None:
         self.flush()
-        self._writer.close()
+        self.sink.close()
 
     def discard(self) -> None:
-        """Close the file after a failure, dropping rows not yet written (the staging folder goes anyway)."""
+        """Close the sink after a failure, dropping rows not yet written (the staging folder goes anyway)."""
         self.rows = []
         with contextlib.suppress(Exception):  # the run has already failed; its first error is the one reported
-            self._writer.close()
+            self.sink.close()
 
 
 def _array(values: tuple[Any, ...], arrow_type: Any) -> Any:
@@ -123,21 +159,20 @@ def _array(values: tuple[Any, ...], arrow_type: Any) -> Any:
 
 
 class Exporter:
-    """Feed it every record of a decode (``add``), then ``close``: the five tables of one part.
+    """Feed it every record of a decode (``add``), then ``close``: the five tables, one sink each.
 
     It takes closed tunnels out of ``decoder.tunnels`` as it writes their
     rows: build the decoder with ``keep_closed_tunnels=True`` so a tunnel
     closed between two prunes is still there to be written.
     """
 
-    def __init__(self, decoder: Decoder, folder: Path, part: int, options: ExportOptions,
+    def __init__(self, decoder: Decoder, sinks: dict[str, Any], options: ExportOptions,
                  source: str | None = None) -> None:
         self.decoder = decoder
         self.options = options
         self.source = source
         self.tracker = SessionTracker()
-        name = f"part-{part:05d}.parquet"
-        self.writers = {table: PartWriter(folder / table / name, table, options.batch_rows) for table in TABLES}
+        self.writers = {table: TableWriter(sinks[table], options.batch_rows) for table in TABLES}
         self._frames = self.writers["frames"]
         self._problems = self.writers["problems"]
         self._files: dict[Session, list[str | None]] = {}
@@ -146,7 +181,7 @@ class Exporter:
         self._since_prune = 0
 
     def _file(self, record: Any) -> str | None:
-        return getattr(record, "pcap_file", self.source)
+        return record.pcap_file or self.source
 
     # -- records -------------------------------------------------------------------------------
 
@@ -209,7 +244,7 @@ class Exporter:
         file = self._file(event)
         if event.tunnel is not None and event.tunnel not in self._tunnel_files and event.kind == "detected":
             self._tunnel_files[event.tunnel] = file
-        if not event.is_problem or (event.tunnel is None and not self.options.capture_events):
+        if not event.is_problem:
             return
         detail = event.detail if self.options.show_secrets else redact_text(event.detail)
         self._problems.append((file, event.pcap_frame, event.ts, event.tunnel, event.direction, event.src,
@@ -361,7 +396,7 @@ class Staging:
 def export_part(records: Iterable[Any], decoder: Decoder, folder: Path, part: int, options: ExportOptions,
                 source: str | None = None) -> dict[str, int]:
     """Write one part of every table from ``records`` (a whole decode, or one shard's); rows per table."""
-    exporter = Exporter(decoder, folder, part, options, source)
+    exporter = Exporter(decoder, parquet_sinks(folder, part), options, source)
     try:
         exporter.add_all(records)
         return exporter.close()

@@ -211,3 +211,11 @@ def test_bundled_captures_pass(name):
     findings = list(Checker(decoder.tunnels).check(decoder.decode(open_capture(str(path)))))
     assert not [f for f in findings if f.severity == "error"]
     assert Counter(f.rule for f in findings) == BUNDLED[name]
+
+
+@pytest.mark.parametrize("datalen", ["01", "+1", " 1", "1 ", "-1", "", "1e0", "\u0661"])
+def test_every_non_canonical_datalen_is_named(tmp_path, datalen):
+    """Leading zeros, a sign, spaces, exponents, non-ASCII digits: JS parseInt reads most of them, Go does not."""
+    findings = tunnel_findings(tmp_path, *good_with(frame(header_of(B, datalen, "https"), b"h")))
+    details = [f.detail for f in findings if f.rule == "MPX103"]
+    assert details == [f"datalen {datalen!r}"]

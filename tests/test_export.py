@@ -9,7 +9,7 @@ from tunnel_capture import simple_tunnel
 from mproxy_scapy import sessions
 from mproxy_scapy.codec import pack
 from mproxy_scapy.decoder import Decoder
-from mproxy_scapy.export import Exporter, ExportOptions, Staging, export_part
+from mproxy_scapy.export import Exporter, ExportOptions, Staging, export_part, parquet_sinks
 from mproxy_scapy.export_schema import TABLES
 from mproxy_scapy.pcap import open_capture
 from mproxy_scapy.sessions import SessionTracker
@@ -33,7 +33,7 @@ def test_only_open_clients_stay_in_memory(many_clients, tmp_path, monkeypatch):
     """The capture lasts 0.4 s, so the linger after an end is cut to 5 ms to make it matter."""
     monkeypatch.setattr(sessions, "ENDED_LINGER", 0.005)
     decoder = Decoder(keep_closed_tunnels=True)
-    exporter = Exporter(decoder, tmp_path, 0, ExportOptions(batch_rows=50), source=str(many_clients))
+    exporter = Exporter(decoder, parquet_sinks(tmp_path, 0), ExportOptions(batch_rows=50), source=str(many_clients))
     unpruned = SessionTracker()
     held = []
     for record in decoder.decode(open_capture(str(many_clients))):

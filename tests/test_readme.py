@@ -55,6 +55,10 @@ NORMALISE = [
     (re.compile(r"Scapy \(?\d+\.\d+[\w.+-]*\)?"), "Scapy VERSION"),
     # `mproxy --version` names the Python it runs on.
     (re.compile(r"Python \d+\.\d+\.\d+\w*"), "Python VERSION"),
+    # `mproxy wireshark install/status` name the machine's Wireshark and Lua (Debian 12: 4.0.17, Lua 5.2.4).
+    (re.compile(r"^Wireshark: TShark .*"), "Wireshark: TShark VERSION (PATH)"),
+    (re.compile(r"^Lua: +\d[\d.]*$"), "Lua: VERSION"),
+    (re.compile(r"\btshark \d+\.\d+\.\d+ loads it"), "tshark VERSION loads it"),
 ]
 
 NOISE = {
@@ -91,7 +95,8 @@ def blocks_of(found: list[Example]) -> list[list[Example]]:
 
 
 def _param(block: list[Example]) -> pytest.ParameterSet:
-    marks = [pytest.mark.tshark] if any("tshark" in e.source for e in block if e.kind == "command") else []
+    uses_tshark = any(word in e.source for e in block if e.kind == "command" for word in ("tshark", "wireshark"))
+    marks = [pytest.mark.tshark] if uses_tshark else []
     return pytest.param(block, id=block[0].id, marks=marks)
 
 

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..conform import run as conform
-    from ..conform_report import junit_cases, report_json, report_text
+    from ..conform.report import junit_cases, report_json, report_text
 
     if args.examples < 0:
         raise UserError("--examples must be 0 or more")
@@ -52,8 +53,14 @@ def run(args: argparse.Namespace) -> int:
         if sys.stderr.isatty():
             print(f"mproxy conform: {text}", file=sys.stderr, flush=True)
 
-    report = conform(args.packer, examples=args.examples, seed=args.seed, timeout=args.timeout,
-                     large=not args.skip_large, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="mproxy-conform-") as scratch:
+        if args.examples:
+            # Hypothesis caches what it learns in ./.hypothesis: not in the user's working directory
+            from hypothesis.configuration import set_hypothesis_home_dir
+
+            set_hypothesis_home_dir(scratch)
+        report = conform(args.packer, examples=args.examples, seed=args.seed, timeout=args.timeout,
+                         large=not args.skip_large, progress=progress)
     if args.json:
         print(json.dumps(report_json(report), indent=1, ensure_ascii=False))
     else:

@@ -10,8 +10,8 @@ from ..decoder import DecodedFrame, StageEvent
 from ..render import event_json, event_line, frame_line, frame_ndjson, to_ndjson
 from ..secrets import redact_text
 from ..sessions import SessionTracker
-from ..spec import KINDS
 from ..textout import safe_text
+from ._filters import add_filter_arguments, frame_filter, stage_events_shown
 from ._source import Source, add_file_argument, check_source
 
 
@@ -31,49 +31,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per record (NDJSON); every key, its type and when it is "
                         "there: docs/NDJSON.md in the mproxy-scapy repository")
-    parser.add_argument("--service", metavar="NAME", help="only frames whose service (or servicename) is NAME")
-    parser.add_argument("--client", metavar="ID",
-                        help="only frames of this tunneled client: family,address,port or address:port")
-    parser.add_argument("--name", metavar="HOST", help="only frames whose name (SNI / Host) is HOST")
-    parser.add_argument("--kind", choices=sorted(KINDS), help="only frames of this kind")
-    parser.add_argument("--problems-only", action="store_true",
-                        help="only records with problems (including TCP, carrier and capture problems)")
+    add_filter_arguments(parser)
     parser.add_argument("--scapy", action="store_true",
                         help="also show each frame as the Scapy MProxy layer (show()); for small selections")
     parser.set_defaults(func=run)
-
-
-def client_matcher(text: str) -> Any:
-    """A predicate on client ids for ``family,address,port`` or ``address:port`` / ``[v6]:port``."""
-    if "," in text:
-        return lambda client_id: client_id == text
-    address, _, port = text.rpartition(":")
-    address = address.strip("[]")
-    if not address or not port.isdigit():
-        return lambda client_id: client_id == text
-    suffix = f",{address},{int(port)}"
-    return lambda client_id: bool(client_id) and client_id.endswith(suffix) and client_id.count(",") == 2
-
-
-def _frame_filter(args: argparse.Namespace) -> Any:
-    client = client_matcher(args.client) if args.client else None
-    service, name, kind, problems_only = args.service, args.name, args.kind, args.problems_only
-    if not (client or service or name or kind or problems_only):
-        return None
-
-    def keep(record: DecodedFrame) -> bool:
-        frame = record.frame
-        if problems_only and not frame.problems:
-            return False
-        if kind and frame.kind != kind:
-            return False
-        if service and service not in (frame.service, frame.servicename):
-            return False
-        if name and frame.name != name:
-            return False
-        return not (client and not client(frame.client_id))
-
-    return keep
 
 
 class Formatter:
@@ -87,8 +48,8 @@ class Formatter:
     """
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.keep = _frame_filter(args)
-        self.events_shown = args.problems_only or not (args.client or args.service or args.name or args.kind)
+        self.keep = frame_filter(args)
+        self.events_shown = stage_events_shown(args)
         self.show_secrets = args.show_secrets
         self.as_json = args.json
         self.scapy = args.scapy

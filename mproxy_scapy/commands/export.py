@@ -1,4 +1,4 @@
-"""``mproxy export FILE -o DIR``: the decoded capture as Parquet tables for SQL (schema: docs/EXPORT.md)."""
+"""``mproxy export INPUT... -o DIR``: the decoded captures as Parquet tables for SQL (schema: docs/EXPORT.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 
 from ..export import DEFAULT_BATCH_ROWS, ExportOptions, Staging, export_part, require_pyarrow
 from ..export_schema import SCHEMA_VERSION
+from ..shards import single_name
+from ._shards import add_scheduler_argument, shard_runner, sharded_export
 from ._source import Source, add_file_argument, check_source, positive_int
 
 
@@ -16,7 +18,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "export",
         help="write the frames, clients, tunnels, control round-trips and problems as Parquet tables",
-        description="Decode a capture into Apache Parquet tables under DIR (DIR/<table>/part-*.parquet): "
+        description="Decode captures into Apache Parquet tables under DIR (DIR/<table>/part-*.parquet): "
         "frames, clients (one row per tunneled connection), tunnels, control (request/reply pairs with "
         "latency) and problems. The schema is versioned and documented in docs/EXPORT.md. Tables are "
         "written to a staging folder and moved into place only when the whole run succeeded.",
@@ -24,6 +26,7 @@ def register(subparsers: Any) -> None:
         "Needs pyarrow: pip install 'mproxy-scapy[export]'.",
     )
     add_file_argument(parser, live=False)
+    add_scheduler_argument(parser)
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
                         help="folder for the tables (created if missing; existing tables in it are replaced)")
     parser.add_argument("--bodies", action="store_true", help="also export each frame's body (binary column)")
@@ -32,15 +35,16 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def options_of(args: argparse.Namespace) -> ExportOptions:
-    return ExportOptions(bodies=args.bodies, show_secrets=args.show_secrets, batch_rows=args.row_group)
-
-
 def run(args: argparse.Namespace) -> int:
     require_pyarrow()
-    source = Source(args, keep_closed_tunnels=True, jobs=1)  # the exporter reads the one decoder as it streams
+    options = ExportOptions(bodies=args.bodies, show_secrets=args.show_secrets, batch_rows=args.row_group)
+    runner = shard_runner(args)
+    source = Source(args, keep_closed_tunnels=True, jobs=1)
     with Staging(args.output) as staging:
-        counts = export_part(iter(source), source.totals, staging.path, 0, options_of(args), source.where)
+        if runner is None:
+            counts = export_part(source, source.totals, staging.path, 0, options, single_name(source.files))
+        else:
+            source.totals, counts = sharded_export(runner, source, options, staging)
         check_source(source)
         staging.commit()
     rows = ", ".join(f"{count} {table}" for table, count in counts.items())

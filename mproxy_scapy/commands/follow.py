@@ -12,8 +12,8 @@ from ..errors import UserError
 from ..secrets import mask_bytes
 from ..sessions import Session, SessionTracker
 from ..textout import safe_text
+from ._filters import client_matcher
 from ._source import Source, add_file_argument, check_source
-from .dissect import client_matcher
 
 _RULE = "=" * 69
 _ASCII_VIEW = bytes(b if 32 <= b < 127 or b in (9, 10) else 46 for b in range(256))

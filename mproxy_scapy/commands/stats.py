@@ -13,6 +13,7 @@ from ..secrets import redact_control, redact_value
 from ..sessions import SessionTracker
 from ..spec import PROBLEMS
 from ..textout import safe_text
+from ._shards import add_scheduler_argument, shard_runner, sharded_stats
 from ._source import Source, add_file_argument, check_source
 
 if TYPE_CHECKING:
@@ -30,15 +31,20 @@ def register(subparsers: Any) -> None:
         "and control requests matched to their replies.",
     )
     add_file_argument(parser, live=False)
+    add_scheduler_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the same numbers as one JSON object")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    source = Source(args, keep_closed_tunnels=True)
-    tracker = SessionTracker()
-    for record in source:
-        tracker.add(record)
+    if args.scheduler:
+        source = Source(args, keep_closed_tunnels=True, jobs=1)
+        source.totals, tracker = sharded_stats(shard_runner(args), source)
+    else:
+        source = Source(args, keep_closed_tunnels=True)
+        tracker = SessionTracker()
+        for record in source:
+            tracker.add(record)
     summary = summarize(source.totals, tracker, show_secrets=args.show_secrets)
     if args.json:
         print(json.dumps(summary, indent=1))

@@ -63,3 +63,13 @@ def test_a_packer_that_cannot_start_is_a_usage_error():
     assert_clean_error(mproxy("conform", "--packer", "/nonexistent/packer --flag"),
                        "cannot start '/nonexistent/packer'")
     assert_clean_error(mproxy("conform", "--packer", "x", "--timeout", "0"), "--timeout must be more than 0")
+
+
+def test_random_cases_leave_nothing_in_the_working_directory(tmp_path):
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "mproxy_scapy.cli", "conform", "--packer",
+                             f"{sys.executable} {EXAMPLES / 'mproxy_codec.py'}", "--examples", "5", "--skip-large"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == []  # no .hypothesis folder

@@ -9,8 +9,11 @@ pruning run many times per table.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -223,3 +226,41 @@ def test_without_pyarrow_one_line_error(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert_clean_error(result, "mproxy export needs pyarrow: pip install 'mproxy-scapy[export]'")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", [*BUNDLED, "generated"])
+def test_jobs_write_one_part_per_shard_with_the_serial_rows(name, generated, tmp_path):
+    capture = capture_path(name, generated)
+    serial, sharded = tmp_path / "serial", tmp_path / "sharded"
+    export(capture, serial)
+    export(capture, sharded, "--jobs", "3", "--row-group", "6")
+    for table in TABLES:
+        parts = sorted(p.name for p in (sharded / table).iterdir())
+        assert parts == [f"part-0000{k}.parquet" for k in range(3)]
+        assert sorted(pq.read_table(sharded / table).to_pylist(), key=repr) == sorted(
+            pq.read_table(serial / table).to_pylist(), key=repr), table
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_fails_the_export_and_writes_nothing(tmp_path):
+    capture = tmp_path / "big.pcap"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "gen_capture.py"), str(capture), "--size-mb", "60",
+                    "--carrier", "websocket"], check=True, capture_output=True)
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "mproxy_scapy.cli", "export", str(capture), "-o", str(out),
+                            "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(children(run.pid)) < 2:
+        assert run.poll() is None and time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(children(run.pid)[0], signal.SIGKILL)
+    stdout, stderr = run.communicate(timeout=120)
+    assert_clean_error(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr),
+                       "a worker process died before it finished")
+    assert not out.exists()
