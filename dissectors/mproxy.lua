@@ -2413,13 +2413,15 @@ local function note_tcp_ack(pinfo, stream, flags)
     return give_up_holes(parser, target, pinfo, ctx)
 end
 
--- The same for a WebSocket tunnel's direction.
+-- The same for a WebSocket tunnel's direction, also when nothing waits yet
+-- (the Python reassembler declares the bytes lost at that acknowledgement).
 local function note_ws_ack(pinfo, stream, flags)
+    if not has_flag(flags, TCP_ACK) then return nil end
     local key = peer_key(pinfo)
     local st = ws_dirs[key]
-    if st == nil or st.origin == nil or not st.stash or #st.stash == 0 then return nil end
-    if not has_flag(flags, TCP_ACK) then return nil end
+    if st == nil or st.origin == nil or st.phase ~= "ws" then return nil end
     local target = (last_value(f_tcp_ack_raw) - st.origin) % 4294967296
+    if st.fin_off and target > st.fin_off then target = st.fin_off end -- the FIN's own number is no byte
     if target <= st.base or target > st.base + MAX_AHEAD then return nil end
     local ctx = { key = key, peer = endpoint_key(pinfo), stream = stream }
     return give_up_ws_holes(st, target, pinfo, ctx)
@@ -2460,7 +2462,11 @@ function mproxy_end.dissector(tvb, pinfo, tree)
         if tunnel.carrier == "tcp" and tunnel.stashed then
             for _, entry in ipairs(note_late_segment(pinfo, stream) or {}) do entries[#entries + 1] = entry end
             for _, entry in ipairs(note_tcp_ack(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
-        elseif tunnel.stashed then
+        elseif tunnel.carrier == "websocket" and not tunnel.after_http then
+            local st = has_flag(flags, TCP_FIN) and ws_dirs[endpoint_key(pinfo)]
+            if st and st.origin then
+                st.fin_off = (last_value(f_tcp_seq_raw) + (last_value(f_tcp_len) or 0) - st.origin) % 4294967296
+            end
             for _, entry in ipairs(note_ws_ack(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
         end
         for _, entry in ipairs(note_tcp_end(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
