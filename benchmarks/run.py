@@ -11,6 +11,9 @@ neighbour hurts all tools alike:
    smaller capture from the same generator and seed (Scapy is too slow for the full size);
    compared by throughput
 4. the floor: ``floor.py``, a pcap walk that only locates each TCP payload
+5. ``mproxy export FILE -o DIR`` (Parquet tables) on one core, and 5b. the same with
+   ``--scheduler`` on a ``distributed.LocalCluster`` of 2 worker processes (1 thread each),
+   started once per carrier and kept for its runs; the workers' peak RSS is read from them
 
 Peak RSS is each child's own ``ru_maxrss`` from ``os.wait4``. Throughput is capture file
 bytes (10^6 per MB) over the median wall time. The targets of issue 6 are checked on the
@@ -32,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -43,14 +47,17 @@ from gen_capture import RAW_PORT, WS_PORT  # noqa: E402
 LUA_FIELDS = ("frame.number", "mproxy.kind", "mproxy.service", "mproxy.client_id", "mproxy.datalen",
               "mproxy.name", "mproxy.serviceport")
 PLAIN_FIELDS = ("frame.number", "tcp.stream", "tcp.srcport", "tcp.dstport", "tcp.seq", "tcp.len", "tcp.flags")
-TOOLS = ("dissect", "tshark_lua", "tshark", "scapy", "floor")
+TOOLS = ("dissect", "tshark_lua", "tshark", "scapy", "floor", "export", "export_dask")
 LABELS = {
     "dissect": "(1) `mproxy dissect --json`",
     "tshark_lua": "(2) tshark + mproxy.lua",
     "tshark": "(2b) tshark alone",
     "scapy": "(3) Scapy TCPSession + MProxy",
     "floor": "(4) floor (pcap walk)",
+    "export": "(5) `mproxy export` (Parquet), 1 process",
+    "export_dask": "(5b) `mproxy export --scheduler`, LocalCluster of 2 worker processes",
 }
+DASK_EXPORT_SPEEDUP = 1.4
 RSS_LIMIT_MB = 150.0
 
 
@@ -118,7 +125,8 @@ def plain_decode_as(carrier: str) -> list[str]:
     return ["-d", f"tcp.port=={RAW_PORT},data"] if carrier == "tcp" else []
 
 
-def commands(capture: Path, slice_capture: Path, carrier: str, config_dir: Path) -> dict[str, tuple[list[str], dict]]:
+def commands(capture: Path, slice_capture: Path, carrier: str, config_dir: Path,
+             scheduler: str | None = None) -> dict[str, tuple[list[str], dict]]:
     py = sys.executable
     env = tshark_env(config_dir)
     port = RAW_PORT if carrier == "tcp" else WS_PORT
@@ -135,6 +143,9 @@ def commands(capture: Path, slice_capture: Path, carrier: str, config_dir: Path)
                    {"env": env}),
         "scapy": ([py, str(BENCH_DIR / "scapy_path.py"), str(slice_capture), "--port", str(port)], {}),
         "floor": ([py, str(BENCH_DIR / "floor.py"), str(capture)], {}),
+        "export": ([mproxy, "export", str(capture), "-o", str(capture.with_suffix(".export"))], {}),
+        "export_dask": ([mproxy, "export", str(capture), "-o", str(capture.with_suffix(".export-dask")),
+                         "--scheduler", scheduler or ""], {}),
     }
 
 
@@ -168,7 +179,42 @@ def bench_carrier(carrier: str, args: argparse.Namespace, workdir: Path) -> tupl
     tools = [t for t in args.tools if not (t == "scapy" and carrier == "websocket")]
     if "scapy" in tools or args.check_frames:
         generate(slice_capture, min(args.scapy_mb, args.size_mb), carrier)
-    cmds = commands(capture, slice_capture, carrier, config_dir)
+    cluster = local_cluster() if "export_dask" in tools else None
+    try:
+        measures = _timed_runs(carrier, args, tools, capture, slice_capture, config_dir, cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    counts = frames_seen(slice_capture, carrier, config_dir) if args.check_frames else {}
+    if not args.keep:
+        capture.unlink()
+        slice_capture.unlink(missing_ok=True)
+        for output in capture.parent.glob("*.export*"):
+            shutil.rmtree(output)
+    return measures, counts
+
+
+def local_cluster() -> Any:
+    """Two worker processes with one thread each (decoding is pure Python: threads would share one core)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1")
+
+
+def worker_peak_rss_mb(cluster: Any) -> float:
+    """The largest peak RSS of the cluster's worker processes so far (their own ``ru_maxrss``)."""
+    import resource
+
+    from distributed import Client
+
+    with Client(cluster) as client:
+        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return max(peaks.values()) / 1024
+
+
+def _timed_runs(carrier: str, args: argparse.Namespace, tools: list[str], capture: Path, slice_capture: Path,
+                config_dir: Path, cluster: Any) -> dict[str, Measure]:
+    cmds = commands(capture, slice_capture, carrier, config_dir, cluster.scheduler_address if cluster else None)
     measures = {t: Measure(t, (slice_capture if t == "scapy" else capture).stat().st_size) for t in tools}
     if "tshark" in measures and carrier == "tcp":
         measures["tshark"].note = "tunnel port decoded as data"
@@ -185,11 +231,11 @@ def bench_carrier(carrier: str, args: argparse.Namespace, workdir: Path) -> tupl
             measure.cpu_times.append(cpu)
             measure.rss_kb.append(rss)
             print(f"  {carrier} {tool}: {elapsed:.2f} s ({cpu:.2f} s CPU), {rss / 1024:.0f} MB", file=sys.stderr)
-    counts = frames_seen(slice_capture, carrier, config_dir) if args.check_frames else {}
-    if not args.keep:
-        capture.unlink()
-        slice_capture.unlink(missing_ok=True)
-    return measures, counts
+    if cluster is not None:
+        dask = measures["export_dask"]
+        dask.note = (f"CPU and RSS of the client process; workers' peak RSS {worker_peak_rss_mb(cluster):.0f} MB, "
+                     "their CPU not counted")
+    return measures
 
 
 def table(carrier: str, measures: dict[str, Measure], runs: int) -> list[str]:
@@ -250,6 +296,14 @@ def targets(carrier: str, measures: dict[str, Measure], size_mb: float) -> list[
         cpu_added = statistics.median(lua.cpu_times) / statistics.median(plain.cpu_times) - 1
         line(added <= 0.5, f"the Lua dissector adds {added:.0%} to plain tshark's time ({cpu_added:.0%} by CPU time; "
                            "target <= 50%)")
+    export, export_dask = measures.get("export"), measures.get("export_dask")
+    if export and export_dask:
+        speedup = export.median / export_dask.median
+        line(speedup >= DASK_EXPORT_SPEEDUP, f"export on a LocalCluster of 2 worker processes {speedup:.2f}x the "
+                                             f"serial export's throughput (target >= {DASK_EXPORT_SPEEDUP}x)")
+    if export:
+        line(export.peak_rss_mb < RSS_LIMIT_MB, f"export peak RSS {export.peak_rss_mb:.0f} MB on this {size_mb:g} MB "
+                                                f"capture (target < {RSS_LIMIT_MB:.0f} MB, flat with capture size)")
     rss = dissect.peak_rss_mb
     scope = f"on this {size_mb:g} MB capture" + ("" if size_mb >= 1000 else " (the target is judged at 1 GB)")
     line(rss < RSS_LIMIT_MB, f"dissect peak RSS {rss:.0f} MB {scope} (target < {RSS_LIMIT_MB:.0f} MB)")

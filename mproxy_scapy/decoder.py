@@ -181,13 +181,17 @@ closing events, ``(END_OF_ITEMS + 1, connection id)`` for the connections still 
 def flow_shard(client: tuple[str, int], server: tuple[str, int], count: int) -> int:
     """The shard (0 .. count-1) of a TCP connection: a stable hash of its 4-tuple, the same either way round.
 
-    crc32 of the two ``ip:port`` ends in sorted order, so every process, run
-    and Python version agrees (Python's own ``hash`` of text is salted per process).
+    BLAKE2b of the two ``ip:port`` ends in sorted order, so every process, run
+    and Python version agrees (Python's own ``hash`` of text is salted per
+    process). Not crc32: it is linear, and the 4-tuples of one relay's
+    connections (addresses and ports counting up together) all had the same
+    crc32 parity, so two shards got one all and the other none.
     """
-    import zlib
+    import hashlib
 
     ends = sorted((f"{client[0]}|{client[1]}", f"{server[0]}|{server[1]}"))
-    return zlib.crc32(f"{ends[0]}/{ends[1]}".encode()) % count
+    digest = hashlib.blake2b(f"{ends[0]}/{ends[1]}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
 
 
 class Decoder:

@@ -63,12 +63,14 @@ def test_harness_runs_and_reports_every_row(tmp_path: Path) -> None:
     text = report.read_text()
     tcp, websocket = text.split("| websocket |")
     for row in ("(1) `mproxy dissect --json`", "(2) tshark + mproxy.lua", "(2b) tshark alone",
-                "(3) Scapy TCPSession + MProxy", "(4) floor (pcap walk)"):
+                "(3) Scapy TCPSession + MProxy", "(4) floor (pcap walk)", "(5) `mproxy export` (Parquet)",
+                "(5b) `mproxy export --scheduler`, LocalCluster of 2 worker processes"):
         assert row in tcp, row
     for row in ("(1) `mproxy dissect --json`", "(2) tshark + mproxy.lua", "(2b) tshark alone",
                 "(4) floor (pcap walk)"):
         assert row in websocket, row
     assert "Scapy" not in websocket.split("\n\n")[0]
     assert "of the floor's throughput" in tcp and "faster than Scapy" in tcp and "adds" in websocket
+    assert "export on a LocalCluster of 2 worker processes" in tcp and "workers' peak RSS" in tcp
     assert "FAILED" not in text
     assert list((tmp_path / "work").glob("*.pcap")) == []

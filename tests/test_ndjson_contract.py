@@ -66,6 +66,12 @@ def bundled_records() -> list[dict]:
         result = mproxy(*args)
         assert result.returncode == 0, result.stderr
         records += [json.loads(line) for line in result.stdout.splitlines()]
+    # several inputs at once (the captures without a key log, and a file that is not a capture): pcap_file
+    several = [str(p) for p in sorted(CAPTURES.glob("*.pcap*")) if not p.name.endswith(".ndjson")
+               and not p.with_suffix(".keys").exists()]
+    result = mproxy("dissect", "--json", *several, str(CAPTURES / "manifest.json"))
+    assert result.returncode == 0, result.stderr
+    records += [json.loads(line) for line in result.stdout.splitlines()]
     return records
 
 

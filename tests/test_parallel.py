@@ -1,0 +1,204 @@
+"""``--jobs N`` (mproxy_scapy/parallel.py): byte-identical to one process on every capture; a dead worker fails it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli_run import assert_clean_error, mproxy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rotation import pcap_records, rotate
+
+from mproxy_scapy.commands.dissect import Formatter
+from mproxy_scapy.commands.stats import summarize
+from mproxy_scapy.decoder import flow_shard
+from mproxy_scapy.inputs import expand_inputs, open_inputs
+from mproxy_scapy.parallel import DecodeOptions, JobRun, decode_shard, decode_shard_keyed, merge_keyed
+from mproxy_scapy.sessions import SessionTracker
+
+from support import CAPTURES, REPO
+
+BUNDLED = sorted(p for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng"))
+
+
+def generate(path: Path, size_mb: float, carrier: str = "tcp") -> Path:
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "gen_capture.py"), str(path), "--size-mb",
+                    str(size_mb), "--carrier", carrier], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    """8 raw-TCP tunnels at once (the benchmark generator at 1 MB): the shards really split them."""
+    return generate(tmp_path_factory.mktemp("jobs") / "fleet.pcap", 1)
+
+
+def keylog_args(capture: Path) -> list[str]:
+    keys = capture.with_suffix(".keys")
+    return ["--tls-keylog", str(keys)] if keys.is_file() else []
+
+
+def run_ok(*args: str) -> subprocess.CompletedProcess:
+    result = mproxy(*args)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def a_client(capture: Path) -> str:
+    sessions = json.loads(run_ok("stats", "--json", str(capture), *keylog_args(capture)).stdout)["sessions"]
+    return sessions[0]["client"]
+
+
+def test_the_shard_of_a_connection_is_stable_and_either_way_round():
+    a, b = ("10.0.0.10", 40000), ("10.9.0.1", 7900)
+    assert flow_shard(a, b, 7) == flow_shard(b, a, 7)
+    # fixed by the hash, not by the process (Python's hash() of text is salted per process)
+    assert [flow_shard((f"10.0.0.{10 + i}", 40000 + i), b, 2) for i in range(8)] == [1, 0, 0, 1, 0, 1, 1, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capture", BUNDLED, ids=lambda p: p.name)
+def test_jobs_output_is_byte_identical_on_bundled_captures(capture, tmp_path):
+    keys = keylog_args(capture)
+    for command in (["dissect", "--json"], ["stats", "--json"], ["dissect"]):
+        one = run_ok(*command, str(capture), *keys)
+        three = run_ok(*command, "--jobs", "3", str(capture), *keys)
+        assert (three.stdout, three.stderr) == (one.stdout, one.stderr), command
+    client = a_client(capture)
+    one = run_ok("follow", str(capture), "--client", client, *keys)
+    assert run_ok("follow", "--jobs", "2", str(capture), "--client", client, *keys).stdout == one.stdout
+    run_ok("detunnel", str(capture), "-o", str(tmp_path / "one.pcap"), *keys)
+    run_ok("detunnel", "--jobs", "2", str(capture), "-o", str(tmp_path / "two.pcap"), *keys)
+    assert (tmp_path / "two.pcap").read_bytes() == (tmp_path / "one.pcap").read_bytes()
+
+
+def test_jobs_output_is_byte_identical_with_many_tunnels_and_files(generated, tmp_path):
+    _, records = pcap_records(generated)
+    rotate(generated, tmp_path / "rot", [200, len(records) // 2, len(records) - 50])
+    client = a_client(generated)
+    for inputs in ([str(generated)], [str(tmp_path / "rot")]):
+        for command in (["dissect", "--json"], ["stats", "--json"], ["follow", "--client", client]):
+            one = run_ok(*command, *inputs)
+            two = run_ok(*command, "--jobs", "2", *inputs)
+            assert two.stdout == one.stdout, (command, inputs)
+        run_ok("detunnel", *inputs, "-o", str(tmp_path / "one.pcap"))
+        run_ok("detunnel", "--jobs", "0", *inputs, "-o", str(tmp_path / "all.pcap"))
+        assert (tmp_path / "all.pcap").read_bytes() == (tmp_path / "one.pcap").read_bytes()
+
+
+def dissect_args(**kw) -> argparse.Namespace:
+    defaults = {"client": None, "service": None, "name": None, "kind": None, "problems_only": False,
+                "show_secrets": False, "json": True, "scapy": False}
+    return argparse.Namespace(**{**defaults, **kw})
+
+
+def serial(files, options, transform=None):
+    decoder = options.make_decoder()
+    inputs = open_inputs(files)
+    values = []
+    for record in inputs.label(decoder.decode(inputs)):
+        value = transform(record, decoder) if transform else record
+        if value is not None:
+            values.append(value)
+    return values, decoder
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(jobs=st.integers(2, 4), cuts=st.lists(st.integers(1, 1200), max_size=4),
+       text=st.booleans())
+def test_property_any_jobs_any_rotation_same_output(generated, tmp_path_factory, jobs, cuts, text):
+    folder = tmp_path_factory.mktemp("prop")
+    rotate(generated, folder, cuts)
+    files = expand_inputs([folder])
+    options = DecodeOptions(keep_closed_tunnels=True)
+    formatter = Formatter(dissect_args(json=not text))
+    expected, _ = serial(files, options, formatter)
+    run = JobRun(files, options, jobs, Formatter(dissect_args(json=not text)))
+    assert list(run) == expected
+    assert sum(run.totals.extra) == formatter.totals  # frames shown, counted in the workers
+    # stats: the parent's tracker over the merged records and the summed totals
+    records, decoder = serial(files, options)
+    tracker = SessionTracker()
+    for record in records:
+        tracker.add(record)
+    run = JobRun(files, options, jobs)
+    merged = SessionTracker()
+    for record in run:
+        merged.add(record)
+    assert json.dumps(summarize(run.totals, merged)) == json.dumps(summarize(decoder, tracker))
+
+
+def test_decode_shard_api_shards_add_up_to_one_decoder(generated):
+    options = DecodeOptions()
+    whole, _ = serial([generated], options)
+    shards = [list(decode_shard([generated], k, 3, options)) for k in range(3)]
+    assert sum(map(len, shards)) == len(whole) and all(shards)
+    merged = list(merge_keyed([decode_shard_keyed([generated], k, 3, options) for k in range(3)]))
+    assert [repr(r) for r in merged] == [repr(r) for r in whole]
+
+
+def test_capture_problems_appear_once_not_once_per_worker(generated, tmp_path):
+    data = generated.read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    one = mproxy("dissect", "--json", str(cut))
+    four = mproxy("dissect", "--json", "--jobs", "4", str(cut))
+    assert_clean_error(four, "truncated or damaged capture")
+    assert (four.stdout, four.stderr) == (one.stdout, one.stderr)
+    stages = [json.loads(line) for line in four.stdout.splitlines() if '"stage": "capture"' in line]
+    assert [s["event"] for s in stages] == ["truncated_record"]
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_fails_the_run(tmp_path):
+    """Kill one worker by its PID while the run is held up by a full stdout: a clear error, exit 2."""
+    capture = generate(tmp_path / "big.pcap", 20)
+    process = subprocess.Popen([sys.executable, "-m", "mproxy_scapy.cli", "dissect", "--json", "--jobs", "2",
+                                str(capture)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := children(process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(workers) == 2, workers
+        os.kill(workers[1], signal.SIGKILL)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert "Traceback" not in err.decode()
+    assert lines[-1] == (f"mproxy: error: worker 2 of 2 (pid {workers[1]}) was killed by signal SIGKILL before it "
+                         "finished: the output is incomplete")
+    assert out.count(b"\n") < 4960  # what was merged before it is there, and not presented as all
+    assert not any(os.path.exists(f"/proc/{pid}") and _not_zombie(pid) for pid in workers)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_standard_input_is_decoded_by_one_process():
+    capture = CAPTURES / "raw-tcp.pcap"
+    result = subprocess.run([sys.executable, "-m", "mproxy_scapy.cli", "dissect", "--json", "--jobs", "2", "-"],
+                            input=capture.read_bytes(), capture_output=True, check=False)
+    assert result.returncode == 0
+    assert b"standard input is decoded by one process" in result.stderr
+    assert result.stdout.decode() == run_ok("dissect", "--json", str(capture)).stdout
