@@ -1,9 +1,10 @@
 """Decoding on every core: shards of TCP connections in worker processes, merged back into capture order.
 
 Worker k of N reads the same inputs in the same order (reading is about 6x
-cheaper than decoding) and decodes only the TCP connections whose 4-tuple
-hashes to k (``decoder.flow_shard``; every worker still runs the whole TCP
-reassembler, so tunnel numbers are those of one decoder). Each record leaves a
+cheaper than decoding) and decodes only the TCP connections of shard k
+(``decoder.flow_shard``: connections dealt round by their number, which every
+worker gives alike because every worker runs the whole TCP reassembler; so
+tunnel numbers are those of one decoder too). Each record leaves a
 worker with its key (``Decoder.decode_keyed``): the parent merges the workers'
 streams by key, which gives exactly the records, in exactly the order, that one
 decoder gives. Workers send batches through pipes; a full pipe stops its worker
