@@ -21,8 +21,8 @@ PYTEST_ARGS ?=
 # System packages the tests use, and the commands that show they are there: add a package to
 # APT_PACKAGES and a command it provides to APT_TOOLS. `make system-deps` installs the list when
 # any command is missing.
-APT_PACKAGES := tshark tcpdump nodejs npm chromium chromium-driver openssl
-APT_TOOLS := tshark tcpdump editcap node npm chromium chromedriver openssl
+APT_PACKAGES := tshark tcpdump nodejs npm chromium chromium-driver firefox-esr openssl
+APT_TOOLS := tshark tcpdump editcap node npm chromium chromedriver firefox-esr openssl
 
 NO_PYTHON_default := no python3 on this machine: install it (apt-get install python3) and run make again, \
 or name an interpreter: make PYTHON=/path/to/python3

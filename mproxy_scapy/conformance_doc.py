@@ -32,17 +32,20 @@ CHECK_USAGE = """\
 ## `mproxy check`
 
 ```
-mproxy check CAPTURE [--json] [--junit FILE] [--fail-on error|warning|info]
-                     [--rule ID[,ID..]] [--ignore ID[,ID..]]
+mproxy check [INPUT...] [--json] [--junit FILE] [--fail-on error|warning|info] [--jobs N]
+             [--rule ID[,ID..]] [--ignore ID[,ID..]]
 ```
 
-The capture is decoded as by `mproxy dissect` (raw TCP, WebSocket, wss with a key log) and
-every record goes through a checker that keeps the protocol's state per tunnel (header
-dialect per direction, which side is the relay, control requests in flight) and per tunneled
-client (`family,address,port`: announced, ended, paused, per direction). The relay is the
-tunnel's TCP server (the device dials it).
+The inputs are decoded as by `mproxy dissect` (pcap/pcapng files, directories, `-` for standard
+input, `-i IFACE` live; raw TCP, WebSocket, wss with a key log; `--jobs N` decodes on N
+processes with the same findings in the same order) and every record goes through a
+checker that keeps the protocol's state per tunnel (header dialect per direction, which side
+is the relay, control requests in flight) and per tunneled client (`family,address,port`:
+announced, ended, paused, per direction). The relay is the tunnel's TCP server (the device
+dials it).
 
 - Default output: one row per broken rule with its count, first packet, tunnel and client.
+  `--list-rules` prints the rules checked (after `--rule`/`--ignore`) and reads nothing.
 - `--json`: one JSON object per finding: `rule`, `severity`, `title`, `detail`, `pcap_file`
   (the input's name when several are read, else null), `pcap_frame`, `ts`, `tunnel`, `direction`,
   `src`, `dst`, `client`.

@@ -14,7 +14,8 @@ order the decoder finishes them:
 - skipped garbage or lost bytes: the same layers, then an empty ``Raw``
   (the decoder counts those bytes, it does not hold them);
 - a problem of an earlier stage (a TCP gap, a TLS session it cannot
-  decrypt, ...): the layers of the packet where it was seen, no payload.
+  decrypt, ...): the layers of the packet where it was seen, no payload;
+  a damaged packet (cut short, an impossible IP header) as Scapy reads it.
 
 Every packet made here carries ``mproxy_frame`` (the capture's packet
 number: the count of packets this session has seen), ``mproxy_tunnel``,
@@ -50,9 +51,9 @@ from scapy.sessions import DefaultSession
 from scapy.utils import PcapReader
 
 from .decoder import DecodedFrame, Decoder, StageEvent
-from .errors import UserError
-from .layer import MProxy
+from .layer import MProxy, MProxyControl
 from .pcap import LINKTYPE_IPV4, LINKTYPE_IPV6, CaptureStats, PacketDecoder, Segment, SourceProblem
+from .secrets import redact_text
 from .sessions import SessionTracker
 from .tls import load_keylogs
 
@@ -68,7 +69,9 @@ class MProxySession(DefaultSession):
     Pass the class, or an instance to set options:
     ``MProxySession(tls_keylog="keys.log")`` decrypts ``wss://`` tunnels
     (one NSS key log path, or several); ``show_secrets`` leaves tokens in
-    carrier details unredacted. No ``bind()`` is needed: tunnels are found
+    problem details (a WebSocket upgrade URL's ``access_token``) and in
+    ``MProxyControl.show()`` unredacted, as ``mproxy dissect --show-secrets``
+    does. No ``bind()`` is needed: tunnels are found
     by content. ``feed(pkt)`` and ``flush()`` are the same decoding for code
     that has packets from elsewhere.
     """
@@ -117,6 +120,10 @@ class MProxySession(DefaultSession):
 
     def process(self, pkt: Packet) -> Packet | None:
         """Scapy's one-in, one-out hook: the first record ``pkt`` completes; the others wait in ``recv``."""
+        if self.supersession is not None:  # e.g. IPSession: IP fragments put together first
+            pkt = self.supersession.process(pkt)
+            if pkt is None:
+                return None
         records = self.feed(pkt)
         if not records:
             return None
@@ -134,10 +141,14 @@ class MProxySession(DefaultSession):
             return []
         if type(item) is Segment:
             self._keep_headers(frame_no, pkt, item)
+        else:  # a capture problem: the packet it is about, as it is
+            self._keep(frame_no, (type(pkt), pkt.original or bytes(pkt)))
         records = self.decoder.feed(item)
-        pending = self._packet_decoder.pending
+        pending = self._packet_decoder.pending  # a segment whose problem (snapped) came first
         while pending:
-            records += self.decoder.feed(pending.pop())
+            segment = pending.pop()
+            self._keep_headers(frame_no, pkt, segment)
+            records += self.decoder.feed(segment)
         return self._packets_of(records)
 
     def flush(self) -> PacketList:
@@ -168,12 +179,11 @@ class MProxySession(DefaultSession):
         A packet Scapy does not dissect down to TCP (a link type or variant it does not bind, like BSD
         loopback's IPv6 on Linux) gets IP/TCP headers made from what the decoder read instead.
         """
-        headers = self._headers
         if TCP not in pkt:
             network = IPv6 if segment.ip_version == 6 else IP
             made = network(src=segment.src, dst=segment.dst) / TCP(
                 sport=segment.sport, dport=segment.dport, seq=segment.seq, ack=segment.ack, flags=segment.flags)
-            headers[frame_no] = (network, bytes(made))
+            self._keep(frame_no, (network, bytes(made)))
         else:
             layer: Packet = pkt
             size = 0
@@ -186,9 +196,12 @@ class MProxySession(DefaultSession):
                 if isinstance(layer, TCP):
                     break
                 layer = layer.payload
-            headers[frame_no] = (type(pkt), (pkt.original or bytes(pkt))[:size])
-        if len(headers) > MAX_HEADERS_KEPT:
-            headers.popitem(last=False)
+            self._keep(frame_no, (type(pkt), (pkt.original or bytes(pkt))[:size]))
+
+    def _keep(self, frame_no: int, headers: tuple[type[Packet], bytes]) -> None:
+        self._headers[frame_no] = headers
+        if len(self._headers) > MAX_HEADERS_KEPT:
+            self._headers.popitem(last=False)
 
     def _packets_of(self, records: list[Any]) -> list[Packet]:
         out = []
@@ -204,33 +217,36 @@ class MProxySession(DefaultSession):
     def _frame_packet(self, record: DecodedFrame) -> Packet:
         frame = record.frame
         upper = MProxy.from_frame(frame) if frame.is_frame else conf.raw_layer(b"")
+        pkt = self._base(record.pcap_frame, record.src, record.dst) / upper
+        if self._show_secrets and MProxyControl in pkt:  # after the "/", which copies its operands
+            pkt[MProxyControl].reveal_secrets = True
         problems = [str(p) for p in frame.problems]
-        return self._dress(self._base(record.pcap_frame, record.src, record.dst) / upper, record, record.pcap_frame,
-                           record.ts, frame.kind, problems)
+        return self._dress(pkt, record, record.pcap_frame, record.ts, frame.kind, problems)
 
     def _stage_packet(self, event: StageEvent) -> Packet:
-        problems = [f"{event.stage}.{event.kind}: {event.detail}"]
+        detail = event.detail if self._show_secrets else redact_text(event.detail)
+        problems = [f"{event.stage}.{event.kind}: {detail}"]
         base = self._base(event.pcap_frame, event.src, event.dst)
         return self._dress(base, event, event.pcap_frame, event.ts, "stage", problems)
 
     def _base(self, frame_no: int | None, src: str | None, dst: str | None) -> Packet:
         """The link/IP/TCP layers of packet ``frame_no``, or plain IP/TCP from the endpoints when not kept."""
         kept = self._headers.get(frame_no) if frame_no is not None else None
-        if kept is not None:
-            cls, raw = kept
-            base = cls(raw)
-            network = base.getlayer(IP) or base.getlayer(IPv6)
-            if isinstance(network, IP):
-                network.len = None
-                network.chksum = None
-            elif network is not None:
-                network.plen = None
-            tcp = base.getlayer(TCP)
-            if tcp is not None:
-                tcp.chksum = None
-                tcp.remove_payload()
-                return base
-        return _endpoint_layers(src, dst)
+        if kept is None:
+            return _endpoint_layers(src, dst)
+        cls, raw = kept
+        base = cls(raw)
+        network = base.getlayer(IP) or base.getlayer(IPv6)
+        if isinstance(network, IP):
+            network.len = None
+            network.chksum = None
+        elif network is not None:
+            network.plen = None
+        tcp = base.getlayer(TCP)
+        if tcp is not None:
+            tcp.chksum = None
+            tcp.remove_payload()
+        return base
 
     def _dress(self, pkt: Packet, record: Any, frame_no: int | None, ts: float | None, kind: str,
                problems: list[str]) -> Packet:
@@ -248,9 +264,9 @@ class MProxySession(DefaultSession):
 
 
 def _endpoint_layers(src: str | None, dst: str | None) -> Packet:
-    """IP (or IPv6) / TCP between two ``address:port`` texts."""
+    """IP (or IPv6) / TCP between two ``address:port`` texts (an empty ``Raw`` when there are none)."""
     if not src or not dst:
-        return TCP()
+        return conf.raw_layer(b"")
     saddr, _, sport = src.rpartition(":")
     daddr, _, dport = dst.rpartition(":")
     network = IPv6 if ":" in saddr else IP
@@ -261,11 +277,10 @@ def rdmproxy(path: str | Path, count: int = -1, *, tls_keylog: str | Path | Iter
              show_secrets: bool = False) -> PacketList:
     """The records of a pcap/pcapng file as a ``PacketList``, like ``rdpcap`` (read packet by packet).
 
-    ``count`` stops after that many records (-1: all of them).
+    ``count`` stops after that many records (-1: all of them). A file that cannot be read fails as it
+    does for ``rdpcap`` (Scapy's ``PcapReader`` raises).
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such capture file")
     session = MProxySession(tls_keylog=tls_keylog, show_secrets=show_secrets)
     out: list[Packet] = []
     with PcapReader(str(path)) as reader:

@@ -194,10 +194,15 @@ BUNDLED = {
     "raw-tcp.pcap": {"MPX406": 1},
     "websocket.pcap": {"MPX405": 1, "MPX406": 1},
     "wss.pcapng": {"MPX405": 1, "MPX406": 1},
+    "wss-tls12.pcapng": {"MPX405": 1, "MPX406": 1},
     "go-dialect.pcap": {"MPX203": 1},
     "reference-js.pcap": {"MPX405": 1, "MPX406": 1},
     "impaired.pcap": {"MPX406": 1},
 }
+
+
+def test_every_bundled_capture_has_its_expected_findings_listed():
+    assert sorted(p.name for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng")) == sorted(BUNDLED)
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLED))

@@ -10,8 +10,10 @@ import pytest
 
 from mproxy_scapy import conform
 from mproxy_scapy.codec import pack_header
-from mproxy_scapy.conform_report import hexdiff, report_text
-from mproxy_scapy.packerproc import PackerFailure, PackerProcess
+from mproxy_scapy.conform.cases import name_for_header
+from mproxy_scapy.conform.engine import random_phase
+from mproxy_scapy.conform.packer import PackerFailure, PackerProcess
+from mproxy_scapy.conform.report import hexdiff, report_text
 
 from support import REFERENCE, REPO
 
@@ -55,7 +57,7 @@ BROKEN_EXPECTED = {
     "hdrlen-unwrapped": ("PP02", "pack: name pushing the header to 256 bytes (hdrlen wraps to 0)",
                          {"op": "pack", "meta": {"family": "IPv4", "address": "127.0.1.1", "port": 1000,
                                                  "service": "https", "serviceport": 100,
-                                                 "name": conform._name_for_header(256, conform.BASE_META, 1)}}),
+                                                 "name": name_for_header(256, conform.BASE_META, 1)}}),
 }
 
 
@@ -88,7 +90,7 @@ def test_random_phase_is_seeded_and_shrunk_by_hypothesis():
     for _ in range(2):
         report = conform.Report(broken("no-padding"), examples=60, seed=7)
         with PackerProcess(report.command, timeout=30) as packer:
-            conform._random_phase(packer, report, 60, 7, None)
+            random_phase(packer, report, 60, 7, None)
         found.append([(d.behaviour, d.request) for d in report.divergences])
     assert found[0] == found[1]
     assert found[0][0] == ("PP05", {"op": "pack", "meta": {}})

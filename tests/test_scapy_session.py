@@ -271,3 +271,42 @@ def test_load_contrib_and_the_star_import_give_the_session_and_rdmproxy(tmp_path
     namespace: dict = {}
     exec("from mproxy_scapy import *", namespace)
     assert namespace["MProxySession"] is MProxySession and namespace["rdmproxy"] is rdmproxy
+
+
+def test_a_key_log_line_that_cannot_be_used_is_logged_and_the_rest_decrypts(tmp_path, caplog):
+    keys = tmp_path / "keys.log"
+    keys.write_text("CLIENT_RANDOM 1234\n" + (CAPTURES / "wss.keys").read_text())
+    with caplog.at_level("WARNING", logger="scapy.runtime"):
+        session = MProxySession(tls_keylog=keys)
+    assert f"mproxy: {keys}:1: expected 'LABEL CLIENT_RANDOM SECRET', found 2 fields" in caplog.text
+    assert len(sniff(offline=str(CAPTURES / "wss.pcapng"), session=session, quiet=True)) == 51
+
+
+def test_a_damaged_capture_gives_the_records_and_problems_of_dissect_json(tmp_path):
+    packets = list(rdpcap(str(CAPTURES / "raw-tcp.pcap")))
+    at = next(i for i, p in enumerate(packets) if len(p[TCP].payload) == 1400)
+    snapped = Ether(bytes(packets[at])[:200])
+    snapped.time, snapped.wirelen = packets[at].time, len(packets[at])
+    broken = Ether(bytes(packets[at + 2])[:14] + b"\x99" + bytes(packets[at + 2])[15:])  # IPv4 version 9
+    broken.time = packets[at + 2].time
+    path = tmp_path / "damaged.pcap"
+    wrpcap(str(path), [*packets[:at], snapped, packets[at + 1], broken, *packets[at + 3:]])
+    result = mproxy("dissect", "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    expected = [from_json(json.loads(line)) for line in result.stdout.splitlines()]
+    records = sniff(offline=str(path), session=MProxySession, quiet=True)
+    assert [as_dissect_json(p) for p in records] == expected
+    problems = {p.mproxy_problems[0].split(":")[0]: p for p in records if p.mproxy_kind == "stage"}
+    assert set(problems) == {"capture.snapped_packet", "capture.malformed_packet", "tcp.gap"}
+    assert bytes(problems["capture.malformed_packet"])[14] == 0x99  # the damaged packet itself
+    assert problems["capture.snapped_packet"][TCP].seq == packets[at][TCP].seq
+
+
+def test_tokens_are_redacted_unless_the_session_shows_secrets():
+    def add_token(session):
+        packets = sniff(offline=str(CAPTURES / "raw-tcp.pcap"), session=session, quiet=True)
+        return next(p for p in packets if MProxyControl in p and p[MProxyControl].control_command == "add_token")
+
+    assert "<redacted>" in add_token(MProxySession).show(dump=True)
+    shown = add_token(MProxySession(show_secrets=True)).show(dump=True)
+    assert "<redacted>" not in shown and "eyJ" in shown

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -182,8 +183,6 @@ def pip_install(python: Path, prefix: Path, extras: list[str], only_binary: list
 
 def optional_requirements(extra: str) -> list[str]:
     """Distribution names in an optional extra of pyproject.toml (to ask pip for wheels only)."""
-    import re
-
     text = (ROOT / "pyproject.toml").read_text()
     block = re.search(rf"^{re.escape(extra)} = \[(.*?)^\]", text, re.M | re.S)
     if block is None:
@@ -200,6 +199,11 @@ def pip_failure(output: str, what: str, log: Path) -> SetupError:
     if any(marker in output for marker in NETWORK_TROUBLE):
         return SetupError(f"pip could not download {what} (no network? the package index is not reachable): connect "
                           f"this machine, or set PIP_INDEX_URL to a mirror, then run make again (log: {shown(log)})")
+    missing = re.search(r"No matching distribution found for (\S+)", output)
+    if missing and "(from versions: none)" in output:
+        return SetupError(f"pip found no version at all of {missing.group(1)}, which {what} needs (no network, or a "
+                          "package index that lacks it?): connect this machine, or set PIP_INDEX_URL to a mirror, "
+                          f"then run make again (log: {shown(log)})")
     return SetupError(f"pip could not install {what}: {last_error_line(output)} (log: {shown(log)})")
 
 

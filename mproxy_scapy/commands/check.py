@@ -36,6 +36,8 @@ def register(subparsers: Any) -> None:
                         help="check only these rules (repeatable)")
     parser.add_argument("--ignore", action="append", metavar="ID[,ID...]",
                         help="do not check these rules (repeatable)")
+    parser.add_argument("--list-rules", action="store_true",
+                        help="print the rules (id, severity, title) and exit; docs/CONFORMANCE.md explains each")
     parser.set_defaults(func=run)
 
 
@@ -53,35 +55,63 @@ def selected_rules(chosen: list[str] | None, ignored: list[str] | None) -> list[
     return [rule.id for rule in RULES if (not only or rule.id in only) and rule.id not in skip]
 
 
+class CheckRecords:
+    """The checker as the source's transform: it runs where records are decoded (in each worker with
+    ``--jobs``: a tunnel's records all go to one worker, so a checker per worker sees whole tunnels).
+    Records give the list of their findings, or None."""
+
+    def __init__(self, rules: list[str]) -> None:
+        self.rules = rules
+        self.checker: Checker | None = None
+
+    def __call__(self, record: Any, decoder: Any) -> list[Finding] | None:
+        if self.checker is None:
+            self.checker = Checker(decoder.tunnels, self.rules)
+        return self.checker.add(record) or None
+
+
+class Tally:
+    """Counts per rule, with the first findings of each kept (``KEPT``): memory stays bounded however many."""
+
+    KEPT = 100
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.kept: dict[str, list[Finding]] = {}
+
+    def add(self, finding: Finding) -> None:
+        self.counts[finding.rule] = self.counts.get(finding.rule, 0) + 1
+        kept = self.kept.setdefault(finding.rule, [])
+        if len(kept) < self.KEPT:
+            kept.append(finding)
+
+    def total(self, severity: str | None = None) -> int:
+        return sum(n for rule, n in self.counts.items() if severity is None or RULES_BY_ID[rule].severity == severity)
+
+
 def run(args: argparse.Namespace) -> int:
     rules = selected_rules(args.rule, args.ignore)
-    source = Source(args, report_closed=True, jobs=1)  # the checker reads the live decoder's tunnels
-    decoder = source.totals
-    checker = Checker(decoder.tunnels, rules)
-    findings: list[Finding] = []
-    for finding in checker.check(iter(source)):
-        findings.append(finding)
-        if args.json:
-            sys.stdout.write(json.dumps(finding.to_json()) + "\n")
+    if args.list_rules:
+        sys.stdout.write("".join(f"{r} {RULES_BY_ID[r].severity:7} {RULES_BY_ID[r].title}\n" for r in rules))
+        return 0
+    source = Source(args, report_closed=True, transform=CheckRecords(rules))
+    tally = Tally()
+    for found in source:
+        for finding in found:
+            tally.add(finding)
+            if args.json:
+                sys.stdout.write(json.dumps(finding.to_json()) + "\n")
     if not args.json:
-        _print_table(findings, rules)
+        _print_table(tally, rules)
     sys.stdout.flush()
     check_source(source)
-    failing = [f for f in findings if at_or_above(f.severity, args.fail_on)]
+    failing = sum(tally.total(s) for s in SEVERITIES if at_or_above(s, args.fail_on))
     if args.junit:
-        write_junit(args.junit, "mproxy check", junit_cases(findings, rules, args.fail_on, source.where))
-    counts = {severity: sum(1 for f in findings if f.severity == severity) for severity in SEVERITIES}
-    print(f"mproxy check: {len(findings)} findings ({', '.join(f'{n} {s}' for s, n in counts.items())}), "
-          f"{len(rules)} rules, {decoder.tunnel_count} tunnels: "
-          f"{'FAIL' if failing else 'pass'} (--fail-on {args.fail_on})", file=sys.stderr)
+        write_junit(args.junit, "mproxy check", junit_cases(tally, rules, args.fail_on, source.where))
+    counts = ", ".join(f"{tally.total(s)} {s}" for s in SEVERITIES)
+    print(f"mproxy check: {tally.total()} findings ({counts}), {len(rules)} rules, {source.totals.tunnel_count} "
+          f"tunnels: {'FAIL' if failing else 'pass'} (--fail-on {args.fail_on})", file=sys.stderr)
     return 1 if failing else 0
-
-
-def _by_rule(findings: list[Finding]) -> dict[str, list[Finding]]:
-    out: dict[str, list[Finding]] = {}
-    for finding in findings:
-        out.setdefault(finding.rule, []).append(finding)
-    return out
 
 
 def _packet_text(finding: Finding) -> str:
@@ -94,8 +124,8 @@ def _tunnel_text(finding: Finding) -> str:
     return f"t{finding.tunnel} {finding.src} → {finding.dst}" if finding.tunnel is not None else ""
 
 
-def _print_table(findings: list[Finding], rules: list[str]) -> None:
-    if not findings:
+def _print_table(tally: Tally, rules: list[str]) -> None:
+    if not tally.counts:
         print(f"no findings ({len(rules)} rules checked)")
         return
     from rich.console import Console  # rich loads only where a table is drawn
@@ -105,28 +135,28 @@ def _print_table(findings: list[Finding], rules: list[str]) -> None:
     table = Table(title="M-PROXY conformance findings")
     for column in ("rule", "severity", "count", "first packet", "tunnel", "client", "title / first finding"):
         table.add_column(column, justify="right" if column in ("count", "first packet") else "left")
-    grouped = _by_rule(findings)
-    for rule_id in sorted(grouped, key=lambda r: (severity_rank(RULES_BY_ID[r].severity), r)):
-        items = grouped[rule_id]
-        first = items[0]
-        table.add_row(rule_id, first.severity, str(len(items)), escape(safe_text(_packet_text(first))),
+    for rule_id in sorted(tally.counts, key=lambda r: (severity_rank(RULES_BY_ID[r].severity), r)):
+        first = tally.kept[rule_id][0]
+        table.add_row(rule_id, first.severity, str(tally.counts[rule_id]), escape(safe_text(_packet_text(first))),
                       escape(_tunnel_text(first)), escape(safe_text(first.client)),
                       f"{escape(first.title)}\n[dim]{escape(safe_text(first.detail))}[/dim]")
     Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(table)
 
 
-def junit_cases(findings: list[Finding], rules: list[str], fail_on: str, where: str) -> list[TestCase]:
+def junit_cases(tally: Tally, rules: list[str], fail_on: str, where: str) -> list[TestCase]:
     """One case per checked rule: failed when it has findings at or above ``fail_on``, else passed
-    (quieter findings listed as output)."""
-    grouped = _by_rule(findings)
+    (quieter findings listed as output); the first ``Tally.KEPT`` findings of a rule are listed."""
     cases = []
     for rule_id in rules:
         rule = RULES_BY_ID[rule_id]
-        items = grouped.get(rule_id, [])
+        items = tally.kept.get(rule_id, [])
+        count = tally.counts.get(rule_id, 0)
         lines = "\n".join(f"packet {_packet_text(f)} {_tunnel_text(f)} {f.client or ''}: {f.detail}" for f in items)
+        if count > len(items):
+            lines += f"\n... and {count - len(items)} more"
         case = TestCase(name=f"{rule.id} {rule.title}", classname=f"mproxy.check.{rule.severity}")
         if items and at_or_above(rule.severity, fail_on):
-            case.failure = f"{len(items)} x {rule.title} (first at packet {_packet_text(items[0])}) in {where}"
+            case.failure = f"{count} x {rule.title} (first at packet {_packet_text(items[0])}) in {where}"
             case.details = lines
         elif items:
             case.output = lines

@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..conform import run as conform
-    from ..conform_report import junit_cases, report_json, report_text
+    from ..conform.report import junit_cases, report_json, report_text
 
     if args.examples < 0:
         raise UserError("--examples must be 0 or more")

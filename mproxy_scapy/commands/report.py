@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from ._filters import add_filter_arguments, frame_filter, stage_events_shown
-from ._source import Source, add_file_argument, check_source
+from ._source import Source, add_file_argument, check_source, positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -30,17 +29,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="HTML", help="the page to write")
     parser.add_argument("--png", type=Path, metavar="DIR",
                         help="also write each chart as DIR/NAME.png (rendered without a browser)")
-    parser.add_argument("--max-clients", type=_positive, default=DEFAULT_MAX_CLIENTS, metavar="N",
+    parser.add_argument("--max-clients", type=positive_int, default=DEFAULT_MAX_CLIENTS, metavar="N",
                         help="clients drawn on the timeline; past it the busiest N are drawn and the rest "
                         f"summarised (default {DEFAULT_MAX_CLIENTS})")
     add_filter_arguments(parser)
     parser.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    from ._source import positive_int
-
-    return positive_int(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from ..report.model import ReportModel
     from ..report.output import check_writable, prepare_folder, write_atomic
     from ..report.page import render_page
+    from ..report.runtime import VegaBundle
 
     check_writable(args.output)
     if args.png is not None:
         prepare_folder(args.png)
-    bundle = _VegaBundle()
+    bundle = VegaBundle()
     source = Source(args, keep_closed_tunnels=True)
     model = ReportModel(keep=frame_filter(args), stage_events=stage_events_shown(args),
                         show_secrets=args.show_secrets)
@@ -77,35 +71,3 @@ def run(args: argparse.Namespace) -> int:
           + f", {len(data['tunnels'])} tunnels)", file=sys.stderr)
     check_source(source)  # a damaged capture: the page shows what was decoded, and the run fails (exit 2)
     return 0
-
-
-class _VegaBundle:
-    """Vega, Vega-Lite and Vega-Embed in one script, at the Vega-Lite version Altair writes.
-
-    Bundling takes vl-convert about 2 s, in native code that releases the GIL:
-    it runs in a thread while the capture decodes.
-    """
-
-    def __init__(self) -> None:
-        self._script: str | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._make, name="vega-bundle", daemon=True)
-        self._thread.start()
-
-    def _make(self) -> None:
-        import altair
-        import vl_convert
-
-        version = ".".join(altair.SCHEMA_VERSION.lstrip("v").split(".")[:2])
-        try:
-            available = vl_convert.get_vegalite_versions()
-            self._script = vl_convert.javascript_bundle(vl_version=version if version in available else None)
-        except Exception as exc:  # handed to the main thread, which reports it
-            self._error = exc
-
-    def result(self) -> str:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._script is not None
-        return self._script

@@ -2,8 +2,8 @@
 
 ``model`` aggregates while the records stream (on top of the ``stats``
 session tracker), ``charts`` turns its data into Vega-Lite specs, ``page``
-inlines them with the Vega runtime into one HTML file, ``images`` renders
-them to PNG, ``output`` writes files whole or not at all. Altair and
+inlines them with the Vega runtime (``runtime``) into one HTML file,
+``images`` renders them to PNG, ``output`` writes files whole or not at all. Altair and
 vl-convert come with the ``report`` extra; ``require_libraries`` says so
 when they are missing.
 """

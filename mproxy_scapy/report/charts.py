@@ -59,8 +59,15 @@ def timeline(data: dict[str, Any], sets: Datasets) -> alt.LayerChart | None:
     span = data["span"] or 1e-6
     bars, pauses, errors, firsts = [], [], [], []
     seen_tunnels: set[int] = set()
+    repeats: dict[str, int] = {}
     for c in clients:
-        label = f"t{c['tunnel']} {c['client']}" + (f" #{c['row']}" if not labelled else "")
+        # one row per session: a client id used again (a reused port) gets its own row
+        label = f"t{c['tunnel']} {c['client']}"
+        repeats[label] = repeats.get(label, 0) + 1
+        if not labelled:
+            label += f" #{c['row']}"
+        elif repeats[label] > 1:
+            label += f" ({repeats[label]})"
         ended = c["ended_by"] + (f": {c['error']}" if c["error"] else "")
         packets = f"#{c['first_packet']} … #{c['end_packet'] or c['last_packet']}"
         bars.append({

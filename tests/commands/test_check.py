@@ -87,3 +87,36 @@ def test_several_inputs_name_the_file_of_each_finding():
     assert result.returncode == 0, result.stderr
     where = sorted((f["rule"], f["pcap_file"], f["pcap_frame"]) for f in map(json.loads, result.stdout.splitlines()))
     assert where == [("MPX203", str(CAPTURES / "go-dialect.pcap"), 6), ("MPX406", str(CAPTURES / "raw-tcp.pcap"), 6)]
+
+
+def test_jobs_give_the_same_findings_in_the_same_order():
+    """With --jobs the checker runs in each worker (a tunnel's records all go to one): same output."""
+    inputs = [str(CAPTURES / name) for name in ("websocket.pcap", "raw-tcp.pcap", "go-dialect.pcap")]
+    one = mproxy("check", *inputs, "--json", "--jobs", "1")
+    two = mproxy("check", *inputs, "--json", "--jobs", "2")
+    assert one.returncode == two.returncode == 0
+    assert one.stdout == two.stdout and len(one.stdout.splitlines()) == 4
+    assert one.stderr.splitlines()[-1] == two.stderr.splitlines()[-1]
+
+
+def test_junit_lists_the_first_findings_of_a_rule_and_counts_the_rest(tmp_path, monkeypatch):
+    from mproxy_scapy.checker import Finding
+    from mproxy_scapy.commands.check import Tally, junit_cases
+
+    monkeypatch.setattr(Tally, "KEPT", 2)
+    tally = Tally()
+    for number in range(5):
+        tally.add(Finding("MPX204", f"late {number}", pcap_frame=number, ts=None, tunnel=1, direction=1, src="a",
+                          dst="b", client="IPv4,1.2.3.4,5"))
+    case = next(c for c in junit_cases(tally, ["MPX204"], "error", "x.pcap"))
+    assert case.failure.startswith("5 x frame after the client's end or error")
+    assert case.details.splitlines()[-1] == "... and 3 more" and "late 1" in case.details
+    assert "late 2" not in case.details
+
+
+def test_list_rules_prints_the_table_without_reading_a_capture():
+    result = mproxy("check", "--list-rules", "--ignore", "MPX406", "/nonexistent.pcap")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(RULES) - 1
+    assert lines[0] == "MPX101 error   version byte is not 0xFE"

@@ -155,3 +155,52 @@ def test_without_the_report_extra(tmp_path):
                             env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert_clean_error(result, "pip install 'mproxy-scapy[report]'")
     assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.slow
+def test_past_the_default_limit_the_busiest_are_drawn_and_the_page_stays_small(tmp_path):
+    from report.many_clients import many_clients_capture
+
+    capture = many_clients_capture(tmp_path / "many.pcap", 3200)
+    page = tmp_path / "many.html"
+    result = mproxy("report", str(capture), "-o", str(page))
+    assert result.returncode == 0, result.stderr
+    assert "3200 tunneled clients, 200 not drawn" in result.stderr
+    text = page.read_text()
+    assert page.stat().st_size < 5_000_000
+    assert "200 less busy clients are not drawn (together 2,100 bytes from and 2,100 bytes to clients)" in text
+    assert "198.51.0.1,40000" not in text and "198.51.0.200,40199" not in text  # the 200 least busy
+    assert "198.51.0.201,40200" in text and "198.51.12.200,43199" in text
+
+
+def test_jobs_and_several_inputs(tmp_path):
+    """--jobs 2 gives the same page as one process; several inputs are one capture, named in the header."""
+    one, two = tmp_path / "one.html", tmp_path / "two.html"
+    capture = str(CAPTURES / "websocket.pcap")
+    assert mproxy("report", capture, "-o", str(one)).returncode == 0
+    assert mproxy("report", capture, "-o", str(two), "--jobs", "2").returncode == 0
+    assert one.read_bytes() == two.read_bytes()
+    both = tmp_path / "both.html"
+    result = mproxy("report", capture, str(CAPTURES / "impaired.pcap"), "-o", str(both))
+    assert result.returncode == 0, result.stderr
+    assert "12 tunneled clients, 2 tunnels" in result.stderr
+    assert "captures/websocket.pcap, " in both.read_text() and "captures/impaired.pcap" in both.read_text()
+
+
+def test_standard_input(tmp_path):
+    page = tmp_path / "stdin.html"
+    with (CAPTURES / "websocket.pcap").open("rb") as capture:
+        result = subprocess.run([sys.executable, "-m", "mproxy_scapy.cli", "report", "-", "-o", str(page)],
+                                stdin=capture, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "6 tunneled clients" in result.stderr and "IPv6,::1,40910" in page.read_text()
+
+
+def test_damaged_capture_gives_the_page_of_what_was_decoded_and_fails(tmp_path):
+    damaged = tmp_path / "cut.pcap"
+    data = (CAPTURES / "websocket.pcap").read_bytes()
+    damaged.write_bytes(data[:-100])
+    page = tmp_path / "cut.html"
+    result = mproxy("report", str(damaged), "-o", str(page))
+    assert_clean_error(result, "truncated or damaged capture")
+    assert "IPv4,127.0.0.1,53288" in page.read_text()

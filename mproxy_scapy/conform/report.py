@@ -6,10 +6,11 @@ import base64
 import json
 from typing import Any
 
-from .conform import Divergence, Refused, Report, chunks_of
-from .junit import TestCase
-from .rules import BEHAVIOURS_BY_ID
-from .textout import safe_text
+from ..junit import TestCase
+from ..rules import BEHAVIOURS_BY_ID
+from ..textout import safe_text
+from .engine import Divergence, Report
+from .oracle import Refused, chunks_of
 
 GROUPS = (("vectors", "reference vectors"), ("edge", "edge cases"), ("unpack", "unpack chunkings"))
 MAX_SHOWN = 64

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 MAX_LINE = 64 * 1024 * 1024
 """Longest answer line read (a 16 MiB body is about 22 MB of base64); longer is garbage."""
