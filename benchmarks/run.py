@@ -13,6 +13,9 @@ neighbour hurts all tools alike:
    smaller capture from the same generator and seed (Scapy is too slow for the full size);
    compared by throughput
 4. the floor: ``floor.py``, a pcap walk that only locates each TCP payload
+5. ``mproxy export FILE -o DIR`` (Parquet tables) on one core, and 5b. the same with
+   ``--scheduler`` on a ``distributed.LocalCluster`` of 2 worker processes (1 thread each),
+   started once per carrier and kept for its runs; the workers' peak RSS is read from them
 
 Peak RSS is each child's own ``ru_maxrss`` from ``os.wait4``: with ``--jobs`` that is the largest
 of the parent and its workers (Linux folds reaped children into it), so it is the RSS per worker;
@@ -37,6 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -48,7 +52,8 @@ from gen_capture import RAW_PORT, WS_PORT  # noqa: E402
 LUA_FIELDS = ("frame.number", "mproxy.kind", "mproxy.service", "mproxy.client_id", "mproxy.datalen",
               "mproxy.name", "mproxy.serviceport")
 PLAIN_FIELDS = ("frame.number", "tcp.stream", "tcp.srcport", "tcp.dstport", "tcp.seq", "tcp.len", "tcp.flags")
-TOOLS = ("dissect", "dissect_jobs2", "dissect_rotated", "tshark_lua", "tshark", "scapy", "floor")
+TOOLS = ("dissect", "dissect_jobs2", "dissect_rotated", "tshark_lua", "tshark", "scapy", "floor", "export",
+         "export_dask")
 LABELS = {
     "dissect": "(1) `mproxy dissect --json`",
     "dissect_jobs2": "(1b) `mproxy dissect --json --jobs 2`",
@@ -57,11 +62,14 @@ LABELS = {
     "tshark": "(2b) tshark alone",
     "scapy": "(3) Scapy TCPSession + MProxy",
     "floor": "(4) floor (pcap walk)",
+    "export": "(5) `mproxy export` (Parquet), 1 process",
+    "export_dask": "(5b) `mproxy export --scheduler`, LocalCluster of 2 worker processes",
 }
-RSS_LIMIT_MB = 150.0
+DASK_EXPORT_SPEEDUP = 1.4
 ROTATED_FILES = 20
 JOBS_SPEEDUP = 1.6
 ROTATED_SLOWDOWN = 0.10
+RSS_LIMIT_MB = 150.0
 
 
 @dataclass
@@ -128,8 +136,8 @@ def plain_decode_as(carrier: str) -> list[str]:
     return ["-d", f"tcp.port=={RAW_PORT},data"] if carrier == "tcp" else []
 
 
-def commands(capture: Path, slice_capture: Path, rotated: Path, carrier: str,
-             config_dir: Path) -> dict[str, tuple[list[str], dict]]:
+def commands(capture: Path, slice_capture: Path, rotated: Path, carrier: str, config_dir: Path,
+             scheduler: str | None = None) -> dict[str, tuple[list[str], dict]]:
     py = sys.executable
     env = tshark_env(config_dir)
     port = RAW_PORT if carrier == "tcp" else WS_PORT
@@ -148,6 +156,9 @@ def commands(capture: Path, slice_capture: Path, rotated: Path, carrier: str,
                    {"env": env}),
         "scapy": ([py, str(BENCH_DIR / "scapy_path.py"), str(slice_capture), "--port", str(port)], {}),
         "floor": ([py, str(BENCH_DIR / "floor.py"), str(capture)], {}),
+        "export": ([mproxy, "export", str(capture), "-o", str(capture.with_suffix(".export"))], {}),
+        "export_dask": ([mproxy, "export", str(capture), "-o", str(capture.with_suffix(".export-dask")),
+                         "--scheduler", scheduler or ""], {}),
     }
 
 
@@ -204,7 +215,44 @@ def bench_carrier(carrier: str, args: argparse.Namespace, workdir: Path) -> tupl
     rotated = workdir / f"rotated-{carrier}"
     if "dissect_rotated" in tools:
         rotate(capture, rotated, ROTATED_FILES)
-    cmds = commands(capture, slice_capture, rotated, carrier, config_dir)
+    cluster = local_cluster() if "export_dask" in tools else None
+    try:
+        measures = _timed_runs(carrier, args, tools, capture, slice_capture, rotated, config_dir, cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    counts = frames_seen(slice_capture, carrier, config_dir) if args.check_frames else {}
+    if not args.keep:
+        capture.unlink()
+        slice_capture.unlink(missing_ok=True)
+        shutil.rmtree(rotated, ignore_errors=True)
+        for output in capture.parent.glob("*.export*"):
+            shutil.rmtree(output)
+    return measures, counts
+
+
+def local_cluster() -> Any:
+    """Two worker processes with one thread each (decoding is pure Python: threads would share one core)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1")
+
+
+def worker_peak_rss_mb(cluster: Any) -> float:
+    """The largest peak RSS of the cluster's worker processes so far (their own ``ru_maxrss``)."""
+    import resource
+
+    from distributed import Client
+
+    with Client(cluster) as client:
+        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return max(peaks.values()) / 1024
+
+
+def _timed_runs(carrier: str, args: argparse.Namespace, tools: list[str], capture: Path, slice_capture: Path,
+                rotated: Path, config_dir: Path, cluster: Any) -> dict[str, Measure]:
+    cmds = commands(capture, slice_capture, rotated, carrier, config_dir,
+                    cluster.scheduler_address if cluster else None)
     measures = {t: Measure(t, (slice_capture if t == "scapy" else capture).stat().st_size) for t in tools}
     if "dissect_rotated" in measures:
         measures["dissect_rotated"].note = f"the same capture as {ROTATED_FILES} rotated files"
@@ -223,12 +271,11 @@ def bench_carrier(carrier: str, args: argparse.Namespace, workdir: Path) -> tupl
             measure.cpu_times.append(cpu)
             measure.rss_kb.append(rss)
             print(f"  {carrier} {tool}: {elapsed:.2f} s ({cpu:.2f} s CPU), {rss / 1024:.0f} MB", file=sys.stderr)
-    counts = frames_seen(slice_capture, carrier, config_dir) if args.check_frames else {}
-    if not args.keep:
-        capture.unlink()
-        slice_capture.unlink(missing_ok=True)
-        shutil.rmtree(rotated, ignore_errors=True)
-    return measures, counts
+    if cluster is not None:
+        dask = measures["export_dask"]
+        dask.note = (f"CPU and RSS of the client process; workers' peak RSS {worker_peak_rss_mb(cluster):.0f} MB, "
+                     "their CPU not counted")
+    return measures
 
 
 def table(carrier: str, measures: dict[str, Measure], runs: int) -> list[str]:
@@ -303,6 +350,14 @@ def targets(carrier: str, measures: dict[str, Measure], size_mb: float) -> list[
         line(slower <= ROTATED_SLOWDOWN, f"{ROTATED_FILES} rotated files take {slower:+.0%} of the single file's time "
                                          f"({cpu_slower:+.0%} by CPU time; target within "
                                          f"{ROTATED_SLOWDOWN:.0%})")
+    export, export_dask = measures.get("export"), measures.get("export_dask")
+    if export and export_dask:
+        speedup = export.median / export_dask.median
+        line(speedup >= DASK_EXPORT_SPEEDUP, f"export on a LocalCluster of 2 worker processes {speedup:.2f}x the "
+                                             f"serial export's throughput (target >= {DASK_EXPORT_SPEEDUP}x)")
+    if export:
+        line(export.peak_rss_mb < RSS_LIMIT_MB, f"export peak RSS {export.peak_rss_mb:.0f} MB on this {size_mb:g} MB "
+                                                f"capture (target < {RSS_LIMIT_MB:.0f} MB, flat with capture size)")
     rss = dissect.peak_rss_mb
     scope = f"on this {size_mb:g} MB capture" + ("" if size_mb >= 1000 else " (the target is judged at 1 GB)")
     line(rss < RSS_LIMIT_MB, f"dissect peak RSS {rss:.0f} MB {scope} (target < {RSS_LIMIT_MB:.0f} MB)")

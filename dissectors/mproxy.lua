@@ -194,11 +194,17 @@ local carrier_ex = {
     server_frame_masked = ProtoExpert.new("mproxy.carrier.server_frame_masked", "A server-to-client WebSocket frame is masked", expert.group.PROTOCOL, expert.severity.WARN),
     decompression_capped = ProtoExpert.new("mproxy.carrier.decompression_capped", "A compressed WebSocket message inflated past the cap; its rest was dropped", expert.group.PROTOCOL, expert.severity.WARN),
     inflate_error = ProtoExpert.new("mproxy.carrier.inflate_error", "A compressed WebSocket message could not be inflated; its rest was dropped", expert.group.PROTOCOL, expert.severity.WARN),
+    gap_in_compressed_message = ProtoExpert.new("mproxy.carrier.gap_in_compressed_message", "Bytes of a compressed WebSocket message were lost; its rest was dropped", expert.group.PROTOCOL, expert.severity.WARN),
+    ws_sync_lost = ProtoExpert.new("mproxy.carrier.ws_sync_lost", "The WebSocket framing was lost; scanning for the next frame header", expert.group.PROTOCOL, expert.severity.WARN),
+    ws_resynced = ProtoExpert.new("mproxy.carrier.ws_resynced", "The WebSocket framing was found again", expert.group.PROTOCOL, expert.severity.WARN),
 }
 local carrier_ex_text = {
     ["server_frame_masked"] = "A server-to-client WebSocket frame is masked",
     ["decompression_capped"] = "A compressed WebSocket message inflated past the cap; its rest was dropped",
     ["inflate_error"] = "A compressed WebSocket message could not be inflated; its rest was dropped",
+    ["gap_in_compressed_message"] = "Bytes of a compressed WebSocket message were lost; its rest was dropped",
+    ["ws_sync_lost"] = "The WebSocket framing was lost; scanning for the next frame header",
+    ["ws_resynced"] = "The WebSocket framing was found again",
 }
 mproxy.experts = {
     ex.bad_version,
@@ -214,6 +220,9 @@ mproxy.experts = {
     carrier_ex.server_frame_masked,
     carrier_ex.decompression_capped,
     carrier_ex.inflate_error,
+    carrier_ex.gap_in_compressed_message,
+    carrier_ex.ws_sync_lost,
+    carrier_ex.ws_resynced,
 }
 
 mproxy.prefs.show_tokens = Pref.bool("Show tokens", false,
@@ -1607,6 +1616,46 @@ local function feed_stream(pinfo, stream, ctx, data)
     return entries
 end
 
+-- nbytes of a direction's M-PROXY stream lost here (the unframer lost them).
+local function gap_stream(pinfo, stream, ctx, nbytes)
+    local parser = parsers[ctx.key]
+    if parser == nil then
+        parser = new_parser()
+        parsers[ctx.key] = parser
+    end
+    tunnels[stream].directions[ctx.key] = ctx.peer
+    local buf = held(parser)
+    local entries = {}
+    for _, record in ipairs(parser:gap(buf, nbytes)) do
+        entries[#entries + 1] = remember(pinfo, record, buf, ctx)
+    end
+    parser.pending, parser.need = "", nil
+    parser.stream_end = (parser.stream_end or 0) + nbytes
+    note_arrival(parser, pinfo.number)
+    if ws_pending[ctx.key] then ws_pending[ctx.key].frames = {} end
+    return entries
+end
+
+-- What the unframer made of a packet's bytes, in order: payload, lost bytes.
+local function feed_items(pinfo, stream, ctx, items)
+    local entries, run = {}, {}
+    local function flush()
+        if #run == 0 then return end
+        for _, entry in ipairs(feed_stream(pinfo, stream, ctx, table.concat(run))) do entries[#entries + 1] = entry end
+        run = {}
+    end
+    for _, item in ipairs(items) do
+        if type(item) == "number" then
+            flush()
+            for _, entry in ipairs(gap_stream(pinfo, stream, ctx, item)) do entries[#entries + 1] = entry end
+        elseif #item > 0 then
+            run[#run + 1] = item
+        end
+    end
+    flush()
+    return entries
+end
+
 local function show_stream_entries(entries, tvb, pinfo, tree)
     if #entries == 0 then
         if continuations[pinfo.number] then
@@ -1743,6 +1792,7 @@ local function start_ws_frame(st, header)
         st.notes[#st.notes + 1] = { "server_frame_masked", string.format("opcode %d, %d bytes", opcode, length) }
     end
     st.mask_pos, st.remaining, st.fin = 0, length, fin
+    st.frames = (st.frames or 0) + 1
     local compressed = math.floor(b0 / 64) % 2 == 1
     if opcode >= 8 then
         st.sink = opcode == 8 and "close" or "control"
@@ -1754,7 +1804,7 @@ local function start_ws_frame(st, header)
             st.msg_sink = "binary"
         elseif opcode == 2 and st.tunnel.deflate then
             st.msg_sink = "deflate"
-            st.z_message, st.z_given = {}, 0
+            st.z_message, st.z_given, st.z_dropping = {}, 0, false
         end
         st.sink = st.msg_sink
     else
@@ -1810,7 +1860,7 @@ end
 
 -- At the end of a packet inside a compressed message: its bytes so far.
 local function inflate_so_far(st, out)
-    if st.z_broken or not st.z_fed then return end
+    if st.z_broken or st.z_dropping or not st.z_fed then return end
     st.z_fed = false
     local compressed = table.concat(st.z_message)
     if st.z_held + #compressed > MAX_DEFLATE_HISTORY then return end
@@ -1818,9 +1868,20 @@ local function inflate_so_far(st, out)
     if message then deliver_inflated(st, message, out) end
 end
 
+-- A fresh compression context (after lost bytes, as the Python unframer
+-- starts a new inflater): earlier messages are no longer history.
+local function forget_deflate_history(st)
+    st.z_history, st.z_out, st.z_held = {}, 0, 0
+end
+
 local function end_deflate_message(st, out)
     local compressed = table.concat(st.z_message)
     st.z_message = nil
+    if st.z_dropping then
+        st.z_dropping = false
+        forget_deflate_history(st)
+        return
+    end
     if st.z_broken then return end
     local message
     if st.z_held + #compressed <= MAX_DEFLATE_HISTORY then
@@ -1857,12 +1918,164 @@ local function ws_header_size(b0, b1)
     return 2 + (len7 == 126 and 2 or (len7 == 127 and 8 or 0)) + (b1 >= 128 and 4 or 0)
 end
 
--- The binary message payload bytes in data (WebSocketUnframer: payload is
--- delivered as it arrives, not per message, like the Python carrier).
-local function unframe(st, data)
+----------------------------------------------------------------------------
+-- Lost bytes and resynchronisation (websocket.py WebSocketUnframer.gap, find_frame_start)
+----------------------------------------------------------------------------
+
+local WS_KNOWN_OPCODES = { [0] = true, [1] = true, [2] = true, [8] = true, [9] = true, [10] = true }
+local MPROXY_HEAD = 2 + 255
+local MAX_PLAUSIBLE_FRAME = 2147483648
+
+-- fin, rsv (the bits of 0x70), opcode, payload length, minimal, mask, header size of a header at buf[i].
+local function ws_header_at(buf, i)
+    local b0, b1 = buf:byte(i, i + 1)
+    local size = ws_header_size(b0, b1)
+    local len7 = b1 % 128
+    local length, minimal, at = len7, true, i + 2
+    if len7 == 126 then
+        length = buf:byte(i + 2) * 256 + buf:byte(i + 3)
+        minimal, at = length >= 126, i + 4
+    elseif len7 == 127 then
+        length = 0
+        for index = i + 2, i + 9 do length = length * 256 + buf:byte(index) end
+        minimal, at = length > 65535, i + 10
+    end
+    local mask = b1 >= 128 and buf:sub(at, at + 3) or nil
+    return { fin = b0 >= 128, rsv = math.floor(b0 / 16) % 8, opcode = b0 % 16, length = length,
+             minimal = minimal, mask = mask, size = size }
+end
+
+-- The shape a real peer's frame header has (websocket.py _plausible).
+local function ws_plausible(h, masked, deflate)
+    if not WS_KNOWN_OPCODES[h.opcode] or h.rsv % 4 ~= 0 or not h.minimal or h.length >= MAX_PLAUSIBLE_FRAME then
+        return false
+    end
+    if masked ~= nil and (h.mask ~= nil) ~= masked then return false end
+    if h.rsv >= 4 and (deflate == false or (h.opcode ~= 1 and h.opcode ~= 2)) then return false end
+    return not (h.opcode >= 8 and (not h.fin or h.length > 125))
+end
+
+-- A binary message whose first bytes read as the start of an M-PROXY frame.
+local function ws_payload_is_mproxy(h, payload)
+    if h.mask then payload = unmask(payload, h.mask, 0) end
+    if h.rsv >= 4 then
+        local ok, inflated = pcall(function()
+            return ByteArray.new(DEFLATE_START .. payload, true):tvb("Compressed message"):range()
+                :uncompress("Inflated message")
+        end)
+        if not ok or inflated == nil then return false end
+        payload = inflated:raw():sub(1, MPROXY_HEAD)
+    end
+    local hdrlen = payload:byte(2)
+    if payload:byte(1) ~= VERSION_1_BYTE or hdrlen == nil or #payload < 2 + hdrlen then return false end
+    return looks_like_frame_start(parse_header(payload:sub(3, 2 + hdrlen)))
+end
+
+-- "yes", "no" or "more" (websocket.py _binary_verdict); at: where the payload starts.
+local function ws_binary_verdict(h, buf, at, final)
+    local want = math.min(h.length, MPROXY_HEAD)
+    local have = math.min(#buf - at + 1, want)
+    if have < want and not final then
+        if have == 0 or h.rsv >= 4 then return "more" end
+        local head = buf:sub(at, at + math.min(have, 2) - 1)
+        if h.mask then head = unmask(head, h.mask, 0) end
+        if head:byte(1) ~= VERSION_1_BYTE then return "no" end
+        if #head < 2 or have < 2 + head:byte(2) then return "more" end
+    end
+    if have > 0 and ws_payload_is_mproxy(h, buf:sub(at, at + have - 1)) then return "yes" end
+    return "no"
+end
+
+-- Where the framing plausibly resumes in buf (1-based, nil: not found) and
+-- how many leading bytes can go for sure (websocket.py find_frame_start).
+local function find_ws_start(buf, masked, deflate, final)
+    local n = #buf
+    for i = 1, n do
+        local b0 = buf:byte(i)
+        if WS_KNOWN_OPCODES[b0 % 16] and math.floor(b0 / 16) % 4 == 0 then
+            if n - i + 1 < 2 then return nil, final and n or i - 1 end
+            local size = ws_header_size(b0, buf:byte(i + 1))
+            if n - i + 1 < size then
+                if not final then return nil, i - 1 end
+            else
+                local h = ws_header_at(buf, i)
+                if h.opcode == 2 and h.length > 0 and ws_plausible(h, masked, deflate) then
+                    local verdict = ws_binary_verdict(h, buf, i + size, final)
+                    if verdict == "yes" then return i, i - 1 end
+                    if verdict == "more" then return nil, i - 1 end
+                end
+            end
+        end
+    end
+    return nil, n
+end
+
+local function lose_framing(st)
+    st.sink, st.msg_sink, st.remaining, st.hdr = nil, nil, 0, ""
+    st.z_message, st.z_dropping = nil, false
+    forget_deflate_history(st)
+    st.resyncing, st.rbuf = true, ""
+end
+
+-- length bytes of the direction were lost here (WebSocketUnframer.gap): out
+-- gets the M-PROXY bytes lost, as a number, among the payload strings.
+local function ws_gap(st, length, out)
+    if length <= 0 or st.closed or st.phase ~= "ws" then return end
+    if st.resyncing then
+        st.rbuf = ""
+        out[#out + 1] = length
+        return
+    end
+    if st.sink ~= nil then
+        local lost = math.min(length, st.remaining)
+        st.remaining, st.mask_pos = st.remaining - lost, st.mask_pos + lost
+        if st.sink == "binary" then
+            out[#out + 1] = lost
+        elseif st.sink == "deflate" and not st.z_dropping then
+            st.notes[#st.notes + 1] = { "gap_in_compressed_message", string.format("%d compressed bytes lost", lost) }
+            out[#out + 1] = lost
+            st.z_dropping = true
+        end
+        length = length - lost
+        if st.remaining == 0 then end_ws_frame(st, out) end
+        if length == 0 then return end
+    end
+    local where = #st.hdr > 0 and "in a frame header" or "at a frame boundary"
+    st.notes[#st.notes + 1] = { "ws_sync_lost",
+        string.format("%d bytes lost %s: framing lost, resynchronising", length, where) }
+    out[#out + 1] = length
+    lose_framing(st)
+end
+
+-- Bytes after lost framing: held until a believable frame header shows
+-- where the framing resumes; returns the bytes from there (nil: not yet).
+local function ws_resync(st, data, final)
+    st.rbuf = st.rbuf .. data
+    local deflate = st.tunnel.deflate ~= nil
+    local at, safe = find_ws_start(st.rbuf, not st.from_server, deflate, final)
+    if at == nil then
+        st.rbuf = st.rbuf:sub(safe + 1)
+        return nil
+    end
+    local rest = st.rbuf:sub(at)
+    st.rbuf, st.resyncing = "", false
+    if (st.frames or 0) > 0 then
+        st.notes[#st.notes + 1] = { "ws_resynced", string.format("framing found again after %d skipped bytes", at - 1) }
+    end
+    return rest
+end
+
+-- The binary message payload in data (WebSocketUnframer: payload is
+-- delivered as it arrives, not per message, like the Python carrier): a list
+-- of payload strings and, where bytes were lost, their count.
+local function unframe(st, data, final)
     local out, pos, n = {}, 1, #data
     while pos <= n and not st.closed do
-        if st.sink ~= nil then
+        if st.resyncing then
+            data = ws_resync(st, data:sub(pos), final)
+            if data == nil then break end
+            pos, n = 1, #data
+        elseif st.sink ~= nil then
             local take = math.min(st.remaining, n - pos + 1)
             if take > 0 then
                 if st.sink == "binary" or st.sink == "deflate" then
@@ -1889,7 +2102,7 @@ local function unframe(st, data)
         end
     end
     if st.z_message then inflate_so_far(st, out) end
-    return table.concat(out)
+    return out
 end
 
 -- The upgrade request or response, line by line (http itself would take the
@@ -1926,12 +2139,49 @@ local function show_http_head(tvb, head, pinfo, tree)
 end
 
 -- What the unframer found wrong with the WebSocket framing in this packet.
+local function take_ws_notes(st, number)
+    if #st.notes == 0 then return false end
+    local notes = ws_notes[number] or {}
+    for _, note in ipairs(st.notes) do notes[#notes + 1] = note end
+    ws_notes[number] = notes
+    st.notes = {}
+    return true
+end
+
 local function show_ws_notes(tvb, pinfo, tree)
     for _, note in ipairs(ws_notes[pinfo.number] or {}) do
         local kind, detail = note[1], note[2]
         local item = tree:add(mproxy, tvb(0, 0), "WebSocket carrier: " .. detail)
         item:add_proto_expert_info(carrier_ex[kind], carrier_ex_text[kind] .. ": " .. detail)
     end
+end
+
+-- Give a WebSocket direction's holes up to stream offset target (the peer
+-- acknowledged past them, too much waits behind them, or the tunnel ended):
+-- the unframer loses the bytes (WebSocketUnframer.gap), then unframes what
+-- waited after them. Returns the records this completes.
+-- number: the packet the records go to when it is not pinfo's (the end of the capture).
+local function give_up_ws_holes(st, target, pinfo, ctx, number)
+    number = number or pinfo.number
+    local at = number == pinfo.number and pinfo or { number = number }
+    local entries = {}
+    local function feed(items)
+        for _, entry in ipairs(feed_items(at, ctx.stream, ctx, items)) do entries[#entries + 1] = entry end
+    end
+    while st.base < target do
+        local hole_end = st.stash and st.stash[1] and math.min(st.stash[1].start, target) or target
+        local items = {}
+        ws_gap(st, hole_end - st.base, items)
+        st.base = hole_end
+        local data = drain_stash(st, "", st.base, number)
+        st.base = st.base + #data
+        if st.phase == "ws" and not st.tunnel.refused then
+            for _, item in ipairs(unframe(st, data)) do items[#items + 1] = item end
+        end
+        feed(items)
+    end
+    take_ws_notes(st, number)
+    return entries
 end
 
 local function dissect_own_ws(tvb, pinfo, tree)
@@ -1944,13 +2194,26 @@ local function dissect_own_ws(tvb, pinfo, tree)
         return tvb:len()
     end
     local st = ws_direction(ctx.key, tunnels[stream])
+    st.last_frame, st.peer = pinfo.number, ctx.peer
     -- handed on by http (over TCP or TLS): the bytes come in order, not placed by sequence number
     local start = tunnels[stream].after_http and st.base or tvb_stream_offset(tvb, st)
-    if start > st.base then st.base = start end
+    if start > st.base then
+        -- bytes after a hole wait for it, as in the Python decoder's TCP reassembler (see give_up_ws_holes)
+        tunnels[stream].stashed = true
+        if stash_piece(st, start, tvb:raw(0, tvb:len())) > MAX_STASHED then
+            show_stream_entries(give_up_ws_holes(st, st.stash[1].start, pinfo, ctx), tvb, pinfo, tree)
+        end
+        return tvb:len()
+    end
     local skip = st.base - start
     if skip >= tvb:len() then return tvb:len() end
     local data = tvb:raw(skip, tvb:len() - skip)
     st.base = st.base + #data
+    if st.stash and st.stash[1] then
+        local before = #data
+        data = drain_stash(st, data, st.base, pinfo.number)
+        st.base = st.base + #data - before
+    end
     if st.phase == "http" then
         local before = #st.head
         st.head = st.head .. data
@@ -1973,14 +2236,10 @@ local function dissect_own_ws(tvb, pinfo, tree)
         end
     end
     if st.phase ~= "ws" or tunnels[stream].refused then return tvb:len() end
-    local payload = unframe(st, data)
-    if #st.notes > 0 then
-        ws_notes[pinfo.number] = st.notes
-        st.notes = {}
-        show_ws_notes(tvb, pinfo, tree)
-    end
-    if #payload > 0 then
-        show_stream_entries(feed_stream(pinfo, stream, ctx, payload), tvb, pinfo, tree)
+    local items = unframe(st, data)
+    if take_ws_notes(st, pinfo.number) then show_ws_notes(tvb, pinfo, tree) end
+    if #items > 0 then
+        show_stream_entries(feed_items(pinfo, stream, ctx, items), tvb, pinfo, tree)
     end
     return tvb:len()
 end
@@ -2062,12 +2321,22 @@ end
 local function finish_tunnel(stream, tunnel, pinfo, at_capture_end)
     tunnel.finished = true
     if tunnel.directions == nil then return end
+    local entries = {}
+    for key, st in pairs(ws_dirs) do
+        if st.tunnel == tunnel and st.stash and #st.stash > 0 then
+            local last = st.stash[#st.stash]
+            local ctx = { key = key, peer = st.peer, stream = stream }
+            local number = at_capture_end and tunnel.last_number or nil
+            for _, entry in ipairs(give_up_ws_holes(st, last.start + #last.data, pinfo, ctx, number)) do
+                entries[#entries + 1] = entry
+            end
+        end
+    end
     local client = clients[stream]
     local keys = {}
     for key in pairs(tunnel.directions) do
         if key == client then table.insert(keys, 1, key) else keys[#keys + 1] = key end
     end
-    local entries = {}
     for _, key in ipairs(keys) do
         local parser = parsers[key]
         if parser and parser.stash and #parser.stash > 0 then
@@ -2144,6 +2413,20 @@ local function note_tcp_ack(pinfo, stream, flags)
     return give_up_holes(parser, target, pinfo, ctx)
 end
 
+-- The same for a WebSocket tunnel's direction, also when nothing waits yet
+-- (the Python reassembler declares the bytes lost at that acknowledgement).
+local function note_ws_ack(pinfo, stream, flags)
+    if not has_flag(flags, TCP_ACK) then return nil end
+    local key = peer_key(pinfo)
+    local st = ws_dirs[key]
+    if st == nil or st.origin == nil or st.phase ~= "ws" then return nil end
+    local target = (last_value(f_tcp_ack_raw) - st.origin) % 4294967296
+    if st.fin_off and target > st.fin_off then target = st.fin_off end -- the FIN's own number is no byte
+    if target <= st.base or target > st.base + MAX_AHEAD then return nil end
+    local ctx = { key = key, peer = endpoint_key(pinfo), stream = stream }
+    return give_up_ws_holes(st, target, pinfo, ctx)
+end
+
 -- The client of a connection: the SYN sender, else the first sender.
 local function note_client(pinfo, stream, flags)
     if clients[stream] == nil or (has_flag(flags, TCP_SYN) and not has_flag(flags, TCP_ACK)) then
@@ -2179,6 +2462,12 @@ function mproxy_end.dissector(tvb, pinfo, tree)
         if tunnel.carrier == "tcp" and tunnel.stashed then
             for _, entry in ipairs(note_late_segment(pinfo, stream) or {}) do entries[#entries + 1] = entry end
             for _, entry in ipairs(note_tcp_ack(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
+        elseif tunnel.carrier == "websocket" and not tunnel.after_http then
+            local st = has_flag(flags, TCP_FIN) and ws_dirs[endpoint_key(pinfo)]
+            if st and st.origin then
+                st.fin_off = (last_value(f_tcp_seq_raw) + (last_value(f_tcp_len) or 0) - st.origin) % 4294967296
+            end
+            for _, entry in ipairs(note_ws_ack(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
         end
         for _, entry in ipairs(note_tcp_end(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
     else

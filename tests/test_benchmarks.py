@@ -64,8 +64,9 @@ def test_harness_runs_and_reports_every_row(tmp_path: Path) -> None:
     tcp, websocket = text.split("| websocket |")
     dissect_rows = ("(1) `mproxy dissect --json`", "(1b) `mproxy dissect --json --jobs 2`",
                     "(1c) `mproxy dissect --json DIR` (the same capture as 20 rotated files)")
-    for row in (*dissect_rows, "(2) tshark + mproxy.lua", "(2b) tshark alone", "(3) Scapy TCPSession + MProxy",
-                "(4) floor (pcap walk)"):
+    for row in (*dissect_rows, "(2) tshark + mproxy.lua", "(2b) tshark alone",
+                "(3) Scapy TCPSession + MProxy", "(4) floor (pcap walk)", "(5) `mproxy export` (Parquet)",
+                "(5b) `mproxy export --scheduler`, LocalCluster of 2 worker processes"):
         assert row in tcp, row
     for row in (*dissect_rows, "(2) tshark + mproxy.lua", "(2b) tshark alone", "(4) floor (pcap walk)"):
         assert row in websocket, row
@@ -73,5 +74,6 @@ def test_harness_runs_and_reports_every_row(tmp_path: Path) -> None:
         assert "--jobs 2" in part and "the throughput of --jobs 1" in part and "rotated files take" in part
     assert "Scapy" not in websocket.split("\n\n")[0]
     assert "of the floor's throughput" in tcp and "faster than Scapy" in tcp and "adds" in websocket
+    assert "export on a LocalCluster of 2 worker processes" in tcp and "workers' peak RSS" in tcp
     assert "FAILED" not in text
     assert list((tmp_path / "work").glob("*.pcap")) == [] and list((tmp_path / "work").glob("rotated-*")) == []

@@ -111,7 +111,8 @@ def expert(kind: str, description: str) -> str:
 
 
 CARRIER_EXPERT_PREFIX = "mproxy.carrier."
-CARRIER_PROBLEMS = ("server_frame_masked", "decompression_capped", "inflate_error")
+CARRIER_PROBLEMS = ("server_frame_masked", "decompression_capped", "inflate_error", "gap_in_compressed_message",
+                    "ws_sync_lost", "ws_resynced")
 """The WebSocket carrier problems the Lua unframer reports (names and texts from websocket.WS_PROBLEMS)."""
 
 
