@@ -1754,10 +1754,44 @@ local function word_format(count)
     return format
 end
 
+-- Lua 5.3 and later (Wireshark 4.2+) have 64-bit integers, ~ and
+-- string.unpack: eight bytes a step, about three times faster again. Lua 5.2
+-- cannot even parse ~, so this is compiled only where it runs.
+local unmask_native = string.unpack and load([[
+    local unpack, pack, rep, concat, char, min = string.unpack, string.pack, string.rep, table.concat, string.char, math.min
+    local table_unpack = table.unpack
+    local formats = {}
+    return function(data, key)
+        local k4 = unpack("<I4", key)
+        local k8 = k4 | (k4 << 32)
+        local n = #data
+        local words = n // 8
+        local out = {}
+        local first = 0
+        while first < words do
+            local count = min(1024, words - first)
+            local format = formats[count]
+            if format == nil then
+                format = "<" .. rep("i8", count)
+                formats[count] = format
+            end
+            local values = { unpack(format, data, first * 8 + 1) }
+            for index = 1, count do values[index] = values[index] ~ k8 end
+            out[#out + 1] = pack(format, table_unpack(values, 1, count))
+            first = first + count
+        end
+        for index = words * 8 + 1, n do
+            out[#out + 1] = char(data:byte(index) ~ key:byte((index - 1) % 4 + 1))
+        end
+        return concat(out)
+    end
+]])()
+
 -- data XOR the mask, the mask starting at its byte mask_pos % 4.
 local function unmask(data, mask, mask_pos)
     local phase = mask_pos % 4
     local key = mask:sub(phase + 1) .. mask:sub(1, phase)
+    if unmask_native then return unmask_native(data, key) end
     local key_word = Struct.unpack(">I4", key)
     local words = math.floor(#data / 4)
     local out = {}
