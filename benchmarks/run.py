@@ -5,19 +5,29 @@ temporary folder, then times whole processes, several runs each, interleaved so 
 neighbour hurts all tools alike:
 
 1. ``mproxy dissect --json FILE > /dev/null``
+1b. the same with ``--jobs 2`` (two worker processes, connections split between them)
+1c. the same capture cut into ``ROTATED_FILES`` files as ``tcpdump -C`` cuts (``--jobs 1``, the folder as input)
 2. tshark with the generated Lua dissector, extracting the M-PROXY fields
-2b. plain tshark on the same file, extracting as many TCP fields (what the Lua adds)
+2b. plain tshark on the same file, extracting as many TCP fields (what the Lua adds); with
+   ``--wireshark ws4.0,ws4.4,ws4.6`` both rows again for each version of the Wireshark matrix
+   (tests/wireshark/matrix.py: tshark run as nobody, 4.4 and 4.6 in their Debian roots)
 3. Scapy's ``sniff(offline=..., session=TCPSession)`` with the MProxy layer bound, on a
    smaller capture from the same generator and seed (Scapy is too slow for the full size);
    compared by throughput
 4. the floor: ``floor.py``, a pcap walk that only locates each TCP payload
+5. ``mproxy export FILE -o DIR`` (Parquet tables) on one core, and 5b. the same with
+   ``--scheduler`` on a ``distributed.LocalCluster`` of 2 worker processes (1 thread each),
+   started once per carrier and kept for its runs; the workers' peak RSS is read from them
 
-Peak RSS is each child's own ``ru_maxrss`` from ``os.wait4``. Throughput is capture file
+Peak RSS is each child's own ``ru_maxrss`` from ``os.wait4``: with ``--jobs`` that is the largest
+of the parent and its workers (Linux folds reaped children into it), so it is the RSS per worker;
+CPU time includes the workers'. Throughput is capture file
 bytes (10^6 per MB) over the median wall time. The targets of issue 6 are checked on the
 ratios of this one run. Generated captures are deleted at the end unless ``--keep``.
 
     python benchmarks/run.py                                 # 200 MB, 3 runs, both carriers
     python benchmarks/run.py --size-mb 1000 --runs 1 --tools dissect   # the RSS check
+    python benchmarks/run.py --tools tshark_lua,tshark --wireshark ws4.0,ws4.4,ws4.6 --runs 1   # the Lua, per version
 """
 
 from __future__ import annotations
@@ -26,12 +36,14 @@ import argparse
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -43,14 +55,23 @@ from gen_capture import RAW_PORT, WS_PORT  # noqa: E402
 LUA_FIELDS = ("frame.number", "mproxy.kind", "mproxy.service", "mproxy.client_id", "mproxy.datalen",
               "mproxy.name", "mproxy.serviceport")
 PLAIN_FIELDS = ("frame.number", "tcp.stream", "tcp.srcport", "tcp.dstport", "tcp.seq", "tcp.len", "tcp.flags")
-TOOLS = ("dissect", "tshark_lua", "tshark", "scapy", "floor")
+TOOLS = ("dissect", "dissect_jobs2", "dissect_rotated", "tshark_lua", "tshark", "scapy", "floor", "export",
+         "export_dask")
 LABELS = {
     "dissect": "(1) `mproxy dissect --json`",
+    "dissect_jobs2": "(1b) `mproxy dissect --json --jobs 2`",
+    "dissect_rotated": "(1c) `mproxy dissect --json DIR`",
     "tshark_lua": "(2) tshark + mproxy.lua",
     "tshark": "(2b) tshark alone",
     "scapy": "(3) Scapy TCPSession + MProxy",
     "floor": "(4) floor (pcap walk)",
+    "export": "(5) `mproxy export` (Parquet), 1 process",
+    "export_dask": "(5b) `mproxy export --scheduler`, LocalCluster of 2 worker processes",
 }
+DASK_EXPORT_SPEEDUP = 1.4
+ROTATED_FILES = 20
+JOBS_SPEEDUP = 1.6
+ROTATED_SLOWDOWN = 0.10
 RSS_LIMIT_MB = 150.0
 
 
@@ -118,7 +139,8 @@ def plain_decode_as(carrier: str) -> list[str]:
     return ["-d", f"tcp.port=={RAW_PORT},data"] if carrier == "tcp" else []
 
 
-def commands(capture: Path, slice_capture: Path, carrier: str, config_dir: Path) -> dict[str, tuple[list[str], dict]]:
+def commands(capture: Path, slice_capture: Path, rotated: Path, carrier: str, config_dir: Path,
+             scheduler: str | None = None, versions: tuple[str, ...] = ()) -> dict[str, tuple[list[str], dict]]:
     py = sys.executable
     env = tshark_env(config_dir)
     port = RAW_PORT if carrier == "tcp" else WS_PORT
@@ -127,20 +149,83 @@ def commands(capture: Path, slice_capture: Path, carrier: str, config_dir: Path)
         return [arg for name in names for arg in ("-e", name)]
 
     mproxy = shutil.which("mproxy") or "mproxy"
+    lua_args = ["-X", f"lua_script:{LUA}", "-r", str(capture), "-T", "fields", *fields(LUA_FIELDS)]
+    plain_args = ["-r", str(capture), *plain_decode_as(carrier), "-T", "fields", *fields(PLAIN_FIELDS)]
+    per_version = {}
+    for version_id in versions:
+        per_version[f"tshark_lua@{version_id}"] = (["matrix", version_id, *lua_args], {"config_dir": config_dir})
+        per_version[f"tshark@{version_id}"] = (["matrix", version_id, *plain_args], {"config_dir": config_dir})
     return {
+        **per_version,
         "dissect": ([mproxy, "dissect", "--json", str(capture)], {}),
+        "dissect_jobs2": ([mproxy, "dissect", "--json", "--jobs", "2", str(capture)], {}),
+        "dissect_rotated": ([mproxy, "dissect", "--json", str(rotated)], {}),
         "tshark_lua": (["tshark", "-X", f"lua_script:{LUA}", "-r", str(capture), "-T", "fields",
                         *fields(LUA_FIELDS)], {"env": env}),
         "tshark": (["tshark", "-r", str(capture), *plain_decode_as(carrier), "-T", "fields", *fields(PLAIN_FIELDS)],
                    {"env": env}),
         "scapy": ([py, str(BENCH_DIR / "scapy_path.py"), str(slice_capture), "--port", str(port)], {}),
         "floor": ([py, str(BENCH_DIR / "floor.py"), str(capture)], {}),
+        "export": ([mproxy, "export", str(capture), "-o", str(capture.with_suffix(".export"))], {}),
+        "export_dask": ([mproxy, "export", str(capture), "-o", str(capture.with_suffix(".export-dask")),
+                         "--scheduler", scheduler or ""], {}),
     }
+
+
+def matrix_module() -> Any:
+    """tests/wireshark/matrix.py: the Wireshark versions the Lua dissector is tested on, and how tshark runs."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from wireshark import matrix
+
+    return matrix
+
+
+def matrix_label(tool: str) -> str:
+    """``tshark_lua@ws4.4`` -> "(2) tshark 4.4 + mproxy.lua (Lua 5.4)"."""
+    base, version_id = tool.split("@")
+    version = next(v for v in matrix_module().MATRIX if v.id == version_id)
+    if base == "tshark_lua":
+        return f"(2) tshark {version.series} + mproxy.lua (Lua {version.lua})"
+    return f"(2b) tshark {version.series} alone"
+
+
+def run_matrix_child(version_id: str, args: list[str], config_dir: Path) -> tuple[float, float, int, int, str]:
+    """``run_child`` for tshark of one matrix version, run as the matrix runs it (as nobody, in its root),
+    after checking that this tshark registers the dissector when it is loaded."""
+    matrix = matrix_module()
+    version = next(v for v in matrix.MATRIX if v.id == version_id)
+    if "-X" in args:
+        matrix.assert_registered(version, LUA)
+    with matrix.stage() as staged:
+        env = staged.profile(config_dir)
+        argv = staged.args(args)
+        staged.hand_over()
+        return run_child(matrix.command(version, argv, staged.dir, env))
 
 
 def generate(path: Path, size_mb: float, carrier: str) -> None:
     subprocess.run([sys.executable, str(BENCH_DIR / "gen_capture.py"), str(path), "--size-mb", str(size_mb),
                     "--carrier", carrier], check=True, stderr=subprocess.DEVNULL)
+
+
+def rotate(capture: Path, directory: Path, files: int) -> None:
+    """``capture`` cut at record boundaries into ``files`` pieces of about equal size, named as ``tcpdump -C``
+    names them (``NAME``, ``NAME1``, ``NAME2``, ...): the same packets and bytes, read as one capture."""
+    directory.mkdir(parents=True, exist_ok=True)
+    total = capture.stat().st_size
+    with capture.open("rb") as source:
+        header = source.read(24)
+        order = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        record = struct.Struct(order + "IIII")
+        for number in range(files):
+            limit = (number + 1) * total // files
+            with (directory / (capture.name + (str(number) if number else ""))).open("wb") as piece:
+                piece.write(header)
+                while source.tell() < limit or number == files - 1:
+                    head = source.read(16)
+                    if len(head) < 16:
+                        break
+                    piece.write(head + source.read(record.unpack(head)[2]))
 
 
 def frames_seen(slice_capture: Path, carrier: str, config_dir: Path) -> dict[str, int]:
@@ -168,16 +253,63 @@ def bench_carrier(carrier: str, args: argparse.Namespace, workdir: Path) -> tupl
     tools = [t for t in args.tools if not (t == "scapy" and carrier == "websocket")]
     if "scapy" in tools or args.check_frames:
         generate(slice_capture, min(args.scapy_mb, args.size_mb), carrier)
-    cmds = commands(capture, slice_capture, carrier, config_dir)
+    rotated = workdir / f"rotated-{carrier}"
+    if "dissect_rotated" in tools:
+        rotate(capture, rotated, ROTATED_FILES)
+    cluster = local_cluster() if "export_dask" in tools else None
+    try:
+        measures = _timed_runs(carrier, args, tools, capture, slice_capture, rotated, config_dir, cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    counts = frames_seen(slice_capture, carrier, config_dir) if args.check_frames else {}
+    if not args.keep:
+        capture.unlink()
+        slice_capture.unlink(missing_ok=True)
+        shutil.rmtree(rotated, ignore_errors=True)
+        for output in capture.parent.glob("*.export*"):
+            shutil.rmtree(output)
+    return measures, counts
+
+
+def local_cluster() -> Any:
+    """Two worker processes with one thread each (decoding is pure Python: threads would share one core)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1")
+
+
+def worker_peak_rss_mb(cluster: Any) -> float:
+    """The largest peak RSS of the cluster's worker processes so far (their own ``ru_maxrss``)."""
+    import resource
+
+    from distributed import Client
+
+    with Client(cluster) as client:
+        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return max(peaks.values()) / 1024
+
+
+def _timed_runs(carrier: str, args: argparse.Namespace, tools: list[str], capture: Path, slice_capture: Path,
+                rotated: Path, config_dir: Path, cluster: Any) -> dict[str, Measure]:
+    cmds = commands(capture, slice_capture, rotated, carrier, config_dir,
+                    cluster.scheduler_address if cluster else None, tuple(args.wireshark))
+    tools = [*tools, *(f"{tool}@{v}" for v in args.wireshark for tool in ("tshark_lua", "tshark"))]
     measures = {t: Measure(t, (slice_capture if t == "scapy" else capture).stat().st_size) for t in tools}
-    if "tshark" in measures and carrier == "tcp":
-        measures["tshark"].note = "tunnel port decoded as data"
+    if "dissect_rotated" in measures:
+        measures["dissect_rotated"].note = f"the same capture as {ROTATED_FILES} rotated files"
+    for tool in measures:
+        if tool.split("@")[0] == "tshark" and carrier == "tcp":
+            measures[tool].note = "tunnel port decoded as data"
     if "scapy" in measures:
         measures["scapy"].note = f"on a {measures['scapy'].file_bytes / 1e6:.0f} MB capture (same generator, seed)"
     for _ in range(args.runs):
         for tool in tools:
             argv, kwargs = cmds[tool]
-            elapsed, cpu, rss, code, tail = run_child(argv, **kwargs)
+            if argv[0] == "matrix":
+                elapsed, cpu, rss, code, tail = run_matrix_child(argv[1], argv[2:], kwargs["config_dir"])
+            else:
+                elapsed, cpu, rss, code, tail = run_child(argv, **kwargs)
             measure = measures[tool]
             if code != 0:
                 measure.failures.append(f"exit {code}: {tail.strip()[-200:]}")
@@ -185,11 +317,11 @@ def bench_carrier(carrier: str, args: argparse.Namespace, workdir: Path) -> tupl
             measure.cpu_times.append(cpu)
             measure.rss_kb.append(rss)
             print(f"  {carrier} {tool}: {elapsed:.2f} s ({cpu:.2f} s CPU), {rss / 1024:.0f} MB", file=sys.stderr)
-    counts = frames_seen(slice_capture, carrier, config_dir) if args.check_frames else {}
-    if not args.keep:
-        capture.unlink()
-        slice_capture.unlink(missing_ok=True)
-    return measures, counts
+    if cluster is not None:
+        dask = measures["export_dask"]
+        dask.note = (f"CPU and RSS of the client process; workers' peak RSS {worker_peak_rss_mb(cluster):.0f} MB, "
+                     "their CPU not counted")
+    return measures
 
 
 def table(carrier: str, measures: dict[str, Measure], runs: int) -> list[str]:
@@ -199,13 +331,13 @@ def table(carrier: str, measures: dict[str, Measure], runs: int) -> list[str]:
         "| dissect MB/s ÷ this (by CPU) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for tool in TOOLS:
+    for tool in [*TOOLS, *(t for t in measures if "@" in t)]:
         measure = measures.get(tool)
         if measure is None:
             continue
-        ratio = "" if base is None or tool == "dissect" else (
+        ratio = "" if base is None or tool.startswith("dissect") else (
             f"{base.mb_per_s / measure.mb_per_s:.2f} ({base.cpu_mb_per_s / measure.cpu_mb_per_s:.2f})")
-        label = LABELS[tool] + (f" ({measure.note})" if measure.note else "")
+        label = (matrix_label(tool) if "@" in tool else LABELS[tool]) + (f" ({measure.note})" if measure.note else "")
         failed = f" FAILED {measure.failures[0]!r}" if measure.failures else ""
         lines.append(
             f"| {label}{failed} | {measure.mb_per_s:.1f} | {measure.median:.2f} ({min(measure.times):.2f}-"
@@ -219,11 +351,19 @@ def targets(carrier: str, measures: dict[str, Measure], size_mb: float) -> list[
     """Each target of issue 6 that this run can judge: met or not, with the measured ratio."""
     out: list[str] = []
     dissect = measures.get("dissect")
-    if dissect is None:
-        return out
 
     def line(ok: bool, text: str) -> None:
         out.append(f"- {'MET' if ok else 'NOT MET'}: {text}")
+
+    if dissect is None:
+        for tool in (t for t in measures if t.startswith("tshark_lua@")):
+            plain_v = measures.get(f"tshark@{tool.split('@')[1]}")
+            if plain_v:
+                cpu_added = statistics.median(measures[tool].cpu_times) / statistics.median(plain_v.cpu_times) - 1
+                line(cpu_added <= 1.0, f"{matrix_label(tool)}: the Lua dissector adds {cpu_added:.0%} to plain "
+                                       f"tshark's CPU time on this {size_mb:g} MB capture (target <= 100% on 200 MB, "
+                                       "long-term 50%)")
+        return out
 
     floor = measures.get("floor")
     if floor:
@@ -250,6 +390,37 @@ def targets(carrier: str, measures: dict[str, Measure], size_mb: float) -> list[
         cpu_added = statistics.median(lua.cpu_times) / statistics.median(plain.cpu_times) - 1
         line(added <= 0.5, f"the Lua dissector adds {added:.0%} to plain tshark's time ({cpu_added:.0%} by CPU time; "
                            "target <= 50%)")
+    for tool in (t for t in measures if t.startswith("tshark_lua@")):
+        version_id = tool.split("@")[1]
+        lua_v, plain_v = measures[tool], measures.get(f"tshark@{version_id}")
+        if plain_v:
+            added = lua_v.median / plain_v.median - 1
+            cpu_added = statistics.median(lua_v.cpu_times) / statistics.median(plain_v.cpu_times) - 1
+            line(cpu_added <= 1.0, f"{matrix_label(tool)}: the Lua dissector adds {cpu_added:.0%} to plain tshark's "
+                                   f"CPU time ({added:.0%} by wall time) on this {size_mb:g} MB capture "
+                                   "(target <= 100% on 200 MB, long-term 50%)")
+    jobs = measures.get("dissect_jobs2")
+    if jobs:
+        speedup = dissect.median / jobs.median
+        cpu_cost = statistics.median(jobs.cpu_times) / statistics.median(dissect.cpu_times)
+        line(speedup >= JOBS_SPEEDUP, f"--jobs 2 {speedup:.2f}x the throughput of --jobs 1 by wall time (it spends "
+                                      f"{cpu_cost:.2f}x the CPU time; target >= {JOBS_SPEEDUP}x); peak RSS of the "
+                                      f"largest process {jobs.peak_rss_mb:.0f} MB (target < {RSS_LIMIT_MB:.0f} MB)")
+    rotated = measures.get("dissect_rotated")
+    if rotated:
+        slower = rotated.median / dissect.median - 1
+        cpu_slower = statistics.median(rotated.cpu_times) / statistics.median(dissect.cpu_times) - 1
+        line(slower <= ROTATED_SLOWDOWN, f"{ROTATED_FILES} rotated files take {slower:+.0%} of the single file's time "
+                                         f"({cpu_slower:+.0%} by CPU time; target within "
+                                         f"{ROTATED_SLOWDOWN:.0%})")
+    export, export_dask = measures.get("export"), measures.get("export_dask")
+    if export and export_dask:
+        speedup = export.median / export_dask.median
+        line(speedup >= DASK_EXPORT_SPEEDUP, f"export on a LocalCluster of 2 worker processes {speedup:.2f}x the "
+                                             f"serial export's throughput (target >= {DASK_EXPORT_SPEEDUP}x)")
+    if export:
+        line(export.peak_rss_mb < RSS_LIMIT_MB, f"export peak RSS {export.peak_rss_mb:.0f} MB on this {size_mb:g} MB "
+                                                f"capture (target < {RSS_LIMIT_MB:.0f} MB, flat with capture size)")
     rss = dissect.peak_rss_mb
     scope = f"on this {size_mb:g} MB capture" + ("" if size_mb >= 1000 else " (the target is judged at 1 GB)")
     line(rss < RSS_LIMIT_MB, f"dissect peak RSS {rss:.0f} MB {scope} (target < {RSS_LIMIT_MB:.0f} MB)")
@@ -282,8 +453,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where captures go (default: a new temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the generated captures")
     parser.add_argument("--output", type=Path, help="also write the markdown report here")
+    parser.add_argument("--wireshark", default="", help="comma list of Wireshark matrix versions (ws4.0, ws4.4, "
+                        "ws4.6) to time tshark + Lua and plain tshark on, as the Lua tests run them")
     args = parser.parse_args(argv)
     args.tools = [t for t in args.tools.split(",") if t]
+    args.wireshark = [v for v in args.wireshark.split(",") if v]
+    known = {v.id for v in matrix_module().MATRIX} if args.wireshark else set()
+    if set(args.wireshark) - known:
+        parser.error(f"unknown Wireshark versions {sorted(set(args.wireshark) - known)}; known: {sorted(known)}")
     unknown = set(args.tools) - set(TOOLS)
     if unknown:
         parser.error(f"unknown tools {sorted(unknown)}")

@@ -1,6 +1,6 @@
 -- GENERATED FILE: DO NOT EDIT.
--- Made by `mproxy lua -o dissectors/mproxy.lua` from mproxy_scapy/spec.py and
--- mproxy_scapy/wireshark/mproxy.lua.in; edit those and regenerate.
+-- Made by `mproxy lua -o dissectors/mproxy.lua` from mproxy_scapy/spec.py,
+-- mproxy_scapy/wireshark/mproxy.lua.in and stats.lua.in; edit those and regenerate.
 --
 -- M-PROXY (proxy-packer / telebit) dissector for Wireshark 4.0+ (Lua 5.2 API).
 --
@@ -194,11 +194,17 @@ local carrier_ex = {
     server_frame_masked = ProtoExpert.new("mproxy.carrier.server_frame_masked", "A server-to-client WebSocket frame is masked", expert.group.PROTOCOL, expert.severity.WARN),
     decompression_capped = ProtoExpert.new("mproxy.carrier.decompression_capped", "A compressed WebSocket message inflated past the cap; its rest was dropped", expert.group.PROTOCOL, expert.severity.WARN),
     inflate_error = ProtoExpert.new("mproxy.carrier.inflate_error", "A compressed WebSocket message could not be inflated; its rest was dropped", expert.group.PROTOCOL, expert.severity.WARN),
+    gap_in_compressed_message = ProtoExpert.new("mproxy.carrier.gap_in_compressed_message", "Bytes of a compressed WebSocket message were lost; its rest was dropped", expert.group.PROTOCOL, expert.severity.WARN),
+    ws_sync_lost = ProtoExpert.new("mproxy.carrier.ws_sync_lost", "The WebSocket framing was lost; scanning for the next frame header", expert.group.PROTOCOL, expert.severity.WARN),
+    ws_resynced = ProtoExpert.new("mproxy.carrier.ws_resynced", "The WebSocket framing was found again", expert.group.PROTOCOL, expert.severity.WARN),
 }
 local carrier_ex_text = {
     ["server_frame_masked"] = "A server-to-client WebSocket frame is masked",
     ["decompression_capped"] = "A compressed WebSocket message inflated past the cap; its rest was dropped",
     ["inflate_error"] = "A compressed WebSocket message could not be inflated; its rest was dropped",
+    ["gap_in_compressed_message"] = "Bytes of a compressed WebSocket message were lost; its rest was dropped",
+    ["ws_sync_lost"] = "The WebSocket framing was lost; scanning for the next frame header",
+    ["ws_resynced"] = "The WebSocket framing was found again",
 }
 mproxy.experts = {
     ex.bad_version,
@@ -214,6 +220,9 @@ mproxy.experts = {
     carrier_ex.server_frame_masked,
     carrier_ex.decompression_capped,
     carrier_ex.inflate_error,
+    carrier_ex.gap_in_compressed_message,
+    carrier_ex.ws_sync_lost,
+    carrier_ex.ws_resynced,
 }
 
 mproxy.prefs.show_tokens = Pref.bool("Show tokens", false,
@@ -1607,6 +1616,46 @@ local function feed_stream(pinfo, stream, ctx, data)
     return entries
 end
 
+-- nbytes of a direction's M-PROXY stream lost here (the unframer lost them).
+local function gap_stream(pinfo, stream, ctx, nbytes)
+    local parser = parsers[ctx.key]
+    if parser == nil then
+        parser = new_parser()
+        parsers[ctx.key] = parser
+    end
+    tunnels[stream].directions[ctx.key] = ctx.peer
+    local buf = held(parser)
+    local entries = {}
+    for _, record in ipairs(parser:gap(buf, nbytes)) do
+        entries[#entries + 1] = remember(pinfo, record, buf, ctx)
+    end
+    parser.pending, parser.need = "", nil
+    parser.stream_end = (parser.stream_end or 0) + nbytes
+    note_arrival(parser, pinfo.number)
+    if ws_pending[ctx.key] then ws_pending[ctx.key].frames = {} end
+    return entries
+end
+
+-- What the unframer made of a packet's bytes, in order: payload, lost bytes.
+local function feed_items(pinfo, stream, ctx, items)
+    local entries, run = {}, {}
+    local function flush()
+        if #run == 0 then return end
+        for _, entry in ipairs(feed_stream(pinfo, stream, ctx, table.concat(run))) do entries[#entries + 1] = entry end
+        run = {}
+    end
+    for _, item in ipairs(items) do
+        if type(item) == "number" then
+            flush()
+            for _, entry in ipairs(gap_stream(pinfo, stream, ctx, item)) do entries[#entries + 1] = entry end
+        elseif #item > 0 then
+            run[#run + 1] = item
+        end
+    end
+    flush()
+    return entries
+end
+
 local function show_stream_entries(entries, tvb, pinfo, tree)
     if #entries == 0 then
         if continuations[pinfo.number] then
@@ -1705,10 +1754,44 @@ local function word_format(count)
     return format
 end
 
+-- Lua 5.3 and later (Wireshark 4.2+) have 64-bit integers, ~ and
+-- string.unpack: eight bytes a step, about three times faster again. Lua 5.2
+-- cannot even parse ~, so this is compiled only where it runs.
+local unmask_native = string.unpack and load([[
+    local unpack, pack, rep, concat, char, min = string.unpack, string.pack, string.rep, table.concat, string.char, math.min
+    local table_unpack = table.unpack
+    local formats = {}
+    return function(data, key)
+        local k4 = unpack("<I4", key)
+        local k8 = k4 | (k4 << 32)
+        local n = #data
+        local words = n // 8
+        local out = {}
+        local first = 0
+        while first < words do
+            local count = min(1024, words - first)
+            local format = formats[count]
+            if format == nil then
+                format = "<" .. rep("i8", count)
+                formats[count] = format
+            end
+            local values = { unpack(format, data, first * 8 + 1) }
+            for index = 1, count do values[index] = values[index] ~ k8 end
+            out[#out + 1] = pack(format, table_unpack(values, 1, count))
+            first = first + count
+        end
+        for index = words * 8 + 1, n do
+            out[#out + 1] = char(data:byte(index) ~ key:byte((index - 1) % 4 + 1))
+        end
+        return concat(out)
+    end
+]])()
+
 -- data XOR the mask, the mask starting at its byte mask_pos % 4.
 local function unmask(data, mask, mask_pos)
     local phase = mask_pos % 4
     local key = mask:sub(phase + 1) .. mask:sub(1, phase)
+    if unmask_native then return unmask_native(data, key) end
     local key_word = Struct.unpack(">I4", key)
     local words = math.floor(#data / 4)
     local out = {}
@@ -1735,14 +1818,16 @@ local function start_ws_frame(st, header)
         at = 5
     elseif len7 == 127 then
         length = 0
-        for index = 3, 10 do length = length * 256 + header:byte(index) end
+        -- in floats: Lua 5.4's integers would wrap a length of 2^63 or more to a negative one (a hang)
+        for index = 3, 10 do length = length * 256.0 + header:byte(index) end
         at = 11
     end
     st.mask = masked and header:sub(at, at + 3) or nil
     if masked and st.from_server then
-        st.notes[#st.notes + 1] = { "server_frame_masked", string.format("opcode %d, %d bytes", opcode, length) }
+        st.notes[#st.notes + 1] = { "server_frame_masked", string.format("opcode %d, %.0f bytes", opcode, length) }
     end
     st.mask_pos, st.remaining, st.fin = 0, length, fin
+    st.frames = (st.frames or 0) + 1
     local compressed = math.floor(b0 / 64) % 2 == 1
     if opcode >= 8 then
         st.sink = opcode == 8 and "close" or "control"
@@ -1754,7 +1839,7 @@ local function start_ws_frame(st, header)
             st.msg_sink = "binary"
         elseif opcode == 2 and st.tunnel.deflate then
             st.msg_sink = "deflate"
-            st.z_message, st.z_given = {}, 0
+            st.z_message, st.z_given, st.z_dropping = {}, 0, false
         end
         st.sink = st.msg_sink
     else
@@ -1810,7 +1895,7 @@ end
 
 -- At the end of a packet inside a compressed message: its bytes so far.
 local function inflate_so_far(st, out)
-    if st.z_broken or not st.z_fed then return end
+    if st.z_broken or st.z_dropping or not st.z_fed then return end
     st.z_fed = false
     local compressed = table.concat(st.z_message)
     if st.z_held + #compressed > MAX_DEFLATE_HISTORY then return end
@@ -1818,9 +1903,20 @@ local function inflate_so_far(st, out)
     if message then deliver_inflated(st, message, out) end
 end
 
+-- A fresh compression context (after lost bytes, as the Python unframer
+-- starts a new inflater): earlier messages are no longer history.
+local function forget_deflate_history(st)
+    st.z_history, st.z_out, st.z_held = {}, 0, 0
+end
+
 local function end_deflate_message(st, out)
     local compressed = table.concat(st.z_message)
     st.z_message = nil
+    if st.z_dropping then
+        st.z_dropping = false
+        forget_deflate_history(st)
+        return
+    end
     if st.z_broken then return end
     local message
     if st.z_held + #compressed <= MAX_DEFLATE_HISTORY then
@@ -1857,12 +1953,164 @@ local function ws_header_size(b0, b1)
     return 2 + (len7 == 126 and 2 or (len7 == 127 and 8 or 0)) + (b1 >= 128 and 4 or 0)
 end
 
--- The binary message payload bytes in data (WebSocketUnframer: payload is
--- delivered as it arrives, not per message, like the Python carrier).
-local function unframe(st, data)
+----------------------------------------------------------------------------
+-- Lost bytes and resynchronisation (websocket.py WebSocketUnframer.gap, find_frame_start)
+----------------------------------------------------------------------------
+
+local WS_KNOWN_OPCODES = { [0] = true, [1] = true, [2] = true, [8] = true, [9] = true, [10] = true }
+local MPROXY_HEAD = 2 + 255
+local MAX_PLAUSIBLE_FRAME = 2147483648
+
+-- fin, rsv (the bits of 0x70), opcode, payload length, minimal, mask, header size of a header at buf[i].
+local function ws_header_at(buf, i)
+    local b0, b1 = buf:byte(i, i + 1)
+    local size = ws_header_size(b0, b1)
+    local len7 = b1 % 128
+    local length, minimal, at = len7, true, i + 2
+    if len7 == 126 then
+        length = buf:byte(i + 2) * 256 + buf:byte(i + 3)
+        minimal, at = length >= 126, i + 4
+    elseif len7 == 127 then
+        length = 0
+        for index = i + 2, i + 9 do length = length * 256 + buf:byte(index) end
+        minimal, at = length > 65535, i + 10
+    end
+    local mask = b1 >= 128 and buf:sub(at, at + 3) or nil
+    return { fin = b0 >= 128, rsv = math.floor(b0 / 16) % 8, opcode = b0 % 16, length = length,
+             minimal = minimal, mask = mask, size = size }
+end
+
+-- The shape a real peer's frame header has (websocket.py _plausible).
+local function ws_plausible(h, masked, deflate)
+    if not WS_KNOWN_OPCODES[h.opcode] or h.rsv % 4 ~= 0 or not h.minimal or h.length >= MAX_PLAUSIBLE_FRAME then
+        return false
+    end
+    if masked ~= nil and (h.mask ~= nil) ~= masked then return false end
+    if h.rsv >= 4 and (deflate == false or (h.opcode ~= 1 and h.opcode ~= 2)) then return false end
+    return not (h.opcode >= 8 and (not h.fin or h.length > 125))
+end
+
+-- A binary message whose first bytes read as the start of an M-PROXY frame.
+local function ws_payload_is_mproxy(h, payload)
+    if h.mask then payload = unmask(payload, h.mask, 0) end
+    if h.rsv >= 4 then
+        local ok, inflated = pcall(function()
+            return ByteArray.new(DEFLATE_START .. payload, true):tvb("Compressed message"):range()
+                :uncompress("Inflated message")
+        end)
+        if not ok or inflated == nil then return false end
+        payload = inflated:raw():sub(1, MPROXY_HEAD)
+    end
+    local hdrlen = payload:byte(2)
+    if payload:byte(1) ~= VERSION_1_BYTE or hdrlen == nil or #payload < 2 + hdrlen then return false end
+    return looks_like_frame_start(parse_header(payload:sub(3, 2 + hdrlen)))
+end
+
+-- "yes", "no" or "more" (websocket.py _binary_verdict); at: where the payload starts.
+local function ws_binary_verdict(h, buf, at, final)
+    local want = math.min(h.length, MPROXY_HEAD)
+    local have = math.min(#buf - at + 1, want)
+    if have < want and not final then
+        if have == 0 or h.rsv >= 4 then return "more" end
+        local head = buf:sub(at, at + math.min(have, 2) - 1)
+        if h.mask then head = unmask(head, h.mask, 0) end
+        if head:byte(1) ~= VERSION_1_BYTE then return "no" end
+        if #head < 2 or have < 2 + head:byte(2) then return "more" end
+    end
+    if have > 0 and ws_payload_is_mproxy(h, buf:sub(at, at + have - 1)) then return "yes" end
+    return "no"
+end
+
+-- Where the framing plausibly resumes in buf (1-based, nil: not found) and
+-- how many leading bytes can go for sure (websocket.py find_frame_start).
+local function find_ws_start(buf, masked, deflate, final)
+    local n = #buf
+    for i = 1, n do
+        local b0 = buf:byte(i)
+        if WS_KNOWN_OPCODES[b0 % 16] and math.floor(b0 / 16) % 4 == 0 then
+            if n - i + 1 < 2 then return nil, final and n or i - 1 end
+            local size = ws_header_size(b0, buf:byte(i + 1))
+            if n - i + 1 < size then
+                if not final then return nil, i - 1 end
+            else
+                local h = ws_header_at(buf, i)
+                if h.opcode == 2 and h.length > 0 and ws_plausible(h, masked, deflate) then
+                    local verdict = ws_binary_verdict(h, buf, i + size, final)
+                    if verdict == "yes" then return i, i - 1 end
+                    if verdict == "more" then return nil, i - 1 end
+                end
+            end
+        end
+    end
+    return nil, n
+end
+
+local function lose_framing(st)
+    st.sink, st.msg_sink, st.remaining, st.hdr = nil, nil, 0, ""
+    st.z_message, st.z_dropping = nil, false
+    forget_deflate_history(st)
+    st.resyncing, st.rbuf = true, ""
+end
+
+-- length bytes of the direction were lost here (WebSocketUnframer.gap): out
+-- gets the M-PROXY bytes lost, as a number, among the payload strings.
+local function ws_gap(st, length, out)
+    if length <= 0 or st.closed or st.phase ~= "ws" then return end
+    if st.resyncing then
+        st.rbuf = ""
+        out[#out + 1] = length
+        return
+    end
+    if st.sink ~= nil then
+        local lost = math.min(length, st.remaining)
+        st.remaining, st.mask_pos = st.remaining - lost, st.mask_pos + lost
+        if st.sink == "binary" then
+            out[#out + 1] = lost
+        elseif st.sink == "deflate" and not st.z_dropping then
+            st.notes[#st.notes + 1] = { "gap_in_compressed_message", string.format("%d compressed bytes lost", lost) }
+            out[#out + 1] = lost
+            st.z_dropping = true
+        end
+        length = length - lost
+        if st.remaining == 0 then end_ws_frame(st, out) end
+        if length == 0 then return end
+    end
+    local where = #st.hdr > 0 and "in a frame header" or "at a frame boundary"
+    st.notes[#st.notes + 1] = { "ws_sync_lost",
+        string.format("%d bytes lost %s: framing lost, resynchronising", length, where) }
+    out[#out + 1] = length
+    lose_framing(st)
+end
+
+-- Bytes after lost framing: held until a believable frame header shows
+-- where the framing resumes; returns the bytes from there (nil: not yet).
+local function ws_resync(st, data, final)
+    st.rbuf = st.rbuf .. data
+    local deflate = st.tunnel.deflate ~= nil
+    local at, safe = find_ws_start(st.rbuf, not st.from_server, deflate, final)
+    if at == nil then
+        st.rbuf = st.rbuf:sub(safe + 1)
+        return nil
+    end
+    local rest = st.rbuf:sub(at)
+    st.rbuf, st.resyncing = "", false
+    if (st.frames or 0) > 0 then
+        st.notes[#st.notes + 1] = { "ws_resynced", string.format("framing found again after %d skipped bytes", at - 1) }
+    end
+    return rest
+end
+
+-- The binary message payload in data (WebSocketUnframer: payload is
+-- delivered as it arrives, not per message, like the Python carrier): a list
+-- of payload strings and, where bytes were lost, their count.
+local function unframe(st, data, final)
     local out, pos, n = {}, 1, #data
     while pos <= n and not st.closed do
-        if st.sink ~= nil then
+        if st.resyncing then
+            data = ws_resync(st, data:sub(pos), final)
+            if data == nil then break end
+            pos, n = 1, #data
+        elseif st.sink ~= nil then
             local take = math.min(st.remaining, n - pos + 1)
             if take > 0 then
                 if st.sink == "binary" or st.sink == "deflate" then
@@ -1889,7 +2137,7 @@ local function unframe(st, data)
         end
     end
     if st.z_message then inflate_so_far(st, out) end
-    return table.concat(out)
+    return out
 end
 
 -- The upgrade request or response, line by line (http itself would take the
@@ -1926,12 +2174,49 @@ local function show_http_head(tvb, head, pinfo, tree)
 end
 
 -- What the unframer found wrong with the WebSocket framing in this packet.
+local function take_ws_notes(st, number)
+    if #st.notes == 0 then return false end
+    local notes = ws_notes[number] or {}
+    for _, note in ipairs(st.notes) do notes[#notes + 1] = note end
+    ws_notes[number] = notes
+    st.notes = {}
+    return true
+end
+
 local function show_ws_notes(tvb, pinfo, tree)
     for _, note in ipairs(ws_notes[pinfo.number] or {}) do
         local kind, detail = note[1], note[2]
         local item = tree:add(mproxy, tvb(0, 0), "WebSocket carrier: " .. detail)
         item:add_proto_expert_info(carrier_ex[kind], carrier_ex_text[kind] .. ": " .. detail)
     end
+end
+
+-- Give a WebSocket direction's holes up to stream offset target (the peer
+-- acknowledged past them, too much waits behind them, or the tunnel ended):
+-- the unframer loses the bytes (WebSocketUnframer.gap), then unframes what
+-- waited after them. Returns the records this completes.
+-- number: the packet the records go to when it is not pinfo's (the end of the capture).
+local function give_up_ws_holes(st, target, pinfo, ctx, number)
+    number = number or pinfo.number
+    local at = number == pinfo.number and pinfo or { number = number }
+    local entries = {}
+    local function feed(items)
+        for _, entry in ipairs(feed_items(at, ctx.stream, ctx, items)) do entries[#entries + 1] = entry end
+    end
+    while st.base < target do
+        local hole_end = st.stash and st.stash[1] and math.min(st.stash[1].start, target) or target
+        local items = {}
+        ws_gap(st, hole_end - st.base, items)
+        st.base = hole_end
+        local data = drain_stash(st, "", st.base, number)
+        st.base = st.base + #data
+        if st.phase == "ws" and not st.tunnel.refused then
+            for _, item in ipairs(unframe(st, data)) do items[#items + 1] = item end
+        end
+        feed(items)
+    end
+    take_ws_notes(st, number)
+    return entries
 end
 
 local function dissect_own_ws(tvb, pinfo, tree)
@@ -1944,13 +2229,26 @@ local function dissect_own_ws(tvb, pinfo, tree)
         return tvb:len()
     end
     local st = ws_direction(ctx.key, tunnels[stream])
+    st.last_frame, st.peer = pinfo.number, ctx.peer
     -- handed on by http (over TCP or TLS): the bytes come in order, not placed by sequence number
     local start = tunnels[stream].after_http and st.base or tvb_stream_offset(tvb, st)
-    if start > st.base then st.base = start end
+    if start > st.base then
+        -- bytes after a hole wait for it, as in the Python decoder's TCP reassembler (see give_up_ws_holes)
+        tunnels[stream].stashed = true
+        if stash_piece(st, start, tvb:raw(0, tvb:len())) > MAX_STASHED then
+            show_stream_entries(give_up_ws_holes(st, st.stash[1].start, pinfo, ctx), tvb, pinfo, tree)
+        end
+        return tvb:len()
+    end
     local skip = st.base - start
     if skip >= tvb:len() then return tvb:len() end
     local data = tvb:raw(skip, tvb:len() - skip)
     st.base = st.base + #data
+    if st.stash and st.stash[1] then
+        local before = #data
+        data = drain_stash(st, data, st.base, pinfo.number)
+        st.base = st.base + #data - before
+    end
     if st.phase == "http" then
         local before = #st.head
         st.head = st.head .. data
@@ -1973,14 +2271,10 @@ local function dissect_own_ws(tvb, pinfo, tree)
         end
     end
     if st.phase ~= "ws" or tunnels[stream].refused then return tvb:len() end
-    local payload = unframe(st, data)
-    if #st.notes > 0 then
-        ws_notes[pinfo.number] = st.notes
-        st.notes = {}
-        show_ws_notes(tvb, pinfo, tree)
-    end
-    if #payload > 0 then
-        show_stream_entries(feed_stream(pinfo, stream, ctx, payload), tvb, pinfo, tree)
+    local items = unframe(st, data)
+    if take_ws_notes(st, pinfo.number) then show_ws_notes(tvb, pinfo, tree) end
+    if #items > 0 then
+        show_stream_entries(feed_items(pinfo, stream, ctx, items), tvb, pinfo, tree)
     end
     return tvb:len()
 end
@@ -2062,12 +2356,22 @@ end
 local function finish_tunnel(stream, tunnel, pinfo, at_capture_end)
     tunnel.finished = true
     if tunnel.directions == nil then return end
+    local entries = {}
+    for key, st in pairs(ws_dirs) do
+        if st.tunnel == tunnel and st.stash and #st.stash > 0 then
+            local last = st.stash[#st.stash]
+            local ctx = { key = key, peer = st.peer, stream = stream }
+            local number = at_capture_end and tunnel.last_number or nil
+            for _, entry in ipairs(give_up_ws_holes(st, last.start + #last.data, pinfo, ctx, number)) do
+                entries[#entries + 1] = entry
+            end
+        end
+    end
     local client = clients[stream]
     local keys = {}
     for key in pairs(tunnel.directions) do
         if key == client then table.insert(keys, 1, key) else keys[#keys + 1] = key end
     end
-    local entries = {}
     for _, key in ipairs(keys) do
         local parser = parsers[key]
         if parser and parser.stash and #parser.stash > 0 then
@@ -2144,6 +2448,20 @@ local function note_tcp_ack(pinfo, stream, flags)
     return give_up_holes(parser, target, pinfo, ctx)
 end
 
+-- The same for a WebSocket tunnel's direction, also when nothing waits yet
+-- (the Python reassembler declares the bytes lost at that acknowledgement).
+local function note_ws_ack(pinfo, stream, flags)
+    if not has_flag(flags, TCP_ACK) then return nil end
+    local key = peer_key(pinfo)
+    local st = ws_dirs[key]
+    if st == nil or st.origin == nil or st.phase ~= "ws" then return nil end
+    local target = (last_value(f_tcp_ack_raw) - st.origin) % 4294967296
+    if st.fin_off and target > st.fin_off then target = st.fin_off end -- the FIN's own number is no byte
+    if target <= st.base or target > st.base + MAX_AHEAD then return nil end
+    local ctx = { key = key, peer = endpoint_key(pinfo), stream = stream }
+    return give_up_ws_holes(st, target, pinfo, ctx)
+end
+
 -- The client of a connection: the SYN sender, else the first sender.
 local function note_client(pinfo, stream, flags)
     if clients[stream] == nil or (has_flag(flags, TCP_SYN) and not has_flag(flags, TCP_ACK)) then
@@ -2179,6 +2497,12 @@ function mproxy_end.dissector(tvb, pinfo, tree)
         if tunnel.carrier == "tcp" and tunnel.stashed then
             for _, entry in ipairs(note_late_segment(pinfo, stream) or {}) do entries[#entries + 1] = entry end
             for _, entry in ipairs(note_tcp_ack(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
+        elseif tunnel.carrier == "websocket" and not tunnel.after_http then
+            local st = has_flag(flags, TCP_FIN) and ws_dirs[endpoint_key(pinfo)]
+            if st and st.origin then
+                st.fin_off = (last_value(f_tcp_seq_raw) + (last_value(f_tcp_len) or 0) - st.origin) % 4294967296
+            end
+            for _, entry in ipairs(note_ws_ack(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
         end
         for _, entry in ipairs(note_tcp_end(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
     else
@@ -2217,3 +2541,419 @@ function mproxy.prefs_changed()
     registered_ports = tostring(mproxy.prefs.tcp_ports)
     if registered_ports ~= "" then tcp_port:add(registered_ports, mproxy) end
 end
+
+----------------------------------------------------------------------------
+-- Statistics: the tables of `mproxy stats` inside Wireshark
+--
+--   tshark -q -z mproxy,clients    tunneled connections (one row per client connection)
+--   tshark -q -z mproxy,tunnels    TCP connections carrying M-PROXY
+--   tshark -q -z mproxy,control    control requests matched to their replies
+--   Wireshark: Statistics > M-PROXY > ...
+--
+-- A tap reads the records the dissector put in the tree (its fields, in tree
+-- order: each record's fields follow its "mproxy.kind") and counts them as
+-- mproxy_scapy/sessions.py and decoder.py do. Tunnels are numbered by
+-- Wireshark's tcp.stream + 1, which is the decoder's numbering (TCP
+-- connections in the order their first packet appears, from 1). Times are
+-- seconds since the capture's first packet. This part only reads fields: it
+-- knows nothing of the dissector's internals above.
+----------------------------------------------------------------------------
+
+local function register_statistics()
+    local TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 1, 2, 4, 16
+    local RECORD_FIELDS = {
+        "mproxy.kind", "mproxy.src", "mproxy.client_id", "mproxy.length", "mproxy.hdrlen", "mproxy.body_len",
+        "mproxy.service", "mproxy.servicename", "mproxy.name", "mproxy.serviceport", "mproxy.body",
+        "mproxy.control.id", "mproxy.control.command", "mproxy.control.args",
+    }
+    local f = {}
+    for _, name in ipairs(RECORD_FIELDS) do f[name] = Field.new(name) end
+    local f_stream, f_flags, f_len = Field.new("tcp.stream"), Field.new("tcp.flags"), Field.new("tcp.len")
+    local f_mproxy, f_ws = Field.new("mproxy"), Field.new("mproxy_ws")
+    local f_upgrade, f_uri = Field.new("http.upgrade"), Field.new("http.request.uri")
+
+    local function flag(flags, bit)
+        return math.floor(flags / bit) % 2 == 1
+    end
+
+    -- JSON text -> Lua value (enough for control and error bodies); nil when it does not parse.
+    local NULL = {}
+    local json_value
+    local function json_skip(s, i)
+        return s:find("[^ \t\r\n]", i) or #s + 1
+    end
+    local ESCAPES = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t", ['"'] = '"', ["\\"] = "\\", ["/"] = "/" }
+    local function json_text(s, i)
+        local out, j = {}, i + 1
+        while j <= #s do
+            local c = s:sub(j, j)
+            if c == '"' then return table.concat(out), j + 1 end
+            if c == "\\" then
+                local e = s:sub(j + 1, j + 1)
+                if e == "u" then
+                    local code = tonumber(s:sub(j + 2, j + 5), 16)
+                    if code == nil then return nil end
+                    out[#out + 1] = code < 128 and string.char(code) or "?"
+                    j = j + 6
+                elseif ESCAPES[e] then
+                    out[#out + 1] = ESCAPES[e]
+                    j = j + 2
+                else
+                    return nil
+                end
+            else
+                out[#out + 1] = c
+                j = j + 1
+            end
+        end
+        return nil
+    end
+    json_value = function(s, i, depth)
+        if depth > 64 then return nil end
+        i = json_skip(s, i)
+        local c = s:sub(i, i)
+        if c == '"' then return json_text(s, i) end
+        if c == "{" or c == "[" then
+            local object, out, close = c == "{", {}, c == "{" and "}" or "]"
+            i = json_skip(s, i + 1)
+            if s:sub(i, i) == close then return out, i + 1 end
+            while true do
+                local key
+                if object then
+                    if s:sub(i, i) ~= '"' then return nil end
+                    key, i = json_text(s, i)
+                    if key == nil then return nil end
+                    i = json_skip(s, i)
+                    if s:sub(i, i) ~= ":" then return nil end
+                    i = i + 1
+                end
+                local value
+                value, i = json_value(s, i, depth + 1)
+                if i == nil then return nil end
+                if object then out[key] = value else out[#out + 1] = value end
+                i = json_skip(s, i)
+                local sep = s:sub(i, i)
+                if sep == close then return out, i + 1 end
+                if sep ~= "," then return nil end
+                i = json_skip(s, i + 1)
+            end
+        end
+        if s:sub(i, i + 3) == "true" then return true, i + 4 end
+        if s:sub(i, i + 4) == "false" then return false, i + 5 end
+        if s:sub(i, i + 3) == "null" then return NULL, i + 4 end
+        local number = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", i)
+        if number and number ~= "" and tonumber(number) then return tonumber(number), i + #number end
+        return nil
+    end
+    local function json_parse(s)
+        if s == nil then return nil end
+        local value, after = json_value(s, 1, 0)
+        if after == nil or json_skip(s, after) <= #s then return nil end
+        return value
+    end
+
+    -- Python's str() of a JSON value, for the texts the decoder writes (outcomes, error messages).
+    local function py_str(value)
+        if type(value) == "boolean" then return value and "True" or "False" end
+        if type(value) == "number" then
+            if value == math.floor(value) and math.abs(value) < 2^53 then return string.format("%d", value) end
+            return tostring(value)
+        end
+        if value == nil or value == NULL then return "None" end
+        return tostring(value)
+    end
+
+    -- Control characters escaped (as the decoder's tables do), so a row stays one line.
+    local NAMED = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r" }
+    local function cell(text)
+        if text == nil then return "" end
+        return (tostring(text):gsub("[%z\1-\31\127]", function(c)
+            return NAMED[c] or string.format("\\x%02x", c:byte())
+        end))
+    end
+
+    -- "ip:port", "[ip]:port" for IPv6: the decoder's endpoint text.
+    local function endpoint(address, port)
+        local text = tostring(address)
+        if text:find(":", 1, true) then text = "[" .. text .. "]" end
+        return text .. ":" .. port
+    end
+
+    local function new_state()
+        return { streams = {}, sessions = {}, live = {}, exchanges = {}, pending = {} }
+    end
+
+    -- One TCP connection (tcp.stream); a tunnel once M-PROXY shows in it.
+    local function stream_of(state, pinfo, number, flags)
+        local t = state.streams[number]
+        if t then return t end
+        local src, dst = endpoint(pinfo.src, pinfo.src_port), endpoint(pinfo.dst, pinfo.dst_port)
+        -- the decoder's rule: the SYN sender; a SYN-ACK's receiver; else the first packet's sender
+        local client, server = src, dst
+        if flag(flags, TCP_SYN) and flag(flags, TCP_ACK) then client, server = dst, src end
+        t = { id = number + 1, client = client, server = server, carrier = "tcp", path = nil,
+              frames = { 0, 0 }, bytes = { 0, 0 }, fin = {}, closed = nil, first = nil, last = nil,
+              first_payload = nil, is_tunnel = false }
+        state.streams[number] = t
+        return t
+    end
+
+    -- The fields of each record in the packet, in tree order.
+    local function packet_records()
+        local records, current = {}, nil
+        for _, fi in ipairs({ all_field_infos() }) do
+            local name = fi.name
+            if name == "mproxy.kind" then
+                current = { kind = fi.value }
+                records[#records + 1] = current
+            elseif current and f[name] and current[name] == nil then
+                local value = fi.value
+                if name == "mproxy.body" then value = value:raw() end
+                current[name] = value
+            end
+        end
+        return records
+    end
+
+    -- Bytes of the record that were in the capture (the decoder's stream byte count leaves lost ones out).
+    local function present_bytes(r)
+        local length = tonumber(r["mproxy.length"]) or 0
+        if r.kind == "gap" then return 0 end
+        if r.kind == "garbage" or r["mproxy.hdrlen"] == nil or r["mproxy.body_len"] == nil then return length end
+        local present = 2 + tonumber(r["mproxy.hdrlen"]) + tonumber(r["mproxy.body_len"])
+        return present < length and present or length
+    end
+
+    local function session_for(state, t, r, direction, time, number)
+        local key = t.id .. "|" .. (r["mproxy.client_id"] or "")
+        local s = state.live[key]
+        local kind = r.kind
+        if s == nil or (s.ended_by ~= nil and (kind == "connection" or (kind == "data" and not s.saw_connection)))
+        then
+            s = { tunnel = t.id, client = r["mproxy.client_id"] or "", inbound = direction, frames = { 0, 0 },
+                  bytes = { 0, 0 }, first = time, last = time, service = "", servicename = "", name = "",
+                  serviceport = nil, ended_by = nil, error = "", pauses = 0, resumes = 0, saw_connection = false }
+            state.live[key] = s
+            state.sessions[#state.sessions + 1] = s
+        end
+        s.frames[direction + 1] = s.frames[direction + 1] + 1
+        s.last = time
+        if kind == "data" then
+            s.bytes[direction + 1] = s.bytes[direction + 1] + (tonumber(r["mproxy.body_len"]) or 0)
+            if s.service == "" and r["mproxy.service"] then s.service = r["mproxy.service"] end
+        elseif kind == "connection" then
+            s.saw_connection = true
+            s.inbound = direction
+            s.servicename = r["mproxy.servicename"] or ""
+        elseif (kind == "end" or kind == "error") and s.ended_by == nil then
+            s.ended_by = kind
+            if kind == "error" then
+                local body = json_parse(r["mproxy.body"])
+                s.error = type(body) == "table" and body.message ~= nil and py_str(body.message) or ""
+            end
+        elseif kind == "pause" then
+            s.pauses = s.pauses + 1
+        elseif kind == "resume" then
+            s.resumes = s.resumes + 1
+        end
+        if s.name == "" and r["mproxy.name"] and r["mproxy.name"] ~= "" then s.name = r["mproxy.name"] end
+        if s.serviceport == nil and r["mproxy.serviceport"] ~= nil then s.serviceport = r["mproxy.serviceport"] end
+        return number
+    end
+
+    local function control(state, t, r, direction, time, number)
+        local id = tonumber(r["mproxy.control.id"])
+        if id == nil or id == 0 then return end
+        if id > 0 then
+            local e = { tunnel = t.id, id = id, command = r["mproxy.control.command"] or "", request = number,
+                        time = time, outcome = "unanswered" }
+            state.exchanges[#state.exchanges + 1] = e
+            state.pending[t.id .. "|" .. direction .. "|" .. id] = e
+            return
+        end
+        local key = t.id .. "|" .. (1 - direction) .. "|" .. -id
+        local e = state.pending[key]
+        if e == nil then return end
+        state.pending[key] = nil
+        e.reply, e.latency, e.outcome = number, time - e.time, "ok"
+        local args = json_parse(r["mproxy.control.args"])
+        local result = type(args) == "table" and args[1] or nil
+        if type(result) == "table" and (result.code ~= nil or result.message ~= nil) then
+            local code = result.code
+            if code == nil or code == false or code == "" or code == 0 then code = result.message end
+            e.outcome = py_str(code)
+        end
+    end
+
+    -- The access_token query value hidden, as the decoder shows upgrade paths.
+    local function redacted_path(path)
+        path = path:gsub("^(access_token=)[^&#;]*", "%1" .. "<redacted>")
+        return (path:gsub("([?&;]access_token=)[^&#;]*", "%1" .. "<redacted>"))
+    end
+
+    -- A WebSocket upgrade before the first M-PROXY record makes a WebSocket tunnel: seen by this
+    -- dissector (plain ws://), or by Wireshark's HTTP dissector (wss:// decrypted with a key log).
+    local function note_upgrade(t)
+        local path
+        local ws = f_ws()
+        if ws then
+            local ok, text = pcall(function() return ws.range:string() end)
+            path = ok and text and text:match("^GET (%S+) HTTP/") or nil
+        else
+            local upgrade = f_upgrade()
+            if upgrade == nil or tostring(upgrade.value):lower() ~= "websocket" then return end
+            local uri = f_uri()
+            path = uri and tostring(uri.value) or nil
+        end
+        t.carrier = "websocket"
+        if path and t.path == nil then t.path = redacted_path(path) end
+    end
+
+    local function on_packet(state, pinfo)
+        local stream, flags = f_stream(), f_flags()
+        if stream == nil then return end
+        flags = flags and flags.value or 0
+        local t = stream_of(state, pinfo, stream.value, flags)
+        local direction = endpoint(pinfo.src, pinfo.src_port) == t.client and 0 or 1
+        if t.closed == nil then
+            if flag(flags, TCP_RST) then
+                t.closed = "rst"
+            elseif flag(flags, TCP_FIN) then
+                t.fin[direction] = true
+                if t.fin[0] and t.fin[1] then t.closed = "fin" end
+            end
+        end
+        if not t.is_tunnel then note_upgrade(t) end
+        local time = pinfo.rel_ts
+        local payload = f_len()
+        if t.first_payload == nil and payload and payload.value > 0 then t.first_payload = time end
+        if f_mproxy() == nil then return end
+        if not t.is_tunnel then
+            -- the decoder counts a raw tunnel from its first payload byte, which the heuristic may have
+            -- claimed a few packets later; a WebSocket tunnel from its first message after the upgrade
+            t.is_tunnel = true
+            t.first = t.carrier == "tcp" and t.first_payload or time
+        end
+        t.last = time
+        if f["mproxy.kind"]() == nil then return end
+        for _, r in ipairs(packet_records()) do
+            local d = (r["mproxy.src"] == t.client) and 0 or 1
+            t.frames[d + 1] = t.frames[d + 1] + 1
+            t.bytes[d + 1] = t.bytes[d + 1] + present_bytes(r)
+            if r.kind == "control" then
+                control(state, t, r, d, time, pinfo.number)
+            elseif r.kind ~= "garbage" and r.kind ~= "gap" then
+                session_for(state, t, r, d, time, pinfo.number)
+            end
+        end
+    end
+
+    -- A table as text: columns as wide as their widest cell, two spaces apart.
+    local function table_text(title, header, rows)
+        local widths = {}
+        for i, h in ipairs(header) do widths[i] = #h end
+        for _, row in ipairs(rows) do
+            for i, c in ipairs(row) do if #c > widths[i] then widths[i] = #c end end
+        end
+        local function line(cells)
+            local parts = {}
+            for i, c in ipairs(cells) do
+                parts[i] = i < #cells and c .. string.rep(" ", widths[i] - #c) or c
+            end
+            return table.concat(parts, "  ")
+        end
+        local out = { title, line(header) }
+        for _, row in ipairs(rows) do out[#out + 1] = line(row) end
+        return table.concat(out, "\n")
+    end
+
+    local function time_text(value)
+        return value and string.format("%.6f", value) or ""
+    end
+
+    local function sorted_tunnels(state)
+        local list = {}
+        for _, t in pairs(state.streams) do if t.is_tunnel then list[#list + 1] = t end end
+        table.sort(list, function(a, b) return a.id < b.id end)
+        return list
+    end
+
+    local function clients_text(state)
+        local rows = {}
+        for _, s in ipairs(state.sessions) do
+            local into, out = s.inbound + 1, 2 - s.inbound
+            local ended = (s.ended_by or "open at capture end") .. (s.error ~= "" and " (" .. s.error .. ")" or "")
+            rows[#rows + 1] = {
+                tostring(s.tunnel), cell(s.client), cell(s.servicename ~= "" and s.servicename or s.service),
+                cell(s.name), s.serviceport and string.format("%d", s.serviceport) or "",
+                s.frames[into] .. "/" .. s.frames[out],
+                string.format("%d/%d", s.bytes[into], s.bytes[out]), time_text(s.first),
+                time_text(s.last - s.first), s.pauses .. "/" .. s.resumes, cell(ended) }
+        end
+        return table_text("M-PROXY tunneled connections",
+            { "tunnel", "client", "service", "name", "port", "frames in/out", "bytes in/out", "start", "duration",
+              "pause/resume", "ended by" }, rows)
+    end
+
+    local function tunnels_text(state)
+        local rows = {}
+        for _, t in ipairs(sorted_tunnels(state)) do
+            local sessions = 0
+            for _, s in ipairs(state.sessions) do if s.tunnel == t.id then sessions = sessions + 1 end end
+            rows[#rows + 1] = {
+                tostring(t.id), t.client .. " <-> " .. t.server,
+                cell(t.carrier .. (t.path and " path=" .. t.path or "")), tostring(sessions),
+                t.frames[1] .. "/" .. t.frames[2], string.format("%d/%d", t.bytes[1], t.bytes[2]),
+                time_text(t.first), time_text(t.first and t.last - t.first or 0), t.closed or "capture_end" }
+        end
+        return table_text("M-PROXY tunnels",
+            { "tunnel", "endpoints", "carrier", "sessions", "frames c->s/s->c", "bytes c->s/s->c", "start",
+              "duration", "closed" }, rows)
+    end
+
+    local function control_text(state)
+        local rows = {}
+        for _, e in ipairs(state.exchanges) do
+            rows[#rows + 1] = {
+                tostring(e.tunnel), string.format("%d", e.id), cell(e.command), "#" .. e.request,
+                e.reply and "#" .. e.reply or "", e.latency and time_text(e.latency) or "", cell(e.outcome) }
+        end
+        return table_text("M-PROXY control round-trips",
+            { "tunnel", "id", "command", "request", "reply", "latency", "outcome" }, rows)
+    end
+
+    local TABLES = {
+        { arg = "clients", menu = "Tunneled connections", text = clients_text },
+        { arg = "tunnels", menu = "Tunnels", text = tunnels_text },
+        { arg = "control", menu = "Control round-trips", text = control_text },
+    }
+
+    -- A tap over every TCP packet; show(text) is called with the table when Wireshark draws.
+    local function start(render, show)
+        local state = new_state()
+        local tap = Listener.new("frame", "tcp")
+        function tap.packet(pinfo) on_packet(state, pinfo) end
+        function tap.reset() state = new_state() end
+        function tap.draw() show(render(state)) end
+        return tap
+    end
+
+    local RULE = string.rep("=", 80)
+    for _, entry in ipairs(TABLES) do
+        register_stat_cmd_arg("mproxy," .. entry.arg, function()
+            start(entry.text, function(text) print(RULE .. "\n" .. text .. "\n" .. RULE) end)
+        end)
+    end
+    if gui_enabled() then
+        for _, entry in ipairs(TABLES) do
+            register_menu("M-PROXY/" .. entry.menu, function()
+                local window = TextWindow.new("M-PROXY: " .. entry.menu)
+                local tap = start(entry.text, function(text) window:set(text) end)
+                window:set_atclose(function() tap:remove() end)
+                retap_packets()
+            end, MENU_STAT_UNSORTED)
+        end
+    end
+end
+
+register_statistics()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-DOCUMENTS = [README, ROOT / "docs" / "NDJSON.md", ROOT / "docs" / "SCAPY.md"]
+DOCUMENTS = [README, ROOT / "docs" / "NDJSON.md", ROOT / "docs" / "SCAPY.md", ROOT / "docs" / "REPORT.md"]
 """Where examples are run from: the README, and each document under docs/ that follows the convention
 (add yours here once its examples run)."""
 

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from . import adversity
 from .capture import capture_counts, missing_tools
 from .impair import impair
 from .packers import GoPacking
@@ -63,7 +64,7 @@ def _record(out: Path, work: Path, name: str, **kwargs: Any) -> dict[str, Any]:
 
 
 CAPTURES = ("raw-tcp.pcap", "websocket.pcap", "wss.pcapng", "wss-tls12.pcapng", "go-dialect.pcap",
-            "reference-js.pcap", "impaired.pcap")
+            "reference-js.pcap", "impaired.pcap", "junk.pcap", "false-sync.pcap", "deflate.pcap", "impaired-ws.pcap")
 FULL = Plan(big_size=200_000)
 
 
@@ -98,6 +99,15 @@ def _impaired(out: Path) -> dict[str, Any]:
             truth.add(json.loads(line))
     return _summary(out / name, truth_path, truth, **{**_describe("tcp", "127.0.0.1"), "impaired": True},
                     impairments=details)
+
+
+def _adversity_summary(out: Path, name: str, truth: TruthLog, carrier: str, *, impaired: bool = False,
+                       **extra: Any) -> dict[str, Any]:
+    """The manifest entry of a capture of ``adversity``: junk (stream stretches that are not M-PROXY) listed."""
+    truth_path = out / f"{name}.truth.ndjson"
+    truth.write(truth_path)
+    return _summary(out / name, truth_path, truth, **{**_describe(carrier, "127.0.0.1"), "impaired": impaired},
+                    **extra)
 
 
 def main(parser: argparse.ArgumentParser) -> int:
@@ -135,6 +145,17 @@ def main(parser: argparse.ArgumentParser) -> int:
                 plan=Plan(big_size=30_000, tls=False))
         if "impaired.pcap" in wanted:
             manifest["impaired.pcap"] = _impaired(out)
+        for name, record in (("junk.pcap", adversity.record_junk), ("false-sync.pcap", adversity.record_false_sync)):
+            if name in wanted:
+                truth, junk = record(out / name)
+                manifest[name] = _adversity_summary(out, name, truth, "tcp", junk=junk)
+        if "deflate.pcap" in wanted:
+            truth = adversity.record_deflate(out / "deflate.pcap")
+            manifest["deflate.pcap"] = _adversity_summary(out, "deflate.pcap", truth, "ws", deflate=True)
+        if "impaired-ws.pcap" in wanted:
+            truth, details = adversity.record_impaired_ws(out / "impaired-ws.pcap", work)
+            manifest["impaired-ws.pcap"] = _adversity_summary(out, "impaired-ws.pcap", truth, "ws", impaired=True,
+                                                              impairments=details)
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     for name, entry in sorted(manifest.items()):
         directions = entry["frames_by_direction"]

@@ -55,6 +55,15 @@ def frame_filter(args: argparse.Namespace) -> Callable[[DecodedFrame], bool] | N
     return keep
 
 
+def filter_text(args: argparse.Namespace) -> str:
+    """The filters given, as they were typed (``--service https --kind data``); empty when none."""
+    parts = [f"--{option} {value}" for option, value in (("service", args.service), ("client", args.client),
+                                                          ("name", args.name), ("kind", args.kind)) if value]
+    if args.problems_only:
+        parts.append("--problems-only")
+    return " ".join(parts)
+
+
 def stage_events_shown(args: argparse.Namespace) -> bool:
     """Stage problems (TCP, carrier, capture) are shown unless a filter on frame fields narrows the output."""
     return args.problems_only or not (args.client or args.service or args.name or args.kind)

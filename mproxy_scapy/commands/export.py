@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.abc
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,26 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """pyarrow imports pandas (about 45 MB of RSS) the first time ``pa.array`` is handed a sequence, only to
+    ask whether it is a pandas object. The export hands it tuples of plain values, so a process that has not
+    loaded pandas yet does without: this finder makes ``import pandas`` fail, which pyarrow takes as
+    "pandas is not installed". Not used with ``--scheduler`` (the Dask client may need pandas)."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"{name} is not loaded by mproxy export", name=name)
+
+
+def _without_pandas() -> None:
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
+
+
 def run(args: argparse.Namespace) -> int:
     require_pyarrow()
+    if not args.scheduler:
+        _without_pandas()
     options = ExportOptions(bodies=args.bodies, show_secrets=args.show_secrets, batch_rows=args.row_group)
     runner = shard_runner(args)
     source = Source(args, keep_closed_tunnels=True, jobs=1)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._filters import add_filter_arguments, frame_filter, stage_events_shown
+from ._filters import add_filter_arguments, filter_text, frame_filter, stage_events_shown
 from ._source import Source, add_file_argument, check_source, positive_int
 
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     specs = chart_specs(data)
     vega_js = bundle.result() if specs else ""
     page = render_page(data, specs, files=[f.name for f in source.files], vega_js=vega_js,
-                       show_secrets=args.show_secrets).encode("utf-8")
+                       show_secrets=args.show_secrets, selection=filter_text(args)).encode("utf-8")
     write_atomic(args.output, page)
     written = [args.output]
     if args.png is not None:

@@ -25,6 +25,8 @@ TIMELINE_MAX_HEIGHT = 1600
 TOP_CLIENTS = 20
 THROUGHPUT_TUNNELS = 8
 """Tunnels drawn as their own throughput lines; the others are summed into one line per direction."""
+MAX_LATENCY_POINTS = 5000
+"""Answered control requests drawn; past it an even sample is, and the titles say so (the page stays small)."""
 ARROWS = ("→", "←")
 """Tunnel direction 0 (tunnel client, the device, to the relay) and 1, as ``dissect`` prints them."""
 
@@ -217,6 +219,10 @@ def control_latency(data: dict[str, Any], sets: Datasets) -> alt.VConcatChart | 
             for c in data["control"] if c["latency"] is not None]
     if not rows:
         return None
+    answered = len(rows)
+    stride = -(-answered // MAX_LATENCY_POINTS)
+    rows = rows[::stride]
+    sampled = f" (one in {stride} of {answered:,} answered requests)" if stride > 1 else ""
     zoom = alt.selection_interval(bind="scales", encodings=["x"], name="latency_zoom")
     tooltip = [alt.Tooltip("command:N"), alt.Tooltip("latency_ms:Q", title="latency (ms)"),
                alt.Tooltip("id:Q", title="id"), alt.Tooltip("tunnel:Q"), alt.Tooltip("request:Q", title="request #"),
@@ -225,11 +231,11 @@ def control_latency(data: dict[str, Any], sets: Datasets) -> alt.VConcatChart | 
         x=alt.X("time:Q", title="request time (seconds since the first packet)"),
         y=alt.Y("latency_ms:Q", title="latency (ms)"),
         color=alt.Color("command:N", title="command"), tooltip=tooltip,
-    ).add_params(zoom).properties(width=WIDTH, height=220, title="Control request → reply latency over time")
+    ).add_params(zoom).properties(width=WIDTH, height=220, title=f"Control request → reply latency over time{sampled}")
     by_command = alt.Chart(sets.use("latency", rows), name="latency_by_command").mark_boxplot(extent="min-max").encode(
         y=alt.Y("command:N", title=None), x=alt.X("latency_ms:Q", title="latency (ms)"),
         color=alt.Color("command:N", legend=None),
-    ).properties(width=WIDTH - 200, title="Latency by command (min, quartiles, max)")
+    ).properties(width=WIDTH - 200, title=f"Latency by command (min, quartiles, max){sampled}")
     return alt.vconcat(over_time, by_command).resolve_scale(color="shared")
 
 

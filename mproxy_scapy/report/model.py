@@ -14,6 +14,7 @@ Memory, beyond the tracker's one small object per client: at most
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -117,18 +118,22 @@ class ReportModel:
 
         ``decoder`` is the ``Decoder``, or with ``--jobs`` the workers' summed ``Totals`` (same attributes).
         """
-        summary = summarize(decoder, self.tracker, show_secrets=self.show_secrets)
+        sessions = self.tracker.sessions
+        # only the drawn clients become rows (a dict each): a fleet's million clients stay Session objects
+        drawn_sessions = heapq.nlargest(max_clients, sessions, key=_data_bytes)
+        summary = summarize(decoder, _Drawn(self.tracker, drawn_sessions), show_secrets=self.show_secrets)
+        per_tunnel = Counter(s.tunnel for s in sessions)
+        for tunnel in summary["tunnels"]:
+            tunnel["sessions"] = per_tunnel[tunnel["tunnel"]]
         first = decoder.first_ts or 0.0
         end = (decoder.last_ts or first) - first
-        clients = [self._client_row(row, session, first, end)
-                   for row, session in zip(summary["sessions"], self.tracker.sessions, strict=True)]
-        drawn = sorted(clients, key=lambda c: c["bytes_in"] + c["bytes_out"], reverse=True)[:max_clients]
-        hidden = len(clients) - len(drawn)
-        drawn_ids = {id(c) for c in drawn}
-        rest = [c for c in clients if id(c) not in drawn_ids]
+        drawn = [self._client_row(row, session, first, end)
+                 for row, session in zip(summary["sessions"], drawn_sessions, strict=True)]
         drawn.sort(key=lambda c: (c["tunnel"], c["start"]))
         for row, client in enumerate(drawn):
             client["row"] = row
+        client_bytes = [sum(s.data_bytes[s.inbound] for s in sessions),
+                        sum(s.data_bytes[1 - s.inbound] for s in sessions)]
         throughput, problem_bins = self._throughput, self._problem_bins
         if throughput is not None and problem_bins is not None:
             problem_bins.use_width_of(throughput)
@@ -141,12 +146,13 @@ class ReportModel:
             "first_ts": decoder.first_ts, "span": round(end, 6), "packets": decoder.packets,
             "connections": decoder.connections, "frames": self.frames,
             "tunnels": summary["tunnels"], "carriers": summary["carriers"], "skipped": summary["skipped"],
-            "clients_total": len(clients), "clients": drawn,
+            "clients_total": len(sessions), "clients": drawn,
             "clients_hidden": {
-                "count": hidden, "bytes_in": sum(c["bytes_in"] for c in rest),
-                "bytes_out": sum(c["bytes_out"] for c in rest),
+                "count": len(sessions) - len(drawn),
+                "bytes_in": client_bytes[0] - sum(c["bytes_in"] for c in drawn),
+                "bytes_out": client_bytes[1] - sum(c["bytes_out"] for c in drawn),
             },
-            "client_bytes": [sum(c["bytes_in"] for c in clients), sum(c["bytes_out"] for c in clients)],
+            "client_bytes": client_bytes,
             "problems": dict(sorted(self.problem_counts.items())),
             "problem_rows": self.problem_rows,
             "problem_rows_omitted": sum(self.problem_counts.values()) - len(self.problem_rows),
@@ -181,6 +187,19 @@ class ReportModel:
             end_packet=marks.end_frame if marks is not None else None,
             pause_periods=pauses,
         )
+
+
+class _Drawn:
+    """The tracker as ``summarize`` reads it, with only the sessions to draw."""
+
+    def __init__(self, tracker: SessionTracker, sessions: list[Session]) -> None:
+        self.sessions = sessions
+        self.exchanges = tracker.exchanges
+        self.unmatched_replies = tracker.unmatched_replies
+
+
+def _data_bytes(session: Session) -> int:
+    return session.data_bytes[0] + session.data_bytes[1]
 
 
 def _rel(ts: float, first: float) -> float:

@@ -69,7 +69,16 @@ def _table(columns: list[tuple[str, bool]], rows: list[list[Any]], *, table_id: 
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
-def _facts(data: dict[str, Any], files: list[str]) -> str:
+MAX_NAMED_FILES = 20
+"""Capture files named in the header; a fleet's hundreds of rotated files are counted past this."""
+
+
+def _files_text(files: list[str]) -> str:
+    named = ", ".join(files[:MAX_NAMED_FILES])
+    return named + (f" and {_n(len(files) - MAX_NAMED_FILES)} more" if len(files) > MAX_NAMED_FILES else "")
+
+
+def _facts(data: dict[str, Any], files: list[str], selection: str) -> str:
     first = data["first_ts"]
     span = data["span"]
     carriers = ", ".join(f"{k} {v}" for k, v in sorted(data["carriers"].items()))
@@ -78,7 +87,8 @@ def _facts(data: dict[str, Any], files: list[str]) -> str:
     clients = _n(data["clients_total"]) + (f" ({_n(hidden)} less busy ones not drawn)" if hidden else "")
     problems = ", ".join(f"{kind} {_n(n)}" for kind, n in data["problems"].items()) or "none"
     facts = [
-        ("capture files", ", ".join(files)),
+        ("capture files", _files_text(files)),
+        *([("selected", f"{selection}: {_n(data['frames'])} records")] if selection else []),
         ("time span", f"{_utc(first)} + {span:.6f} s" if first is not None else "no packets"),
         ("packets", f"{_n(data['packets'])} TCP packets, {_n(data['connections'])} TCP connections"),
         ("tunnels", f"{_n(len(data['tunnels']))}" + (f" ({carriers})" if carriers else "")),
@@ -90,9 +100,10 @@ def _facts(data: dict[str, Any], files: list[str]) -> str:
     return '<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts) + "</dl>"
 
 
-def _chart(name: str, specs: dict[str, Any]) -> str:
+def _chart(name: str, specs: dict[str, Any], absent: str = "") -> str:
+    """The place a chart is drawn in, or ``absent`` as a note when there is nothing to draw."""
     if name not in specs:
-        return ""
+        return f'<p class="note">{_e(absent)}</p>' if absent else ""
     return f'<div class="chart" data-chart="{name}" id="chart-{name}"></div>'
 
 
@@ -143,8 +154,10 @@ def _control_section(data: dict[str, Any], specs: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _problems_section(data: dict[str, Any], specs: dict[str, Any]) -> str:
+def _problems_section(data: dict[str, Any], specs: dict[str, Any], selection: str = "") -> str:
     if not data["problems"]:
+        if selection:
+            return '<p class="note">No problems in the selected records.</p>'
         return '<p class="note">No problems: every byte of every tunnel decoded as M-PROXY frames.</p>'
     parts = [_chart("problems", specs)]
     parts.append(_table([("kind", False), ("count", True), ("meaning", False)],
@@ -168,14 +181,15 @@ def _empty_message(data: dict[str, Any]) -> str:
 
 
 def render_page(data: dict[str, Any], specs: dict[str, dict[str, Any]], *, files: list[str], vega_js: str,
-                show_secrets: bool) -> str:
-    """The whole page. ``vega_js`` is the inlined Vega, Vega-Lite and Vega-Embed bundle (unused without charts)."""
-    title = "M-PROXY report: " + ", ".join(files)
+                show_secrets: bool, selection: str = "") -> str:
+    """The whole page. ``vega_js`` is the inlined Vega, Vega-Lite and Vega-Embed bundle (unused without charts);
+    ``selection`` names the frame filters given (the page is of the selected records)."""
+    title = "M-PROXY report: " + (", ".join(files) if len(files) <= 3 else f"{_n(len(files))} capture files")
     secrets = ("Secrets are shown (--show-secrets)." if show_secrets
                else "Tokens are redacted (mproxy report --show-secrets shows them).")
     body = [f"<h1>{_e(title)}</h1>",
             f'<p class="sub">Made by mproxy-scapy {_e(__version__)}. Times are seconds since the first packet. '
-            f"{_e(secrets)}</p>", _facts(data, files)]
+            f"{_e(secrets)}</p>", _facts(data, files, selection)]
     if not data["tunnels"]:
         body.append(f'<p class="empty" id="empty">{_e(_empty_message(data))}</p>')
         if data["problems"]:
@@ -189,10 +203,12 @@ def render_page(data: dict[str, Any], specs: dict[str, dict[str, Any]], *, files
                            "bytes to clients); the busiest are.</p>")
         body += [
             "<h2>Timeline</h2>", f'<p class="note">{SECTION_NOTES["timeline"]}</p>', hidden_note,
-            _chart("timeline", specs),
-            "<h2>Throughput</h2>", _chart("throughput", specs), _chart("top_clients", specs),
+            _chart("timeline", specs, "No tunneled client" + (" matches the selection." if selection else ".")),
+            "<h2>Throughput</h2>",
+            _chart("throughput", specs, "No M-PROXY frame" + (" matches the selection." if selection else ".")),
+            _chart("top_clients", specs),
             "<h2>Control requests</h2>", _control_section(data, specs),
-            "<h2>Problems</h2>", _problems_section(data, specs),
+            "<h2>Problems</h2>", _problems_section(data, specs, selection),
             "<h2>Tunneled clients</h2>", _clients_table(data),
             "<h2>Tunnels</h2>", _tunnels_table(data),
         ]

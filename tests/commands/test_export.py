@@ -264,3 +264,14 @@ def test_a_worker_killed_mid_run_fails_the_export_and_writes_nothing(tmp_path):
     assert_clean_error(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr),
                        "a worker process died before it finished")
     assert not out.exists()
+
+
+def test_the_export_process_does_without_pandas(tmp_path):
+    """pyarrow would load pandas (about 45 MB) only to ask whether a list is a pandas object."""
+    code = ("import sys; from mproxy_scapy.cli import main; "
+            f"main(['export', {str(CAPTURES / 'raw-tcp.pcap')!r}, '-o', {str(tmp_path / 'out')!r}]); "
+            "print('pandas' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    assert sql(f"SELECT count(*) FROM {table(tmp_path / 'out', 'frames')}") == [(56,)]

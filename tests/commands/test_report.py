@@ -100,6 +100,12 @@ def test_filters_as_dissect(tmp_path):
     assert result.returncode == 0, result.stderr
     text = page.read_text()
     assert "IPv4,127.0.0.1,35954" in text and "IPv6,::1,40910" not in text
+    shown = mproxy("dissect", str(CAPTURES / "websocket.pcap"), "--service", "https").stderr.split()[0]
+    assert f"<dt>selected</dt><dd>--service https: {shown} records</dd>" in text  # the records dissect shows
+    nobody = mproxy("report", str(CAPTURES / "websocket.pcap"), "-o", str(page), "--client", "192.0.2.1:9")
+    assert nobody.returncode == 0, nobody.stderr
+    text = page.read_text()
+    assert "No tunneled client matches the selection." in text and "No problems in the selected records." in text
 
 
 def test_empty_capture_says_so(tmp_path):

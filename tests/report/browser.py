@@ -4,8 +4,8 @@ No browser or driver is downloaded: both paths are given, so Selenium Manager
 never runs. The network is blocked twice over: every request goes to a proxy
 on a closed loopback port, and the DevTools network log (``performance``) is
 kept so a test can assert that no http(s) request was even attempted.
-Run as a script it saves a screenshot of a report page (how docs/report-websocket.png is made:
-``python tests/report/browser.py /tmp/report.html docs/report-websocket.png --max-height 1500 --hover 2``).
+Run as a script it saves a screenshot of a report page (how docs/report-websocket.png is made;
+docs/REPORT.md has the commands).
 """
 
 from __future__ import annotations

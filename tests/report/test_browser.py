@@ -15,6 +15,7 @@ import pytest
 from cli_run import mproxy
 from report.browser import console_errors, full_page_screenshot, offline_chromium, open_report, requested_urls
 from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -82,6 +83,20 @@ def test_report_in_chromium(chromium, capture, tmp_path):
     time.sleep(0.1)
     first_row = table.find_element(By.CSS_SELECTOR, "tbody tr td:nth-child(5)").get_attribute("data-sort")
     assert int(first_row) == max(s["bytes_in"] for s in stats["sessions"])
+    assert console_errors(chromium) == []
+
+    # the wheel zooms the time axis, a drag pans it
+    domain = "return mproxyViews.timeline.scale('x').domain()"
+    start, end = chromium.execute_script(domain)
+    plot = chromium.find_element(By.CSS_SELECTOR, "#chart-timeline svg")
+    ActionChains(chromium).scroll_from_origin(ScrollOrigin.from_element(plot), 0, -300).perform()
+    zoomed = WebDriverWait(chromium, 10).until(lambda b: b.execute_script(domain) != [start, end] and
+                                                b.execute_script(domain))
+    assert start <= zoomed[0] < zoomed[1] <= end and zoomed[1] - zoomed[0] < (end - start) * 0.9
+    ActionChains(chromium).move_to_element(plot).click_and_hold().move_by_offset(150, 0).release().perform()
+    panned = WebDriverWait(chromium, 10).until(lambda b: b.execute_script(domain) != zoomed and
+                                                b.execute_script(domain))
+    assert panned[0] < zoomed[0] and panned[1] - panned[0] == pytest.approx(zoomed[1] - zoomed[0])
     assert console_errors(chromium) == []
 
     shot = tmp_path / f"{capture}.png"

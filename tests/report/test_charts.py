@@ -43,3 +43,14 @@ def test_specs_carry_their_rows_and_stable_mark_names(tmp_path):
     assert [layer["name"] for layer in timeline["layer"]][:1] == ["client_bars"]
     text = json.dumps(specs)
     assert '"values"' not in text  # every row is in a top-level dataset, none inline in a mark's data
+
+
+def test_many_control_requests_are_sampled_and_the_title_says_so():
+    from mproxy_scapy.report import charts
+
+    control = [{"time": i / 1000, "latency": 0.001, "command": "ping", "id": i, "tunnel": 1, "request_frame": i,
+                "reply_frame": i + 1, "outcome": "ok"} for i in range(12001)]
+    sets = charts.Datasets()
+    spec = charts.control_latency({"control": control}, sets).to_dict()
+    assert len(sets["latency"]) == 4001 <= charts.MAX_LATENCY_POINTS
+    assert spec["vconcat"][0]["title"].endswith("(one in 3 of 12,001 answered requests)")
