@@ -1,6 +1,8 @@
 # The two commands the README names for a fresh machine (Debian or Ubuntu, root or sudo):
 #   make dissect   install mproxy-scapy, then dissect the bundled WebSocket tunnel capture
-#   make test      install the system tools and the test extras too, then run the whole suite
+#   make test      install the system tools and the test extras too, build the Wireshark matrix's
+#                  Debian roots (make wireshark-matrix: tests/wireshark/matrix.py; as root, a few minutes
+#                  once per machine, then cached in ~/.cache/mproxy-scapy), then run the whole suite
 # Where they install: an active virtual environment as it is; otherwise the project environment
 # .venv, made from PYTHON (python3 by default; tools/devenv.py says how). Nothing is installed
 # into the system's Python (no --break-system-packages, no sudo pip). CI (.ci/run) runs `make test`.
@@ -21,8 +23,8 @@ PYTEST_ARGS ?=
 # System packages the tests use, and the commands that show they are there: add a package to
 # APT_PACKAGES and a command it provides to APT_TOOLS. `make system-deps` installs the list when
 # any command is missing.
-APT_PACKAGES := tshark tcpdump nodejs npm chromium chromium-driver firefox-esr openssl
-APT_TOOLS := tshark tcpdump editcap node npm chromium chromedriver firefox-esr openssl
+APT_PACKAGES := tshark tcpdump nodejs npm chromium chromium-driver firefox-esr openssl debootstrap
+APT_TOOLS := tshark tcpdump editcap node npm chromium chromedriver firefox-esr openssl debootstrap
 
 NO_PYTHON_default := no python3 on this machine: install it (apt-get install python3) and run make again, \
 or name an interpreter: make PYTHON=/path/to/python3
@@ -41,12 +43,12 @@ make PYTHON=/path/to/python3" >&2; exit 1; }; \
 install one (Debian 12 and 13 have it as python3) and name it: make PYTHON=/path/to/python3" >&2; exit 1; }; \
 	'$(PYTHON)' tools/devenv.py --venv '$(VENV)'
 
-.PHONY: dissect test install install-test system-deps
+.PHONY: dissect test install install-test system-deps wireshark-matrix
 
 dissect:
 	@$(SETUP) -- mproxy dissect captures/websocket.pcap
 
-test: system-deps
+test: system-deps wireshark-matrix
 	@$(SETUP) --extras test --optional-extra fuzz -- python -m pytest $(PYTEST_ARGS)
 
 install:
@@ -54,6 +56,9 @@ install:
 
 install-test:
 	@$(SETUP) --extras test --optional-extra fuzz
+
+wireshark-matrix: system-deps
+	@$(SETUP) -- python tests/wireshark/matrix.py build
 
 system-deps:
 	@missing=""; for tool in $(APT_TOOLS); do \

@@ -5,6 +5,8 @@ temporary folder, then times whole processes, several runs each, interleaved so 
 neighbour hurts all tools alike:
 
 1. ``mproxy dissect --json FILE > /dev/null``
+1b. the same with ``--jobs 2`` (two worker processes, connections split between them)
+1c. the same capture cut into ``ROTATED_FILES`` files as ``tcpdump -C`` cuts (``--jobs 1``, the folder as input)
 2. tshark with the generated Lua dissector, extracting the M-PROXY fields
 2b. plain tshark on the same file, extracting as many TCP fields (what the Lua adds)
 3. Scapy's ``sniff(offline=..., session=TCPSession)`` with the MProxy layer bound, on a
@@ -15,7 +17,9 @@ neighbour hurts all tools alike:
    ``--scheduler`` on a ``distributed.LocalCluster`` of 2 worker processes (1 thread each),
    started once per carrier and kept for its runs; the workers' peak RSS is read from them
 
-Peak RSS is each child's own ``ru_maxrss`` from ``os.wait4``. Throughput is capture file
+Peak RSS is each child's own ``ru_maxrss`` from ``os.wait4``: with ``--jobs`` that is the largest
+of the parent and its workers (Linux folds reaped children into it), so it is the RSS per worker;
+CPU time includes the workers'. Throughput is capture file
 bytes (10^6 per MB) over the median wall time. The targets of issue 6 are checked on the
 ratios of this one run. Generated captures are deleted at the end unless ``--keep``.
 
@@ -29,6 +33,7 @@ import argparse
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -47,9 +52,12 @@ from gen_capture import RAW_PORT, WS_PORT  # noqa: E402
 LUA_FIELDS = ("frame.number", "mproxy.kind", "mproxy.service", "mproxy.client_id", "mproxy.datalen",
               "mproxy.name", "mproxy.serviceport")
 PLAIN_FIELDS = ("frame.number", "tcp.stream", "tcp.srcport", "tcp.dstport", "tcp.seq", "tcp.len", "tcp.flags")
-TOOLS = ("dissect", "tshark_lua", "tshark", "scapy", "floor", "export", "export_dask")
+TOOLS = ("dissect", "dissect_jobs2", "dissect_rotated", "tshark_lua", "tshark", "scapy", "floor", "export",
+         "export_dask")
 LABELS = {
     "dissect": "(1) `mproxy dissect --json`",
+    "dissect_jobs2": "(1b) `mproxy dissect --json --jobs 2`",
+    "dissect_rotated": "(1c) `mproxy dissect --json DIR`",
     "tshark_lua": "(2) tshark + mproxy.lua",
     "tshark": "(2b) tshark alone",
     "scapy": "(3) Scapy TCPSession + MProxy",
@@ -58,6 +66,9 @@ LABELS = {
     "export_dask": "(5b) `mproxy export --scheduler`, LocalCluster of 2 worker processes",
 }
 DASK_EXPORT_SPEEDUP = 1.4
+ROTATED_FILES = 20
+JOBS_SPEEDUP = 1.6
+ROTATED_SLOWDOWN = 0.10
 RSS_LIMIT_MB = 150.0
 
 
@@ -127,7 +138,7 @@ def plain_decode_as(carrier: str) -> list[str]:
     return ["-d", f"tcp.port=={RAW_PORT},data"] if carrier == "tcp" else []
 
 
-def commands(capture: Path, slice_capture: Path, carrier: str, config_dir: Path,
+def commands(capture: Path, slice_capture: Path, rotated: Path, carrier: str, config_dir: Path,
              scheduler: str | None = None) -> dict[str, tuple[list[str], dict]]:
     py = sys.executable
     env = tshark_env(config_dir)
@@ -139,6 +150,8 @@ def commands(capture: Path, slice_capture: Path, carrier: str, config_dir: Path,
     mproxy = shutil.which("mproxy") or "mproxy"
     return {
         "dissect": ([mproxy, "dissect", "--json", str(capture)], {}),
+        "dissect_jobs2": ([mproxy, "dissect", "--json", "--jobs", "2", str(capture)], {}),
+        "dissect_rotated": ([mproxy, "dissect", "--json", str(rotated)], {}),
         "tshark_lua": (["tshark", "-X", f"lua_script:{LUA}", "-r", str(capture), "-T", "fields",
                         *fields(LUA_FIELDS)], {"env": env}),
         "tshark": (["tshark", "-r", str(capture), *plain_decode_as(carrier), "-T", "fields", *fields(PLAIN_FIELDS)],
@@ -154,6 +167,26 @@ def commands(capture: Path, slice_capture: Path, carrier: str, config_dir: Path,
 def generate(path: Path, size_mb: float, carrier: str) -> None:
     subprocess.run([sys.executable, str(BENCH_DIR / "gen_capture.py"), str(path), "--size-mb", str(size_mb),
                     "--carrier", carrier], check=True, stderr=subprocess.DEVNULL)
+
+
+def rotate(capture: Path, directory: Path, files: int) -> None:
+    """``capture`` cut at record boundaries into ``files`` pieces of about equal size, named as ``tcpdump -C``
+    names them (``NAME``, ``NAME1``, ``NAME2``, ...): the same packets and bytes, read as one capture."""
+    directory.mkdir(parents=True, exist_ok=True)
+    total = capture.stat().st_size
+    with capture.open("rb") as source:
+        header = source.read(24)
+        order = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        record = struct.Struct(order + "IIII")
+        for number in range(files):
+            limit = (number + 1) * total // files
+            with (directory / (capture.name + (str(number) if number else ""))).open("wb") as piece:
+                piece.write(header)
+                while source.tell() < limit or number == files - 1:
+                    head = source.read(16)
+                    if len(head) < 16:
+                        break
+                    piece.write(head + source.read(record.unpack(head)[2]))
 
 
 def frames_seen(slice_capture: Path, carrier: str, config_dir: Path) -> dict[str, int]:
@@ -181,9 +214,12 @@ def bench_carrier(carrier: str, args: argparse.Namespace, workdir: Path) -> tupl
     tools = [t for t in args.tools if not (t == "scapy" and carrier == "websocket")]
     if "scapy" in tools or args.check_frames:
         generate(slice_capture, min(args.scapy_mb, args.size_mb), carrier)
+    rotated = workdir / f"rotated-{carrier}"
+    if "dissect_rotated" in tools:
+        rotate(capture, rotated, ROTATED_FILES)
     cluster = local_cluster() if "export_dask" in tools else None
     try:
-        measures = _timed_runs(carrier, args, tools, capture, slice_capture, config_dir, cluster)
+        measures = _timed_runs(carrier, args, tools, capture, slice_capture, rotated, config_dir, cluster)
     finally:
         if cluster is not None:
             cluster.close()
@@ -191,6 +227,7 @@ def bench_carrier(carrier: str, args: argparse.Namespace, workdir: Path) -> tupl
     if not args.keep:
         capture.unlink()
         slice_capture.unlink(missing_ok=True)
+        shutil.rmtree(rotated, ignore_errors=True)
         for output in capture.parent.glob("*.export*"):
             shutil.rmtree(output)
     return measures, counts
@@ -219,9 +256,12 @@ def _own_usage() -> tuple[float, int]:
 
 
 def _timed_runs(carrier: str, args: argparse.Namespace, tools: list[str], capture: Path, slice_capture: Path,
-                config_dir: Path, cluster: Any) -> dict[str, Measure]:
-    cmds = commands(capture, slice_capture, carrier, config_dir, cluster.scheduler_address if cluster else None)
+                rotated: Path, config_dir: Path, cluster: Any) -> dict[str, Measure]:
+    cmds = commands(capture, slice_capture, rotated, carrier, config_dir,
+                    cluster.scheduler_address if cluster else None)
     measures = {t: Measure(t, (slice_capture if t == "scapy" else capture).stat().st_size) for t in tools}
+    if "dissect_rotated" in measures:
+        measures["dissect_rotated"].note = f"the same capture as {ROTATED_FILES} rotated files"
     if "tshark" in measures and carrier == "tcp":
         measures["tshark"].note = "tunnel port decoded as data"
     if "scapy" in measures:
@@ -261,7 +301,7 @@ def table(carrier: str, measures: dict[str, Measure], runs: int) -> list[str]:
         measure = measures.get(tool)
         if measure is None:
             continue
-        ratio = "" if base is None or tool == "dissect" else (
+        ratio = "" if base is None or tool.startswith("dissect") else (
             f"{base.mb_per_s / measure.mb_per_s:.2f} ({base.cpu_mb_per_s / measure.cpu_mb_per_s:.2f})")
         label = LABELS[tool] + (f" ({measure.note})" if measure.note else "")
         failed = f" FAILED {measure.failures[0]!r}" if measure.failures else ""
@@ -308,6 +348,20 @@ def targets(carrier: str, measures: dict[str, Measure], size_mb: float) -> list[
         cpu_added = statistics.median(lua.cpu_times) / statistics.median(plain.cpu_times) - 1
         line(added <= 0.5, f"the Lua dissector adds {added:.0%} to plain tshark's time ({cpu_added:.0%} by CPU time; "
                            "target <= 50%)")
+    jobs = measures.get("dissect_jobs2")
+    if jobs:
+        speedup = dissect.median / jobs.median
+        cpu_cost = statistics.median(jobs.cpu_times) / statistics.median(dissect.cpu_times)
+        line(speedup >= JOBS_SPEEDUP, f"--jobs 2 {speedup:.2f}x the throughput of --jobs 1 by wall time (it spends "
+                                      f"{cpu_cost:.2f}x the CPU time; target >= {JOBS_SPEEDUP}x); peak RSS of the "
+                                      f"largest process {jobs.peak_rss_mb:.0f} MB (target < {RSS_LIMIT_MB:.0f} MB)")
+    rotated = measures.get("dissect_rotated")
+    if rotated:
+        slower = rotated.median / dissect.median - 1
+        cpu_slower = statistics.median(rotated.cpu_times) / statistics.median(dissect.cpu_times) - 1
+        line(slower <= ROTATED_SLOWDOWN, f"{ROTATED_FILES} rotated files take {slower:+.0%} of the single file's time "
+                                         f"({cpu_slower:+.0%} by CPU time; target within "
+                                         f"{ROTATED_SLOWDOWN:.0%})")
     export, export_dask = measures.get("export"), measures.get("export_dask")
     if export and export_dask:
         speedup = export.median / export_dask.median

@@ -1,6 +1,6 @@
 -- GENERATED FILE: DO NOT EDIT.
--- Made by `mproxy lua -o dissectors/mproxy.lua` from mproxy_scapy/spec.py and
--- mproxy_scapy/wireshark/mproxy.lua.in; edit those and regenerate.
+-- Made by `mproxy lua -o dissectors/mproxy.lua` from mproxy_scapy/spec.py,
+-- mproxy_scapy/wireshark/mproxy.lua.in and stats.lua.in; edit those and regenerate.
 --
 -- M-PROXY (proxy-packer / telebit) dissector for Wireshark 4.0+ (Lua 5.2 API).
 --
@@ -1754,10 +1754,44 @@ local function word_format(count)
     return format
 end
 
+-- Lua 5.3 and later (Wireshark 4.2+) have 64-bit integers, ~ and
+-- string.unpack: eight bytes a step, about three times faster again. Lua 5.2
+-- cannot even parse ~, so this is compiled only where it runs.
+local unmask_native = string.unpack and load([[
+    local unpack, pack, rep, concat, char, min = string.unpack, string.pack, string.rep, table.concat, string.char, math.min
+    local table_unpack = table.unpack
+    local formats = {}
+    return function(data, key)
+        local k4 = unpack("<I4", key)
+        local k8 = k4 | (k4 << 32)
+        local n = #data
+        local words = n // 8
+        local out = {}
+        local first = 0
+        while first < words do
+            local count = min(1024, words - first)
+            local format = formats[count]
+            if format == nil then
+                format = "<" .. rep("i8", count)
+                formats[count] = format
+            end
+            local values = { unpack(format, data, first * 8 + 1) }
+            for index = 1, count do values[index] = values[index] ~ k8 end
+            out[#out + 1] = pack(format, table_unpack(values, 1, count))
+            first = first + count
+        end
+        for index = words * 8 + 1, n do
+            out[#out + 1] = char(data:byte(index) ~ key:byte((index - 1) % 4 + 1))
+        end
+        return concat(out)
+    end
+]])()
+
 -- data XOR the mask, the mask starting at its byte mask_pos % 4.
 local function unmask(data, mask, mask_pos)
     local phase = mask_pos % 4
     local key = mask:sub(phase + 1) .. mask:sub(1, phase)
+    if unmask_native then return unmask_native(data, key) end
     local key_word = Struct.unpack(">I4", key)
     local words = math.floor(#data / 4)
     local out = {}
@@ -1784,12 +1818,13 @@ local function start_ws_frame(st, header)
         at = 5
     elseif len7 == 127 then
         length = 0
-        for index = 3, 10 do length = length * 256 + header:byte(index) end
+        -- in floats: Lua 5.4's integers would wrap a length of 2^63 or more to a negative one (a hang)
+        for index = 3, 10 do length = length * 256.0 + header:byte(index) end
         at = 11
     end
     st.mask = masked and header:sub(at, at + 3) or nil
     if masked and st.from_server then
-        st.notes[#st.notes + 1] = { "server_frame_masked", string.format("opcode %d, %d bytes", opcode, length) }
+        st.notes[#st.notes + 1] = { "server_frame_masked", string.format("opcode %d, %.0f bytes", opcode, length) }
     end
     st.mask_pos, st.remaining, st.fin = 0, length, fin
     st.frames = (st.frames or 0) + 1
@@ -2506,3 +2541,419 @@ function mproxy.prefs_changed()
     registered_ports = tostring(mproxy.prefs.tcp_ports)
     if registered_ports ~= "" then tcp_port:add(registered_ports, mproxy) end
 end
+
+----------------------------------------------------------------------------
+-- Statistics: the tables of `mproxy stats` inside Wireshark
+--
+--   tshark -q -z mproxy,clients    tunneled connections (one row per client connection)
+--   tshark -q -z mproxy,tunnels    TCP connections carrying M-PROXY
+--   tshark -q -z mproxy,control    control requests matched to their replies
+--   Wireshark: Statistics > M-PROXY > ...
+--
+-- A tap reads the records the dissector put in the tree (its fields, in tree
+-- order: each record's fields follow its "mproxy.kind") and counts them as
+-- mproxy_scapy/sessions.py and decoder.py do. Tunnels are numbered by
+-- Wireshark's tcp.stream + 1, which is the decoder's numbering (TCP
+-- connections in the order their first packet appears, from 1). Times are
+-- seconds since the capture's first packet. This part only reads fields: it
+-- knows nothing of the dissector's internals above.
+----------------------------------------------------------------------------
+
+local function register_statistics()
+    local TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 1, 2, 4, 16
+    local RECORD_FIELDS = {
+        "mproxy.kind", "mproxy.src", "mproxy.client_id", "mproxy.length", "mproxy.hdrlen", "mproxy.body_len",
+        "mproxy.service", "mproxy.servicename", "mproxy.name", "mproxy.serviceport", "mproxy.body",
+        "mproxy.control.id", "mproxy.control.command", "mproxy.control.args",
+    }
+    local f = {}
+    for _, name in ipairs(RECORD_FIELDS) do f[name] = Field.new(name) end
+    local f_stream, f_flags, f_len = Field.new("tcp.stream"), Field.new("tcp.flags"), Field.new("tcp.len")
+    local f_mproxy, f_ws = Field.new("mproxy"), Field.new("mproxy_ws")
+    local f_upgrade, f_uri = Field.new("http.upgrade"), Field.new("http.request.uri")
+
+    local function flag(flags, bit)
+        return math.floor(flags / bit) % 2 == 1
+    end
+
+    -- JSON text -> Lua value (enough for control and error bodies); nil when it does not parse.
+    local NULL = {}
+    local json_value
+    local function json_skip(s, i)
+        return s:find("[^ \t\r\n]", i) or #s + 1
+    end
+    local ESCAPES = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t", ['"'] = '"', ["\\"] = "\\", ["/"] = "/" }
+    local function json_text(s, i)
+        local out, j = {}, i + 1
+        while j <= #s do
+            local c = s:sub(j, j)
+            if c == '"' then return table.concat(out), j + 1 end
+            if c == "\\" then
+                local e = s:sub(j + 1, j + 1)
+                if e == "u" then
+                    local code = tonumber(s:sub(j + 2, j + 5), 16)
+                    if code == nil then return nil end
+                    out[#out + 1] = code < 128 and string.char(code) or "?"
+                    j = j + 6
+                elseif ESCAPES[e] then
+                    out[#out + 1] = ESCAPES[e]
+                    j = j + 2
+                else
+                    return nil
+                end
+            else
+                out[#out + 1] = c
+                j = j + 1
+            end
+        end
+        return nil
+    end
+    json_value = function(s, i, depth)
+        if depth > 64 then return nil end
+        i = json_skip(s, i)
+        local c = s:sub(i, i)
+        if c == '"' then return json_text(s, i) end
+        if c == "{" or c == "[" then
+            local object, out, close = c == "{", {}, c == "{" and "}" or "]"
+            i = json_skip(s, i + 1)
+            if s:sub(i, i) == close then return out, i + 1 end
+            while true do
+                local key
+                if object then
+                    if s:sub(i, i) ~= '"' then return nil end
+                    key, i = json_text(s, i)
+                    if key == nil then return nil end
+                    i = json_skip(s, i)
+                    if s:sub(i, i) ~= ":" then return nil end
+                    i = i + 1
+                end
+                local value
+                value, i = json_value(s, i, depth + 1)
+                if i == nil then return nil end
+                if object then out[key] = value else out[#out + 1] = value end
+                i = json_skip(s, i)
+                local sep = s:sub(i, i)
+                if sep == close then return out, i + 1 end
+                if sep ~= "," then return nil end
+                i = json_skip(s, i + 1)
+            end
+        end
+        if s:sub(i, i + 3) == "true" then return true, i + 4 end
+        if s:sub(i, i + 4) == "false" then return false, i + 5 end
+        if s:sub(i, i + 3) == "null" then return NULL, i + 4 end
+        local number = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", i)
+        if number and number ~= "" and tonumber(number) then return tonumber(number), i + #number end
+        return nil
+    end
+    local function json_parse(s)
+        if s == nil then return nil end
+        local value, after = json_value(s, 1, 0)
+        if after == nil or json_skip(s, after) <= #s then return nil end
+        return value
+    end
+
+    -- Python's str() of a JSON value, for the texts the decoder writes (outcomes, error messages).
+    local function py_str(value)
+        if type(value) == "boolean" then return value and "True" or "False" end
+        if type(value) == "number" then
+            if value == math.floor(value) and math.abs(value) < 2^53 then return string.format("%d", value) end
+            return tostring(value)
+        end
+        if value == nil or value == NULL then return "None" end
+        return tostring(value)
+    end
+
+    -- Control characters escaped (as the decoder's tables do), so a row stays one line.
+    local NAMED = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r" }
+    local function cell(text)
+        if text == nil then return "" end
+        return (tostring(text):gsub("[%z\1-\31\127]", function(c)
+            return NAMED[c] or string.format("\\x%02x", c:byte())
+        end))
+    end
+
+    -- "ip:port", "[ip]:port" for IPv6: the decoder's endpoint text.
+    local function endpoint(address, port)
+        local text = tostring(address)
+        if text:find(":", 1, true) then text = "[" .. text .. "]" end
+        return text .. ":" .. port
+    end
+
+    local function new_state()
+        return { streams = {}, sessions = {}, live = {}, exchanges = {}, pending = {} }
+    end
+
+    -- One TCP connection (tcp.stream); a tunnel once M-PROXY shows in it.
+    local function stream_of(state, pinfo, number, flags)
+        local t = state.streams[number]
+        if t then return t end
+        local src, dst = endpoint(pinfo.src, pinfo.src_port), endpoint(pinfo.dst, pinfo.dst_port)
+        -- the decoder's rule: the SYN sender; a SYN-ACK's receiver; else the first packet's sender
+        local client, server = src, dst
+        if flag(flags, TCP_SYN) and flag(flags, TCP_ACK) then client, server = dst, src end
+        t = { id = number + 1, client = client, server = server, carrier = "tcp", path = nil,
+              frames = { 0, 0 }, bytes = { 0, 0 }, fin = {}, closed = nil, first = nil, last = nil,
+              first_payload = nil, is_tunnel = false }
+        state.streams[number] = t
+        return t
+    end
+
+    -- The fields of each record in the packet, in tree order.
+    local function packet_records()
+        local records, current = {}, nil
+        for _, fi in ipairs({ all_field_infos() }) do
+            local name = fi.name
+            if name == "mproxy.kind" then
+                current = { kind = fi.value }
+                records[#records + 1] = current
+            elseif current and f[name] and current[name] == nil then
+                local value = fi.value
+                if name == "mproxy.body" then value = value:raw() end
+                current[name] = value
+            end
+        end
+        return records
+    end
+
+    -- Bytes of the record that were in the capture (the decoder's stream byte count leaves lost ones out).
+    local function present_bytes(r)
+        local length = tonumber(r["mproxy.length"]) or 0
+        if r.kind == "gap" then return 0 end
+        if r.kind == "garbage" or r["mproxy.hdrlen"] == nil or r["mproxy.body_len"] == nil then return length end
+        local present = 2 + tonumber(r["mproxy.hdrlen"]) + tonumber(r["mproxy.body_len"])
+        return present < length and present or length
+    end
+
+    local function session_for(state, t, r, direction, time, number)
+        local key = t.id .. "|" .. (r["mproxy.client_id"] or "")
+        local s = state.live[key]
+        local kind = r.kind
+        if s == nil or (s.ended_by ~= nil and (kind == "connection" or (kind == "data" and not s.saw_connection)))
+        then
+            s = { tunnel = t.id, client = r["mproxy.client_id"] or "", inbound = direction, frames = { 0, 0 },
+                  bytes = { 0, 0 }, first = time, last = time, service = "", servicename = "", name = "",
+                  serviceport = nil, ended_by = nil, error = "", pauses = 0, resumes = 0, saw_connection = false }
+            state.live[key] = s
+            state.sessions[#state.sessions + 1] = s
+        end
+        s.frames[direction + 1] = s.frames[direction + 1] + 1
+        s.last = time
+        if kind == "data" then
+            s.bytes[direction + 1] = s.bytes[direction + 1] + (tonumber(r["mproxy.body_len"]) or 0)
+            if s.service == "" and r["mproxy.service"] then s.service = r["mproxy.service"] end
+        elseif kind == "connection" then
+            s.saw_connection = true
+            s.inbound = direction
+            s.servicename = r["mproxy.servicename"] or ""
+        elseif (kind == "end" or kind == "error") and s.ended_by == nil then
+            s.ended_by = kind
+            if kind == "error" then
+                local body = json_parse(r["mproxy.body"])
+                s.error = type(body) == "table" and body.message ~= nil and py_str(body.message) or ""
+            end
+        elseif kind == "pause" then
+            s.pauses = s.pauses + 1
+        elseif kind == "resume" then
+            s.resumes = s.resumes + 1
+        end
+        if s.name == "" and r["mproxy.name"] and r["mproxy.name"] ~= "" then s.name = r["mproxy.name"] end
+        if s.serviceport == nil and r["mproxy.serviceport"] ~= nil then s.serviceport = r["mproxy.serviceport"] end
+        return number
+    end
+
+    local function control(state, t, r, direction, time, number)
+        local id = tonumber(r["mproxy.control.id"])
+        if id == nil or id == 0 then return end
+        if id > 0 then
+            local e = { tunnel = t.id, id = id, command = r["mproxy.control.command"] or "", request = number,
+                        time = time, outcome = "unanswered" }
+            state.exchanges[#state.exchanges + 1] = e
+            state.pending[t.id .. "|" .. direction .. "|" .. id] = e
+            return
+        end
+        local key = t.id .. "|" .. (1 - direction) .. "|" .. -id
+        local e = state.pending[key]
+        if e == nil then return end
+        state.pending[key] = nil
+        e.reply, e.latency, e.outcome = number, time - e.time, "ok"
+        local args = json_parse(r["mproxy.control.args"])
+        local result = type(args) == "table" and args[1] or nil
+        if type(result) == "table" and (result.code ~= nil or result.message ~= nil) then
+            local code = result.code
+            if code == nil or code == false or code == "" or code == 0 then code = result.message end
+            e.outcome = py_str(code)
+        end
+    end
+
+    -- The access_token query value hidden, as the decoder shows upgrade paths.
+    local function redacted_path(path)
+        path = path:gsub("^(access_token=)[^&#;]*", "%1" .. "<redacted>")
+        return (path:gsub("([?&;]access_token=)[^&#;]*", "%1" .. "<redacted>"))
+    end
+
+    -- A WebSocket upgrade before the first M-PROXY record makes a WebSocket tunnel: seen by this
+    -- dissector (plain ws://), or by Wireshark's HTTP dissector (wss:// decrypted with a key log).
+    local function note_upgrade(t)
+        local path
+        local ws = f_ws()
+        if ws then
+            local ok, text = pcall(function() return ws.range:string() end)
+            path = ok and text and text:match("^GET (%S+) HTTP/") or nil
+        else
+            local upgrade = f_upgrade()
+            if upgrade == nil or tostring(upgrade.value):lower() ~= "websocket" then return end
+            local uri = f_uri()
+            path = uri and tostring(uri.value) or nil
+        end
+        t.carrier = "websocket"
+        if path and t.path == nil then t.path = redacted_path(path) end
+    end
+
+    local function on_packet(state, pinfo)
+        local stream, flags = f_stream(), f_flags()
+        if stream == nil then return end
+        flags = flags and flags.value or 0
+        local t = stream_of(state, pinfo, stream.value, flags)
+        local direction = endpoint(pinfo.src, pinfo.src_port) == t.client and 0 or 1
+        if t.closed == nil then
+            if flag(flags, TCP_RST) then
+                t.closed = "rst"
+            elseif flag(flags, TCP_FIN) then
+                t.fin[direction] = true
+                if t.fin[0] and t.fin[1] then t.closed = "fin" end
+            end
+        end
+        if not t.is_tunnel then note_upgrade(t) end
+        local time = pinfo.rel_ts
+        local payload = f_len()
+        if t.first_payload == nil and payload and payload.value > 0 then t.first_payload = time end
+        if f_mproxy() == nil then return end
+        if not t.is_tunnel then
+            -- the decoder counts a raw tunnel from its first payload byte, which the heuristic may have
+            -- claimed a few packets later; a WebSocket tunnel from its first message after the upgrade
+            t.is_tunnel = true
+            t.first = t.carrier == "tcp" and t.first_payload or time
+        end
+        t.last = time
+        if f["mproxy.kind"]() == nil then return end
+        for _, r in ipairs(packet_records()) do
+            local d = (r["mproxy.src"] == t.client) and 0 or 1
+            t.frames[d + 1] = t.frames[d + 1] + 1
+            t.bytes[d + 1] = t.bytes[d + 1] + present_bytes(r)
+            if r.kind == "control" then
+                control(state, t, r, d, time, pinfo.number)
+            elseif r.kind ~= "garbage" and r.kind ~= "gap" then
+                session_for(state, t, r, d, time, pinfo.number)
+            end
+        end
+    end
+
+    -- A table as text: columns as wide as their widest cell, two spaces apart.
+    local function table_text(title, header, rows)
+        local widths = {}
+        for i, h in ipairs(header) do widths[i] = #h end
+        for _, row in ipairs(rows) do
+            for i, c in ipairs(row) do if #c > widths[i] then widths[i] = #c end end
+        end
+        local function line(cells)
+            local parts = {}
+            for i, c in ipairs(cells) do
+                parts[i] = i < #cells and c .. string.rep(" ", widths[i] - #c) or c
+            end
+            return table.concat(parts, "  ")
+        end
+        local out = { title, line(header) }
+        for _, row in ipairs(rows) do out[#out + 1] = line(row) end
+        return table.concat(out, "\n")
+    end
+
+    local function time_text(value)
+        return value and string.format("%.6f", value) or ""
+    end
+
+    local function sorted_tunnels(state)
+        local list = {}
+        for _, t in pairs(state.streams) do if t.is_tunnel then list[#list + 1] = t end end
+        table.sort(list, function(a, b) return a.id < b.id end)
+        return list
+    end
+
+    local function clients_text(state)
+        local rows = {}
+        for _, s in ipairs(state.sessions) do
+            local into, out = s.inbound + 1, 2 - s.inbound
+            local ended = (s.ended_by or "open at capture end") .. (s.error ~= "" and " (" .. s.error .. ")" or "")
+            rows[#rows + 1] = {
+                tostring(s.tunnel), cell(s.client), cell(s.servicename ~= "" and s.servicename or s.service),
+                cell(s.name), s.serviceport and string.format("%d", s.serviceport) or "",
+                s.frames[into] .. "/" .. s.frames[out],
+                string.format("%d/%d", s.bytes[into], s.bytes[out]), time_text(s.first),
+                time_text(s.last - s.first), s.pauses .. "/" .. s.resumes, cell(ended) }
+        end
+        return table_text("M-PROXY tunneled connections",
+            { "tunnel", "client", "service", "name", "port", "frames in/out", "bytes in/out", "start", "duration",
+              "pause/resume", "ended by" }, rows)
+    end
+
+    local function tunnels_text(state)
+        local rows = {}
+        for _, t in ipairs(sorted_tunnels(state)) do
+            local sessions = 0
+            for _, s in ipairs(state.sessions) do if s.tunnel == t.id then sessions = sessions + 1 end end
+            rows[#rows + 1] = {
+                tostring(t.id), t.client .. " <-> " .. t.server,
+                cell(t.carrier .. (t.path and " path=" .. t.path or "")), tostring(sessions),
+                t.frames[1] .. "/" .. t.frames[2], string.format("%d/%d", t.bytes[1], t.bytes[2]),
+                time_text(t.first), time_text(t.first and t.last - t.first or 0), t.closed or "capture_end" }
+        end
+        return table_text("M-PROXY tunnels",
+            { "tunnel", "endpoints", "carrier", "sessions", "frames c->s/s->c", "bytes c->s/s->c", "start",
+              "duration", "closed" }, rows)
+    end
+
+    local function control_text(state)
+        local rows = {}
+        for _, e in ipairs(state.exchanges) do
+            rows[#rows + 1] = {
+                tostring(e.tunnel), string.format("%d", e.id), cell(e.command), "#" .. e.request,
+                e.reply and "#" .. e.reply or "", e.latency and time_text(e.latency) or "", cell(e.outcome) }
+        end
+        return table_text("M-PROXY control round-trips",
+            { "tunnel", "id", "command", "request", "reply", "latency", "outcome" }, rows)
+    end
+
+    local TABLES = {
+        { arg = "clients", menu = "Tunneled connections", text = clients_text },
+        { arg = "tunnels", menu = "Tunnels", text = tunnels_text },
+        { arg = "control", menu = "Control round-trips", text = control_text },
+    }
+
+    -- A tap over every TCP packet; show(text) is called with the table when Wireshark draws.
+    local function start(render, show)
+        local state = new_state()
+        local tap = Listener.new("frame", "tcp")
+        function tap.packet(pinfo) on_packet(state, pinfo) end
+        function tap.reset() state = new_state() end
+        function tap.draw() show(render(state)) end
+        return tap
+    end
+
+    local RULE = string.rep("=", 80)
+    for _, entry in ipairs(TABLES) do
+        register_stat_cmd_arg("mproxy," .. entry.arg, function()
+            start(entry.text, function(text) print(RULE .. "\n" .. text .. "\n" .. RULE) end)
+        end)
+    end
+    if gui_enabled() then
+        for _, entry in ipairs(TABLES) do
+            register_menu("M-PROXY/" .. entry.menu, function()
+                local window = TextWindow.new("M-PROXY: " .. entry.menu)
+                local tap = start(entry.text, function(text) window:set(text) end)
+                window:set_atclose(function() tap:remove() end)
+                retap_packets()
+            end, MENU_STAT_UNSORTED)
+        end
+    end
+end
+
+register_statistics()

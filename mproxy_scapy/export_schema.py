@@ -48,7 +48,7 @@ _FILE = Column("pcap_file", "string", True,
 FRAMES = Table("frames", "one decoded record of an M-PROXY stream, as a `dissect --json` line that is not a `stage` "
                "record: a frame, or (`kind` `garbage` / `gap`) bytes that are not one", (
     _FILE,
-    Column("pcap_frame", "int64", False, "Number (from 1) of the packet that held the record's last byte."),
+    Column("pcap_frame", "int64", False, "Number (from 1) of the packet that completed the record."),
     Column("ts", "double", False, "That packet's time, seconds since 1970-01-01 UTC (DuckDB: `to_timestamp(ts)`)."),
     Column("carrier", "string", False, "How the tunnel carries M-PROXY: `tcp` or `websocket`."),
     Column("tunnel", "int64", False, "The tunnel: the TCP connection's number in the capture (from 1)."),

@@ -1,9 +1,10 @@
 """Decoding on every core: shards of TCP connections in worker processes, merged back into capture order.
 
 Worker k of N reads the same inputs in the same order (reading is about 6x
-cheaper than decoding) and decodes only the TCP connections whose 4-tuple
-hashes to k (``decoder.flow_shard``; every worker still runs the whole TCP
-reassembler, so tunnel numbers are those of one decoder). Each record leaves a
+cheaper than decoding) and decodes only the TCP connections of shard k
+(``decoder.flow_shard``: connections dealt round by their number, which every
+worker gives alike because every worker runs the whole TCP reassembler; so
+tunnel numbers are those of one decoder too). Each record leaves a
 worker with its key (``Decoder.decode_keyed``): the parent merges the workers'
 streams by key, which gives exactly the records, in exactly the order, that one
 decoder gives. Workers send batches through pipes; a full pipe stops its worker
@@ -41,6 +42,8 @@ BATCH = 512
 """Records per message from a worker."""
 WATERMARK_ITEMS = 8192
 """A worker says how far it has read at least this often (in capture items), records or not."""
+HELD_BYTES = 16 << 20
+"""Records the parent holds per worker ahead of the merge (as sent): what a worker may run ahead besides its pipe."""
 PIPE_BYTES = 1 << 20
 """Pipe buffer asked for per worker (Linux F_SETPIPE_SZ): how far a worker may run ahead of the merge."""
 _F_SETPIPE_SZ = 1031
@@ -265,20 +268,33 @@ class _Worker:
         """Every record still to come from this worker has at least this key."""
         self.summary: dict[str, Any] | None = None
         self.progress = 0
+        self.pending_bytes = 0
+        self.pending_count = 0
+        """Bytes and records received since ``pending`` was last empty (its average record size)."""
 
     @property
     def done(self) -> bool:
         return self.summary is not None and not self.pending
 
+    @property
+    def held(self) -> int:
+        """About how many bytes (as sent) of records this worker has waiting here."""
+        return self.pending_bytes * len(self.pending) // self.pending_count if self.pending_count else 0
+
     def receive(self, jobs: int) -> None:
         """The worker's next message (blocking); a worker that died or failed is a ``UserError``."""
         try:
-            message = self.reader.recv()
+            data = self.reader.recv_bytes()
+            message = pickle.loads(data)
         except (EOFError, OSError, pickle.UnpicklingError):
             raise UserError(self._death(jobs)) from None
         if message[0] == "batch":
             _, records, low, progress = message
+            if not self.pending:
+                self.pending_bytes = self.pending_count = 0
             self.pending.extend(records)
+            self.pending_bytes += len(data)
+            self.pending_count += len(records)
             self.low = low
             self.progress = progress
         elif message[0] == "end":
@@ -357,6 +373,8 @@ class JobRun:
 
     def _merge(self) -> Iterator[Any]:
         """The k-way merge by key: a worker holds the merge back only while it may still send a smaller key."""
+        from multiprocessing.connection import wait
+
         workers = self.workers
         jobs = self.jobs
         while True:
@@ -368,7 +386,11 @@ class JobRun:
             waiting = next((w for w in workers if not w.pending and w.summary is None
                             and (best is None or w.low < best.pending[0][0])), None)
             if waiting is not None:
-                waiting.receive(jobs)
+                # while it is awaited, read whatever the others have sent too (up to HELD_BYTES each), so a
+                # worker that runs ahead is not stopped by a full pipe while another one is slow to answer
+                readers = {w.reader: w for w in workers if w.summary is None and (w is waiting or w.held < HELD_BYTES)}
+                for reader in wait(list(readers)):
+                    readers[reader].receive(jobs)
                 continue
             if best is None:
                 return

@@ -168,10 +168,13 @@ class Connection:
 
     ``syn_seen`` is True when the handshake (SYN or SYN-ACK) was captured, so
     both streams are known from their first byte. ``last_frame`` and
-    ``last_ts`` say when a segment of it was last seen.
+    ``last_ts`` say when a segment of it was last seen. ``quiet`` (set by a
+    reader that does not want its bytes: a decoder shard, for another shard's
+    connections) skips the ``Data`` of in-order segments; the connection is
+    tracked as before (numbers, gaps, close), only that event is not made.
     """
 
-    __slots__ = ("_halves", "_keys", "client", "closed", "id", "last_frame", "last_ts", "server", "syn_seen")
+    __slots__ = ("_halves", "_keys", "client", "closed", "id", "last_frame", "last_ts", "quiet", "server", "syn_seen")
 
     def __init__(self, conn_id: int, client: tuple[str, int], server: tuple[str, int], syn_seen: bool) -> None:
         self.id = conn_id
@@ -179,6 +182,7 @@ class Connection:
         self.server = server
         self.syn_seen = syn_seen
         self.closed = False
+        self.quiet = False
         self.last_frame = 0  # the latest segment's frame and time: activity for eviction, the point of capture end
         self.last_ts = 0.0
         self._keys = ((client[0], client[1], server[0], server[1]), (server[0], server[1], client[0], client[1]))
@@ -281,6 +285,8 @@ class TcpReassembler:
                     half.next_seq = (seq + size) & 0xFFFFFFFF
                     half.last_data = payload
                     half.last_off = offset
+                    if conn.quiet:
+                        return []
                     return [Data(conn, half.direction, offset, payload, seg.frame_no, seg.ts)]
         return self._slow(seg, half)
 

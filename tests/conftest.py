@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite: the reference vectors and the real proxy-packer."""
+"""Fixtures shared by the whole suite: the reference vectors, the real proxy-packer, the Wireshark matrix."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from wireshark import matrix
 
 from support import REFERENCE
 
@@ -47,3 +48,16 @@ def proxy_packer_dir() -> Path:
     with tarfile.open(tarball) as archive:
         archive.extractall(target, filter="data")
     return package
+
+
+@pytest.fixture(params=matrix.MATRIX, ids=[v.id for v in matrix.MATRIX])
+def wireshark(request: pytest.FixtureRequest) -> matrix.Version:
+    """Each Wireshark version of the matrix in turn (tests/wireshark/matrix.py).
+
+    A version that cannot run (root not built, tshark missing) fails the test with how to fix it.
+    """
+    try:
+        matrix.installed(request.param)
+    except matrix.MatrixError as error:
+        pytest.fail(str(error), pytrace=False)
+    return request.param

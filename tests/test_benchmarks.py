@@ -62,15 +62,18 @@ def test_harness_runs_and_reports_every_row(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     text = report.read_text()
     tcp, websocket = text.split("| websocket |")
-    for row in ("(1) `mproxy dissect --json`", "(2) tshark + mproxy.lua", "(2b) tshark alone",
+    dissect_rows = ("(1) `mproxy dissect --json`", "(1b) `mproxy dissect --json --jobs 2`",
+                    "(1c) `mproxy dissect --json DIR` (the same capture as 20 rotated files)")
+    for row in (*dissect_rows, "(2) tshark + mproxy.lua", "(2b) tshark alone",
                 "(3) Scapy TCPSession + MProxy", "(4) floor (pcap walk)", "(5) `mproxy export` (Parquet)",
                 "(5b) `mproxy export --scheduler`, LocalCluster of 2 worker processes"):
         assert row in tcp, row
-    for row in ("(1) `mproxy dissect --json`", "(2) tshark + mproxy.lua", "(2b) tshark alone",
-                "(4) floor (pcap walk)"):
+    for row in (*dissect_rows, "(2) tshark + mproxy.lua", "(2b) tshark alone", "(4) floor (pcap walk)"):
         assert row in websocket, row
+    for part in (tcp, websocket):
+        assert "--jobs 2" in part and "the throughput of --jobs 1" in part and "rotated files take" in part
     assert "Scapy" not in websocket.split("\n\n")[0]
     assert "of the floor's throughput" in tcp and "faster than Scapy" in tcp and "adds" in websocket
     assert "export on a LocalCluster of 2 worker processes" in tcp and "workers' peak RSS" in tcp
     assert "FAILED" not in text
-    assert list((tmp_path / "work").glob("*.pcap")) == []
+    assert list((tmp_path / "work").glob("*.pcap")) == [] and list((tmp_path / "work").glob("rotated-*")) == []

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from wireshark import matrix
 
 from support import CAPTURES, REPO
 
@@ -41,16 +42,16 @@ def truth(name: str, directory: Path = CAPTURES) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def tshark_env(tmp_path_factory) -> dict:
-    """An empty Wireshark profile, so a user's preferences cannot change what tshark shows."""
-    home = tmp_path_factory.mktemp("wireshark-home")
-    return {**os.environ, "HOME": str(home), "WIRESHARK_CONFIG_DIR": str(home / "config"), "LC_ALL": "C"}
+def tshark_env() -> None:
+    """tshark (this machine's, unprivileged, an empty profile: tests/wireshark/matrix.py) must be there."""
+    try:
+        matrix.installed(matrix.HOST)
+    except matrix.MatrixError as error:
+        pytest.fail(str(error), pytrace=False)
 
 
-def tshark(env: dict, *args: str) -> str:
-    result = subprocess.run(["tshark", *args], capture_output=True, text=True, env=env, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+def tshark(_env: None, *args: str) -> str:
+    return matrix.reference(args).stdout
 
 
 def endpoint(text: str) -> str:

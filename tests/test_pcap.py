@@ -16,6 +16,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wireshark import matrix
 
 from mproxy_scapy.errors import UserError
 from mproxy_scapy.pcap import ACK, FIN, PSH, SYN, Segment, SourceProblem, live_capture, open_capture
@@ -502,10 +503,8 @@ def test_tshark_reads_the_hand_built_files_the_same_way(tmp_path):
         data += epb("<", 1, 5_000_000_000 + n, sll2(packet, 0x0800 if n == 0 else 0x86DD))
     path = tmp_path / "mixed.pcapng"
     path.write_bytes(data)
-    result = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.number", "-e", "tcp.srcport",
-                             "-e", "tcp.len", "-e", "frame.time_epoch"],
-                            capture_output=True, text=True, check=True,
-                            env={**os.environ, "WIRESHARK_CONFIG_DIR": str(tmp_path), "HOME": str(tmp_path)})
+    result = matrix.reference(["-r", str(path), "-T", "fields", "-e", "frame.number", "-e", "tcp.srcport",
+                               "-e", "tcp.len", "-e", "frame.time_epoch"])
     theirs = [line.split("\t") for line in result.stdout.splitlines()]
     ours = segments(data)
     assert len(ours) == 7

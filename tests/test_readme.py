@@ -42,12 +42,14 @@ from pathlib import Path
 
 import pytest
 from readme_examples import DOCUMENTS, INTERPRETERS, ROOT, Example, examples, output_matches
+from wireshark import matrix
 
 RUNNER = Path(__file__).with_name("readme_examples.py")
 
 NOT_RUN = {  # command -> why it is not run here, and where it is run
     "make dissect": "run from a fresh clone with the system python3 by tests/test_first_contact.py (slow)",
     "make test": "runs this very suite; CI runs it (.ci/run)",
+    "make wireshark-matrix": "builds the machine's Wireshark roots as root (minutes); make test runs it first (CI)",
 }
 
 NORMALISE = [
@@ -81,7 +83,9 @@ def user_env(home: Path) -> dict[str, str]:
     env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
                XDG_CACHE_HOME=str(home / ".cache"), XDG_DATA_HOME=str(home / ".local/share"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", TERM="dumb")
+               PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", TERM="dumb",
+               # the Wireshark matrix's roots are machine-wide, built once by make test, like tshark itself
+               MPROXY_WIRESHARK_ROOTS=str(matrix.ROOTS))
     env.pop("PYTHONSTARTUP", None)
     return env
 

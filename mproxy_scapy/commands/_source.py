@@ -153,8 +153,11 @@ class Source:
         self.interactive = self.live or any(f.is_stdin for f in self.files)
         self.options = decode_options(args, self.files, keep_closed_tunnels=keep_closed_tunnels,
                                       report_closed=report_closed)
+        asked = args.jobs or cpu_count()
         if jobs is None:
-            jobs = args.jobs or cpu_count()
+            jobs = asked
+        elif asked > jobs:
+            print(f"mproxy: --jobs: {args.command} decodes in one process", file=sys.stderr)
         if jobs > 1 and self.interactive:
             print("mproxy: --jobs: a live capture or standard input is decoded by one process", file=sys.stderr)
             jobs = 1

@@ -16,6 +16,8 @@ from pathlib import Path
 from .. import parser, spec, websocket
 
 TEMPLATE_NAME = "mproxy.lua.in"
+STATS_TEMPLATE_NAME = "stats.lua.in"
+"""The statistics (``-z mproxy,...``, Statistics > M-PROXY): a separate part appended to the dissector."""
 GENERATE_COMMAND = "mproxy lua -o dissectors/mproxy.lua"
 DEFAULT_OUTPUT = Path("dissectors") / "mproxy.lua"
 
@@ -164,13 +166,16 @@ def template_values() -> dict[str, str]:
 def banner() -> str:
     return (
         "-- GENERATED FILE: DO NOT EDIT.\n"
-        f"-- Made by `{GENERATE_COMMAND}` from mproxy_scapy/spec.py and\n"
-        f"-- mproxy_scapy/wireshark/{TEMPLATE_NAME}; edit those and regenerate."
+        f"-- Made by `{GENERATE_COMMAND}` from mproxy_scapy/spec.py,\n"
+        f"-- mproxy_scapy/wireshark/{TEMPLATE_NAME} and {STATS_TEMPLATE_NAME}; edit those and regenerate."
     )
 
 
 def load_template() -> str:
-    return resources.files(__package__).joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
+    """The dissector's template followed by the statistics part (one Lua file, one set of placeholders)."""
+    folder = resources.files(__package__)
+    return (folder.joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
+            + folder.joinpath(STATS_TEMPLATE_NAME).read_text(encoding="utf-8"))
 
 
 def render(template_text: str, values: Mapping[str, str]) -> str:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import pytest
 from cli_run import assert_clean_error, build_sample, mproxy
 from tunnel_capture import HTTP_REQUEST, HTTP_RESPONSE, JWT
+from wireshark import matrix
 
 from support import REFERENCE
 
@@ -87,15 +86,10 @@ def test_follow_unknown_client(sample):
 
 
 def tshark_fields(path, *fields, extra=()):
-    env = dict(os.environ, WIRESHARK_CONFIG_DIR=str(path.parent / "wsconf"), HOME=str(path.parent))
-    (path.parent / "wsconf").mkdir(exist_ok=True)
-    command = ["tshark", "-r", str(path), "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
-               *extra, "-T", "fields"]
+    command = ["-r", str(path), "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE", *extra, "-T", "fields"]
     for field in fields:
         command += ["-e", field]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env)
-    assert result.returncode == 0, result.stderr
-    return [line.split("\t") for line in result.stdout.splitlines()]
+    return [line.split("\t") for line in matrix.reference(command).stdout.splitlines()]
 
 
 @pytest.mark.tshark

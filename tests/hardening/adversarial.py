@@ -3,15 +3,15 @@
 Captures are written with ``mproxy_scapy.pcapwriter`` (through
 tests/tunnel_capture.py) or, for damage no writer makes, byte by byte here.
 The Python decoder runs as a user runs it (``mproxy dissect``); the Lua
-dissector under real tshark with an empty profile (``WIRESHARK_CONFIG_DIR``
-and ``HOME`` in a fresh folder), its stderr and ``-V`` tree checked for Lua
-errors.
+dissector under real tshark of each Wireshark version of the matrix
+(tests/wireshark/matrix.py: unprivileged, the plugin checked to be registered)
+with an empty profile (``WIRESHARK_CONFIG_DIR`` and ``HOME`` in a fresh folder),
+its stderr and ``-V`` tree checked for Lua errors.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cli_run import mproxy
 from tunnel_capture import SERVER, Conversation, simple_tunnel, write_pcap
+from wireshark import matrix
 
 from mproxy_scapy.codec import pack
 
@@ -150,18 +151,22 @@ class Tshark:
                 or ("lua_script" in line.lower() and "error" in line.lower())]
 
 
-def tshark(pcap: Path, home: Path, *args: str, timeout: float = 120) -> Tshark:
+@dataclass(frozen=True)
+class Profile:
+    """An empty tshark profile folder and the Wireshark version (matrix entry) it runs on."""
+
+    path: Path
+    version: matrix.Version
+
+
+def tshark(pcap: Path, home: Profile, *args: str, timeout: float = 120) -> Tshark:
     """tshark with the generated dissector, an empty profile under ``home``, two passes; a hang fails the test."""
-    config = home / "config"
-    config.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "WIRESHARK_CONFIG_DIR": str(config), "HOME": str(home)}
-    proc = subprocess.run(["tshark", "-X", f"lua_script:{DISSECTOR}", "-r", str(pcap), "-2", *args],
-                          capture_output=True, text=True, errors="replace", env=env, timeout=timeout, check=False)
-    stderr = "\n".join(line for line in proc.stderr.splitlines() if "Running as user" not in line)
-    return Tshark(proc.returncode, proc.stdout, stderr)
+    result = matrix.run(home.version, ["-X", f"lua_script:{DISSECTOR}", "-r", str(pcap), "-2", *args], home.path,
+                        timeout=timeout)
+    return Tshark(result.returncode, result.stdout, result.stderr)
 
 
-def lua_records(pcap: Path, home: Path, *args: str) -> tuple[list[tuple[int, list[str], list[str]]], Tshark]:
+def lua_records(pcap: Path, home: Profile, *args: str) -> tuple[list[tuple[int, list[str], list[str]]], Tshark]:
     """Per packet with M-PROXY records: (frame number, the record kinds, the expert messages); no Lua error."""
     result = tshark(pcap, home, "-Y", "mproxy", "-T", "fields", "-E", "separator=/t", "-E", "aggregator=\x1f",
                     "-e", "frame.number", "-e", "mproxy.kind", "-e", "_ws.expert.message", *args)
@@ -173,12 +178,12 @@ def lua_records(pcap: Path, home: Path, *args: str) -> tuple[list[tuple[int, lis
     return rows, result
 
 
-def lua_experts(pcap: Path, home: Path, *args: str) -> list[str]:
+def lua_experts(pcap: Path, home: Profile, *args: str) -> list[str]:
     """Every expert message tshark shows for M-PROXY packets (plus the TCP ones on them)."""
     rows, _ = lua_records(pcap, home, *args)
     return [expert for _, _, experts in rows for expert in experts]
 
 
-def lua_kinds(pcap: Path, home: Path, *args: str) -> list[str]:
+def lua_kinds(pcap: Path, home: Profile, *args: str) -> list[str]:
     rows, _ = lua_records(pcap, home, *args)
     return [kind for _, kinds, _ in rows for kind in kinds]

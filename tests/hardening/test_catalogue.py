@@ -49,12 +49,6 @@ from wsstreams import WsPair, raw_frame
 PORT_PREF = ("-o", f"mproxy.tcp_ports:{TUNNEL_PORT}")
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    """An empty tshark profile shared by this module's tshark runs."""
-    return tmp_path_factory.mktemp("tshark-home")
-
-
 def kinds_of(result) -> list[str]:
     return [f["kind"] for f in result.frames()]
 

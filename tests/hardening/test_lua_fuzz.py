@@ -1,7 +1,10 @@
 """The Lua dissector under tshark on mutated and random captures: never a Lua error, never a hang.
 
-Extends tests/wireshark/test_fuzz.py (editcap -E over every capture, found by
-the heuristic, 3 rate/seed pairs) with what it does not cover: the same
+Every test runs on each Wireshark version of the matrix (tests/wireshark/matrix.py);
+the two slow seed sweeps deal their seeds out over the versions instead of
+repeating each one, which keeps the run count of one version while every
+version sees every capture and rate. Extends tests/wireshark/test_fuzz.py
+(editcap -E over every capture, found by the heuristic, 3 rate/seed pairs) with what it does not cover: the same
 mutations decoded through the port preference (``mproxy.tcp_ports``, the
 Decode As path, which skips the heuristic's checks) at other seeds; random
 TCP conversations on the tunnel port in the spirit of ``randpkt``, but
@@ -14,7 +17,6 @@ searched for "Lua Error"; a hang is a timeout, a failure.
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 from pathlib import Path
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 from hardening.adversarial import TUNNEL_PORT, Tshark, tshark
 from tunnel_capture import Conversation, write_pcap
+from wireshark import matrix
 
 from mproxy_scapy.codec import pack
 
@@ -34,11 +37,6 @@ HANG = 300
 """Seconds a tshark run may take before it counts as a hang (the biggest capture takes a few)."""
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tshark-home")
-
-
 def mutated(source: Path, rate: str, seed: int, directory: Path) -> Path:
     """``editcap -E rate --seed seed``. editcap 4.0 cannot write a pcapng holding a decryption secrets
     block (wss.pcapng), so such a file is first rewritten by tshark, which keeps the packets."""
@@ -46,8 +44,7 @@ def mutated(source: Path, rate: str, seed: int, directory: Path) -> Path:
     command = ["editcap", "-E", rate, "--seed", str(seed), str(source), str(target)]
     if subprocess.run(command, capture_output=True, timeout=60, check=False).returncode != 0:
         plain = directory / f"{source.stem}-rewritten{source.suffix}"
-        subprocess.run(["tshark", "-r", str(source), "-F", "pcapng", "-w", str(plain)], check=True,
-                       capture_output=True, timeout=60, env={**os.environ, "HOME": str(directory)})
+        matrix.reference(["-r", str(source), "-F", "pcapng", "-w", str(plain)], timeout=60)
         subprocess.run([*command[:-2], str(plain), str(target)], check=True, capture_output=True, timeout=60)
     return target
 
@@ -74,10 +71,12 @@ def test_editcap_mutations_through_the_port_preference(tmp_path, home, rate):
 @pytest.mark.slow
 @pytest.mark.parametrize("capture", CAPTURE_FILES, ids=lambda p: p.name)
 def test_editcap_mutations_of_every_capture_through_the_port_preference(tmp_path, home, capture):
+    """Every rate, one seed per Wireshark version (1, 2, 3 down the matrix): 3 seeds in all, as many runs
+    as one version with every seed, and each version still sees every capture and rate."""
+    seed = 1 + matrix.MATRIX.index(home.version)
     for rate in RATES:
-        for seed in (1, 2, 3):
-            path = mutated(capture, rate, seed, tmp_path)
-            assert_no_lua_error(tshark(path, home, "-V", *PORT_PREF, timeout=HANG), path.name)
+        path = mutated(capture, rate, seed, tmp_path)
+        assert_no_lua_error(tshark(path, home, "-V", *PORT_PREF, timeout=HANG), path.name)
 
 
 def random_header(rng: random.Random) -> bytes:
@@ -152,8 +151,10 @@ def test_random_mproxy_shaped_traffic_on_the_tunnel_port(tmp_path, home, seed):
 
 @pytest.mark.tshark
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(4, 40))
+@pytest.mark.parametrize(("home", "seed"), [pytest.param(v, s, id=f"{v.id}-seed{s}") for s in range(4, 40)
+                                             for v in [matrix.MATRIX[s % len(matrix.MATRIX)]]], indirect=["home"])
 def test_random_mproxy_shaped_traffic_on_the_tunnel_port_more_seeds(tmp_path, home, seed):
+    """Seeds 4-39 dealt out over the matrix (seed modulo the number of versions): 12 per version."""
     path = random_capture(tmp_path / f"random-{seed}.pcap", seed)
     result = tshark(path, home, "-V", *PORT_PREF, timeout=HANG)
     assert_no_lua_error(result, f"seed {seed}")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from wireshark.matrix import Version
 from wireshark.tshark_records import tshark_records
 
 COMPARED = ("pcap_frame", "src", "dst", "offset", "length", "version", "hdrlen", "family", "address", "port",
@@ -26,13 +27,13 @@ def python_records(pcap: Path, keylog: Path | None = None) -> list[dict[str, Any
     return [r for r in records if r.get("kind") != "stage"]
 
 
-def lua_records(pcap: Path, home: Path, keylog: Path | None = None, *, two_pass: bool = True,
+def lua_records(pcap: Path, home: Path, version: Version, keylog: Path | None = None, *, two_pass: bool = True,
                 ) -> tuple[list[dict[str, Any]], Any]:
     """tshark's records, by default in two passes (-2; -R keeps the first pass's tree so TCP fields are there)."""
     extra = ["-2", "-R", "frame"] if two_pass else []
     if keylog is not None:
         extra += ["-o", f"tls.keylog_file:{keylog}"]
-    return tshark_records(pcap, home, extra)
+    return tshark_records(pcap, home, version, extra)
 
 
 def in_packet_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

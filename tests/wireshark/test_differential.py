@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from wireshark.conftest import capture_files, keylog_for
 from wireshark.decoders import differences, in_packet_order, lua_records, python_records
+from wireshark.matrix import Version
 
 
 def _params() -> list:
@@ -27,10 +28,11 @@ def test_there_are_captures_to_compare() -> None:
 
 @pytest.mark.parametrize("two_pass", [False, True], ids=["one-pass", "two-pass"])
 @pytest.mark.parametrize("pcap", _params())
-def test_tshark_shows_the_frames_mproxy_dissect_finds(pcap: Path, two_pass: bool, tshark_home: Path) -> None:
+def test_tshark_shows_the_frames_mproxy_dissect_finds(pcap: Path, two_pass: bool, tshark_home: Path,
+                                                      wireshark: Version) -> None:
     keylog = keylog_for(pcap)
     python = in_packet_order(python_records(pcap, keylog))
-    lua, result = lua_records(pcap, tshark_home, keylog, two_pass=two_pass)
+    lua, result = lua_records(pcap, tshark_home, wireshark, keylog, two_pass=two_pass)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert python, "the decoder found no frames"

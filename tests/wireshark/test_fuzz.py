@@ -1,7 +1,11 @@
 """Captures with random byte errors (editcap -E, fixed rates and seeds): no Lua error, no hang.
 
 tshark checksums nothing by default, so damaged bytes reach the dissector as
-they are: in headers, lengths, JSON bodies and WebSocket framing.
+they are: in headers, lengths, JSON bodies and WebSocket framing. Each capture
+runs once on each Wireshark version of the matrix, the three mutations dealt
+out over the versions (capture i, version v: mutation (i + v) mod 3): every
+version sees every capture and every mutation on some capture, at a third of
+the runs of all pairs (tests/hardening/test_lua_fuzz.py adds more seeds).
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from wireshark import matrix
 from wireshark.conftest import WSS_KEYS, capture_files, keylog_for
+from wireshark.matrix import Version
 from wireshark.tshark_records import run_tshark
 
 pytestmark = [pytest.mark.tshark, pytest.mark.slow]
@@ -51,15 +57,22 @@ def mutated(pcap: Path, rate: float, seed: int, folder: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize(("rate", "seed"), MUTATIONS, ids=[f"E{r}-seed{s}" for r, s in MUTATIONS])
-@pytest.mark.parametrize("pcap", capture_files(), ids=lambda p: p.name)
+def _dealt() -> list:
+    out = []
+    for index, pcap in enumerate(capture_files()):
+        for place, version in enumerate(matrix.MATRIX):
+            rate, seed = MUTATIONS[(index + place) % len(MUTATIONS)]
+            out.append(pytest.param(pcap, rate, seed, version, id=f"{version.id}-{pcap.name}-E{rate}-seed{seed}"))
+    return out
+
+
+@pytest.mark.parametrize(("pcap", "rate", "seed", "wireshark"), _dealt(), indirect=["wireshark"])
 def test_mutated_capture_decodes_without_lua_errors(pcap: Path, rate: float, seed: int, tmp_path: Path,
-                                                   tshark_home: Path) -> None:
+                                                   tshark_home: Path, wireshark: Version) -> None:
     damaged = mutated(pcap, rate, seed, tmp_path)
     for passes in ([], ["-2", "-R", "frame"]):
         result = run_tshark(["-r", str(damaged), "-o", f"tls.keylog_file:{keylog_for(pcap) or WSS_KEYS}", *passes,
-                             "-V"], tshark_home,
-                            timeout=TIMEOUT)
+                             "-V"], tshark_home, wireshark, timeout=TIMEOUT)
         assert result.returncode == 0, result.stderr
         assert "Lua Error" not in result.stdout
         assert "Lua" not in result.stderr

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
+import re
 from pathlib import Path
 
 import pytest
+from wireshark import matrix
 from wireshark.conftest import CAPTURES
+from wireshark.matrix import Version
 
 from mproxy_scapy import spec
 from mproxy_scapy.cli import main
@@ -16,13 +18,10 @@ from mproxy_scapy.wireshark import file_capture, generate_lua, personal_plugin_d
 pytestmark = pytest.mark.tshark
 
 
-def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "HOME": str(home), "WIRESHARK_CONFIG_DIR": str(home / "config"),
-            "XDG_CONFIG_HOME": str(home / ".config")}
-
-
 def test_install_uses_the_folder_tshark_reports_and_tshark_then_loads_it(
-        tshark_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tshark_home: Path, wireshark: Version, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Installed as a personal plugin (no -X lua_script:), every version of the matrix loads it."""
     monkeypatch.setenv("HOME", str(tshark_home))
     monkeypatch.setenv("WIRESHARK_CONFIG_DIR", str(tshark_home / "config"))
     folder = personal_plugin_dir()
@@ -32,16 +31,17 @@ def test_install_uses_the_folder_tshark_reports_and_tshark_then_loads_it(
     assert f"installed {folder / 'mproxy.lua'}" in out
     assert "Reload Lua Plugins" in out
     assert (folder / "mproxy.lua").read_text(encoding="utf-8") == generate_lua()
-    fields = subprocess.run(["tshark", "-G", "fields"], capture_output=True, text=True, env=_env(tshark_home),
-                            timeout=120, check=True).stdout
+    fields = matrix.run(wireshark, ["-G", "fields"], tshark_home, check_registered=None)
+    assert fields.returncode == 0, fields.stderr
     for field in spec.ALL_FIELDS:
-        assert f"\t{field.filter}\t" in fields
-    protocols = subprocess.run(["tshark", "-G", "protocols"], capture_output=True, text=True,
-                               env=_env(tshark_home), timeout=120, check=True).stdout
-    assert "M-PROXY tunnel protocol\tM-PROXY\tmproxy" in protocols or "\tmproxy" in protocols
+        assert f"\t{field.filter}\t" in fields.stdout
+    protocols = matrix.run(wireshark, ["-G", "protocols"], tshark_home, check_registered=None)
+    assert re.search(r"^M-PROXY tunnel protocol\tMPROXY\tmproxy(\t|$)", protocols.stdout, re.M)
     assert main(["wireshark", "install", "--uninstall"]) == 0
     assert not (folder / "mproxy.lua").exists()
     assert "removed" in capsys.readouterr().out
+    gone = matrix.run(wireshark, ["-G", "protocols"], tshark_home, check_registered=None)
+    assert gone.returncode == 0 and "\tMPROXY\t" not in gone.stdout
 
 
 def test_uninstall_when_nothing_is_installed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,9 +49,11 @@ def test_uninstall_when_nothing_is_installed(tmp_path: Path, capsys: pytest.Capt
     assert "nothing to remove" in capsys.readouterr().out
 
 
-def test_file_capture_yields_packets_with_the_mproxy_layer() -> None:
+def test_file_capture_yields_packets_with_the_mproxy_layer(wireshark: Version, tmp_path: Path) -> None:
+    """pyshark drives tshark of each version of the matrix (unprivileged, through the matrix's wrapper)."""
     before = dict(os.environ)
-    capture = file_capture(CAPTURES / "raw-tcp.pcap", display_filter="mproxy.kind == \"connection\"")
+    capture = file_capture(CAPTURES / "raw-tcp.pcap", display_filter="mproxy.kind == \"connection\"",
+                           tshark_path=str(matrix.wrapper(wireshark, tmp_path)))
     try:
         packets = list(capture)
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from wireshark.decoders import differences, in_packet_order, lua_records, python_records
+from wireshark.matrix import Version
 from wireshark.recording import free_port, raw_tunnel, record, tunnel_chunks
 
 pytestmark = [pytest.mark.tshark, pytest.mark.live]
@@ -24,9 +25,9 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return record(path, port, lambda: raw_tunnel(port, relay, device))
 
 
-def test_both_decoders_agree_on_a_recorded_tunnel(recorded: Path, tshark_home: Path) -> None:
+def test_both_decoders_agree_on_a_recorded_tunnel(recorded: Path, tshark_home: Path, wireshark: Version) -> None:
     python = in_packet_order(python_records(recorded))
-    lua, result = lua_records(recorded, tshark_home)
+    lua, result = lua_records(recorded, tshark_home, wireshark)
     assert result.returncode == 0 and result.stderr == ""
     assert differences(lua, python) == []
     kinds = [r["kind"] for r in lua]
@@ -35,9 +36,9 @@ def test_both_decoders_agree_on_a_recorded_tunnel(recorded: Path, tshark_home: P
     assert [p["kind"] for r in lua for p in r["problems"]] == ["garbage_skipped"]
 
 
-def test_single_pass_shows_the_same_frames(recorded: Path, tshark_home: Path) -> None:
+def test_single_pass_shows_the_same_frames(recorded: Path, tshark_home: Path, wireshark: Version) -> None:
     """One pass (plain tshark, pyshark) shows every record too, in the packet that completed it."""
     python = in_packet_order(python_records(recorded))
-    lua, result = lua_records(recorded, tshark_home, two_pass=False)
+    lua, result = lua_records(recorded, tshark_home, wireshark, two_pass=False)
     assert result.returncode == 0 and result.stderr == ""
     assert differences(lua, python) == []

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from wireshark.conftest import CAPTURES
 from wireshark.decoders import differences, in_packet_order, lua_records, python_records
+from wireshark.matrix import Version
 
 CAPTURE = CAPTURES / "wss-tls12.pcapng"
 KEYS = CAPTURES / "wss-tls12.keys"
@@ -28,14 +29,15 @@ def without_embedded_secrets(directory: Path) -> Path:
 
 
 @pytest.mark.tshark
-def test_tshark_with_the_key_log_shows_the_records_mproxy_dissect_decrypts(tmp_path: Path, tshark_home: Path) -> None:
+def test_tshark_with_the_key_log_shows_the_records_mproxy_dissect_decrypts(tmp_path: Path, tshark_home: Path,
+                                                                          wireshark: Version) -> None:
     manifest = json.loads((CAPTURES / "manifest.json").read_text())["wss-tls12.pcapng"]
     python = in_packet_order(python_records(CAPTURE, KEYS))
     assert len(python) == manifest["frames"] == 47
     plain = without_embedded_secrets(tmp_path)
-    lua, result = lua_records(plain, tshark_home, KEYS)
+    lua, result = lua_records(plain, tshark_home, wireshark, KEYS)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert differences(lua, python) == []
-    unkeyed, result = lua_records(plain, tshark_home)
+    unkeyed, result = lua_records(plain, tshark_home, wireshark)
     assert result.returncode == 0 and unkeyed == []  # it was the key log that opened it

@@ -1,17 +1,19 @@
 """The M-PROXY records tshark shows with the generated dissector, in the decoder's JSON shape.
 
-tshark runs with an empty configuration (``WIRESHARK_CONFIG_DIR`` and ``HOME``
-point at a fresh folder) so nothing of the user's profile changes the result.
+tshark runs through the Wireshark matrix (``matrix.py``): one of its versions, as an
+unprivileged user, with the dissector checked to be registered, and a profile copied
+from a fresh folder (``WIRESHARK_CONFIG_DIR`` and ``HOME``) so nothing of the user's
+profile changes the result.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
+
+from wireshark import matrix
 
 from mproxy_scapy.spec import PROBLEM_EXPERT_PREFIX
 
@@ -22,22 +24,13 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 TEXT_KEYS = ("family", "address", "service", "name", "servicename", "kind", "dialect", "client_id")
 
 
-class TsharkResult:
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode = returncode
-        self.stdout = stdout
-        self.stderr = stderr
+TsharkResult = matrix.Result
 
 
-def run_tshark(args: list[str], config_home: Path, *, lua: Path = DISSECTOR, timeout: float = 300) -> TsharkResult:
-    """tshark with our dissector and an empty profile under ``config_home``; never inherits the user's."""
-    (config_home / "config").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "WIRESHARK_CONFIG_DIR": str(config_home / "config"), "HOME": str(config_home)}
-    proc = subprocess.run(["tshark", "-X", f"lua_script:{lua}", *args], capture_output=True, encoding="utf-8",
-                          errors="replace",
-                          env=env, timeout=timeout, check=False)
-    stderr = "\n".join(line for line in proc.stderr.splitlines() if "Running as user" not in line)
-    return TsharkResult(proc.returncode, proc.stdout, stderr)
+def run_tshark(args: list[str], config_home: Path, version: matrix.Version, *, lua: Path = DISSECTOR,
+               timeout: float = 300) -> TsharkResult:
+    """tshark of ``version`` with our dissector (checked to be registered) and the profile under ``config_home``."""
+    return matrix.run(version, ["-X", f"lua_script:{lua}", *args], config_home, timeout=timeout)
 
 
 def _items(value: Any) -> list[Any]:
@@ -125,8 +118,9 @@ def records_from_json(text: str) -> list[dict[str, Any]]:
     return records
 
 
-def tshark_records(pcap: Path, config_home: Path, extra: list[str] | None = None) -> tuple[list[dict], TsharkResult]:
+def tshark_records(pcap: Path, config_home: Path, version: matrix.Version, extra: list[str] | None = None,
+                   ) -> tuple[list[dict], TsharkResult]:
     """The M-PROXY records of ``pcap`` as the Lua dissector shows them (tokens shown, to compare)."""
     result = run_tshark(["-r", str(pcap), "-o", "mproxy.show_tokens:TRUE", "-T", "json", "--no-duplicate-keys",
-                         "-J", "frame ip ipv6 tcp mproxy", *(extra or [])], config_home)
+                         "-J", "frame ip ipv6 tcp mproxy", *(extra or [])], config_home, version)
     return records_from_json(result.stdout), result
