@@ -8,7 +8,9 @@ neighbour hurts all tools alike:
 1b. the same with ``--jobs 2`` (two worker processes, connections split between them)
 1c. the same capture cut into ``ROTATED_FILES`` files as ``tcpdump -C`` cuts (``--jobs 1``, the folder as input)
 2. tshark with the generated Lua dissector, extracting the M-PROXY fields
-2b. plain tshark on the same file, extracting as many TCP fields (what the Lua adds)
+2b. plain tshark on the same file, extracting as many TCP fields (what the Lua adds); with
+   ``--wireshark ws4.0,ws4.4,ws4.6`` both rows again for each version of the Wireshark matrix
+   (tests/wireshark/matrix.py: tshark run as nobody, 4.4 and 4.6 in their Debian roots)
 3. Scapy's ``sniff(offline=..., session=TCPSession)`` with the MProxy layer bound, on a
    smaller capture from the same generator and seed (Scapy is too slow for the full size);
    compared by throughput
@@ -25,6 +27,7 @@ ratios of this one run. Generated captures are deleted at the end unless ``--kee
 
     python benchmarks/run.py                                 # 200 MB, 3 runs, both carriers
     python benchmarks/run.py --size-mb 1000 --runs 1 --tools dissect   # the RSS check
+    python benchmarks/run.py --tools tshark_lua,tshark --wireshark ws4.0,ws4.4,ws4.6 --runs 1   # the Lua, per version
 """
 
 from __future__ import annotations
@@ -139,7 +142,7 @@ def plain_decode_as(carrier: str) -> list[str]:
 
 
 def commands(capture: Path, slice_capture: Path, rotated: Path, carrier: str, config_dir: Path,
-             scheduler: str | None = None) -> dict[str, tuple[list[str], dict]]:
+             scheduler: str | None = None, versions: tuple[str, ...] = ()) -> dict[str, tuple[list[str], dict]]:
     py = sys.executable
     env = tshark_env(config_dir)
     port = RAW_PORT if carrier == "tcp" else WS_PORT
@@ -148,7 +151,14 @@ def commands(capture: Path, slice_capture: Path, rotated: Path, carrier: str, co
         return [arg for name in names for arg in ("-e", name)]
 
     mproxy = shutil.which("mproxy") or "mproxy"
+    lua_args = ["-X", f"lua_script:{LUA}", "-r", str(capture), "-T", "fields", *fields(LUA_FIELDS)]
+    plain_args = ["-r", str(capture), *plain_decode_as(carrier), "-T", "fields", *fields(PLAIN_FIELDS)]
+    per_version = {}
+    for version_id in versions:
+        per_version[f"tshark_lua@{version_id}"] = (["matrix", version_id, *lua_args], {"config_dir": config_dir})
+        per_version[f"tshark@{version_id}"] = (["matrix", version_id, *plain_args], {"config_dir": config_dir})
     return {
+        **per_version,
         "dissect": ([mproxy, "dissect", "--json", str(capture)], {}),
         "dissect_jobs2": ([mproxy, "dissect", "--json", "--jobs", "2", str(capture)], {}),
         "dissect_rotated": ([mproxy, "dissect", "--json", str(rotated)], {}),
@@ -162,6 +172,37 @@ def commands(capture: Path, slice_capture: Path, rotated: Path, carrier: str, co
         "export_dask": ([mproxy, "export", str(capture), "-o", str(capture.with_suffix(".export-dask")),
                          "--scheduler", scheduler or ""], {}),
     }
+
+
+def matrix_module() -> Any:
+    """tests/wireshark/matrix.py: the Wireshark versions the Lua dissector is tested on, and how tshark runs."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from wireshark import matrix
+
+    return matrix
+
+
+def matrix_label(tool: str) -> str:
+    """``tshark_lua@ws4.4`` -> "(2) tshark 4.4 + mproxy.lua (Lua 5.4)"."""
+    base, version_id = tool.split("@")
+    version = next(v for v in matrix_module().MATRIX if v.id == version_id)
+    if base == "tshark_lua":
+        return f"(2) tshark {version.series} + mproxy.lua (Lua {version.lua})"
+    return f"(2b) tshark {version.series} alone"
+
+
+def run_matrix_child(version_id: str, args: list[str], config_dir: Path) -> tuple[float, float, int, int, str]:
+    """``run_child`` for tshark of one matrix version, run as the matrix runs it (as nobody, in its root),
+    after checking that this tshark registers the dissector when it is loaded."""
+    matrix = matrix_module()
+    version = next(v for v in matrix.MATRIX if v.id == version_id)
+    if "-X" in args:
+        matrix.assert_registered(version, LUA)
+    with matrix.stage() as staged:
+        env = staged.profile(config_dir)
+        argv = staged.args(args)
+        staged.hand_over()
+        return run_child(matrix.command(version, argv, staged.dir, env))
 
 
 def generate(path: Path, size_mb: float, carrier: str) -> None:
@@ -258,19 +299,24 @@ def _own_usage() -> tuple[float, int]:
 def _timed_runs(carrier: str, args: argparse.Namespace, tools: list[str], capture: Path, slice_capture: Path,
                 rotated: Path, config_dir: Path, cluster: Any) -> dict[str, Measure]:
     cmds = commands(capture, slice_capture, rotated, carrier, config_dir,
-                    cluster.scheduler_address if cluster else None)
+                    cluster.scheduler_address if cluster else None, tuple(args.wireshark))
+    tools = [*tools, *(f"{tool}@{v}" for v in args.wireshark for tool in ("tshark_lua", "tshark"))]
     measures = {t: Measure(t, (slice_capture if t == "scapy" else capture).stat().st_size) for t in tools}
     if "dissect_rotated" in measures:
         measures["dissect_rotated"].note = f"the same capture as {ROTATED_FILES} rotated files"
-    if "tshark" in measures and carrier == "tcp":
-        measures["tshark"].note = "tunnel port decoded as data"
+    for tool in measures:
+        if tool.split("@")[0] == "tshark" and carrier == "tcp":
+            measures[tool].note = "tunnel port decoded as data"
     if "scapy" in measures:
         measures["scapy"].note = f"on a {measures['scapy'].file_bytes / 1e6:.0f} MB capture (same generator, seed)"
     for _ in range(args.runs):
         for tool in tools:
             argv, kwargs = cmds[tool]
             before = worker_usage(cluster) if tool == "export_dask" else {}
-            elapsed, cpu, rss, code, tail = run_child(argv, **kwargs)
+            if argv[0] == "matrix":
+                elapsed, cpu, rss, code, tail = run_matrix_child(argv[1], argv[2:], kwargs["config_dir"])
+            else:
+                elapsed, cpu, rss, code, tail = run_child(argv, **kwargs)
             measure = measures[tool]
             if before:
                 after = worker_usage(cluster)
@@ -297,13 +343,13 @@ def table(carrier: str, measures: dict[str, Measure], runs: int) -> list[str]:
         "| dissect MB/s ÷ this (by CPU) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for tool in TOOLS:
+    for tool in [*TOOLS, *(t for t in measures if "@" in t)]:
         measure = measures.get(tool)
         if measure is None:
             continue
         ratio = "" if base is None or tool.startswith("dissect") else (
             f"{base.mb_per_s / measure.mb_per_s:.2f} ({base.cpu_mb_per_s / measure.cpu_mb_per_s:.2f})")
-        label = LABELS[tool] + (f" ({measure.note})" if measure.note else "")
+        label = (matrix_label(tool) if "@" in tool else LABELS[tool]) + (f" ({measure.note})" if measure.note else "")
         failed = f" FAILED {measure.failures[0]!r}" if measure.failures else ""
         lines.append(
             f"| {label}{failed} | {measure.mb_per_s:.1f} | {measure.median:.2f} ({min(measure.times):.2f}-"
@@ -317,11 +363,19 @@ def targets(carrier: str, measures: dict[str, Measure], size_mb: float) -> list[
     """Each target of issue 6 that this run can judge: met or not, with the measured ratio."""
     out: list[str] = []
     dissect = measures.get("dissect")
-    if dissect is None:
-        return out
 
     def line(ok: bool, text: str) -> None:
         out.append(f"- {'MET' if ok else 'NOT MET'}: {text}")
+
+    if dissect is None:
+        for tool in (t for t in measures if t.startswith("tshark_lua@")):
+            plain_v = measures.get(f"tshark@{tool.split('@')[1]}")
+            if plain_v:
+                cpu_added = statistics.median(measures[tool].cpu_times) / statistics.median(plain_v.cpu_times) - 1
+                line(cpu_added <= 1.0, f"{matrix_label(tool)}: the Lua dissector adds {cpu_added:.0%} to plain "
+                                       f"tshark's CPU time on this {size_mb:g} MB capture (target <= 100% on 200 MB, "
+                                       "long-term 50%)")
+        return out
 
     floor = measures.get("floor")
     if floor:
@@ -348,6 +402,15 @@ def targets(carrier: str, measures: dict[str, Measure], size_mb: float) -> list[
         cpu_added = statistics.median(lua.cpu_times) / statistics.median(plain.cpu_times) - 1
         line(added <= 0.5, f"the Lua dissector adds {added:.0%} to plain tshark's time ({cpu_added:.0%} by CPU time; "
                            "target <= 50%)")
+    for tool in (t for t in measures if t.startswith("tshark_lua@")):
+        version_id = tool.split("@")[1]
+        lua_v, plain_v = measures[tool], measures.get(f"tshark@{version_id}")
+        if plain_v:
+            added = lua_v.median / plain_v.median - 1
+            cpu_added = statistics.median(lua_v.cpu_times) / statistics.median(plain_v.cpu_times) - 1
+            line(cpu_added <= 1.0, f"{matrix_label(tool)}: the Lua dissector adds {cpu_added:.0%} to plain tshark's "
+                                   f"CPU time ({added:.0%} by wall time) on this {size_mb:g} MB capture "
+                                   "(target <= 100% on 200 MB, long-term 50%)")
     jobs = measures.get("dissect_jobs2")
     if jobs:
         speedup = dissect.median / jobs.median
@@ -405,8 +468,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where captures go (default: a new temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the generated captures")
     parser.add_argument("--output", type=Path, help="also write the markdown report here")
+    parser.add_argument("--wireshark", default="", help="comma list of Wireshark matrix versions (ws4.0, ws4.4, "
+                        "ws4.6) to time tshark + Lua and plain tshark on, as the Lua tests run them")
     args = parser.parse_args(argv)
     args.tools = [t for t in args.tools.split(",") if t]
+    args.wireshark = [v for v in args.wireshark.split(",") if v]
+    known = {v.id for v in matrix_module().MATRIX} if args.wireshark else set()
+    if set(args.wireshark) - known:
+        parser.error(f"unknown Wireshark versions {sorted(set(args.wireshark) - known)}; known: {sorted(known)}")
     unknown = set(args.tools) - set(TOOLS)
     if unknown:
         parser.error(f"unknown tools {sorted(unknown)}")

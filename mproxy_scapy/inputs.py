@@ -354,10 +354,12 @@ class InputSet:
             items = head.items
             base = head.index << _FRAME_BITS
             ts = head.ts
+            # (ts, given) > limit, without a tuple per item: past the limit's time, or at it and given later
+            until, tie_later = (limit[0], given > limit[1]) if limit is not None else (float("inf"), False)
             for item in items:
                 if item.ts is not None:
                     ts = item.ts
-                if limit is not None and (ts, given) > limit:
+                if ts > until or (ts == until and tie_later):
                     head.item, head.ts = item, ts
                     heapq.heapreplace(heap, (ts, given, head))
                     break

@@ -77,3 +77,19 @@ def test_harness_runs_and_reports_every_row(tmp_path: Path) -> None:
     assert "export on a LocalCluster of 2 worker processes" in tcp and "workers' peak RSS" in tcp
     assert "FAILED" not in text
     assert list((tmp_path / "work").glob("*.pcap")) == [] and list((tmp_path / "work").glob("rotated-*")) == []
+
+
+def test_harness_times_the_lua_dissector_on_every_wireshark_version(tmp_path: Path) -> None:
+    """``--wireshark``: tshark + Lua and plain tshark again for each version of the matrix, run as the tests run it."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--size-mb", "1", "--runs", "1", "--tools", "tshark_lua,tshark",
+         "--carriers", "websocket", "--wireshark", "ws4.0,ws4.4,ws4.6", "--no-check-frames",
+         "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for series, lua in (("4.0", "5.2"), ("4.4", "5.4"), ("4.6", "5.4")):
+        assert f"| (2) tshark {series} + mproxy.lua (Lua {lua}) |" in result.stdout
+        assert f"| (2b) tshark {series} alone |" in result.stdout
+        assert f"tshark {series} + mproxy.lua (Lua {lua}): the Lua dissector adds" in result.stdout
+    assert "FAILED" not in result.stdout

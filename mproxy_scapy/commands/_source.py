@@ -164,7 +164,6 @@ class Source:
         self.jobs = jobs
         self.totals: Any = self.options.make_decoder() if jobs == 1 else None
         self.extras: list[Any] = []
-        self.skipped = 0
         self.inputs: InputSet | None = None
 
     @property
