@@ -22,7 +22,7 @@ PYTEST_ARGS ?=
 
 # System packages the tests use, and the commands that show they are there: add a package to
 # APT_PACKAGES and a command it provides to APT_TOOLS. `make system-deps` installs the list when
-# any command is missing.
+# any command is missing (looked for in /usr/sbin too: debootstrap is there, off a user's PATH).
 APT_PACKAGES := tshark tcpdump nodejs npm chromium chromium-driver firefox-esr openssl debootstrap
 APT_TOOLS := tshark tcpdump editcap node npm chromium chromedriver firefox-esr openssl debootstrap
 
@@ -62,7 +62,7 @@ wireshark-matrix: system-deps
 
 system-deps:
 	@missing=""; for tool in $(APT_TOOLS); do \
-	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; \
 	elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \

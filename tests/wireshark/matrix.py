@@ -249,7 +249,7 @@ def stage() -> Iterator[Stage]:
 
 
 _IN_ROOT = (
-    'root=$1; stage=$2; shift 2; '
+    'PATH="$PATH:/usr/sbin:/sbin"; root=$1; stage=$2; shift 2; '
     'mount -t proc proc "$root/proc"; '
     'mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"; '
     'mkdir -p "$root$stage"; '
@@ -390,7 +390,7 @@ def apt_mirror() -> str:
 
 
 _INSTALL = (
-    'root=$1; debs=$2; '
+    'PATH="$PATH:/usr/sbin:/sbin"; root=$1; debs=$2; '
     'mount -t proc proc "$root/proc"; '
     'mount --bind "$debs" "$root/var/cache/apt/archives"; '
     'echo "wireshark-common wireshark-common/install-setuid boolean false" | chroot "$root" debconf-set-selections; '
@@ -418,7 +418,8 @@ def build(version: Version, log=sys.stderr) -> str:
         return f"{version.id}: ready ({root})"
     if not is_root():
         raise MatrixError(f"{version.id}: building the {version.distribution} root needs root")
-    if shutil.which("debootstrap") is None:
+    debootstrap = shutil.which("debootstrap", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    if debootstrap is None:
         raise MatrixError("debootstrap is needed to build the Wireshark roots (apt-get install debootstrap)")
     with _locked(ROOTS / f".{version.suite}.lock"):
         if _stamp(root) is not None:
@@ -429,13 +430,13 @@ def build(version: Version, log=sys.stderr) -> str:
         debs.mkdir(parents=True, exist_ok=True)
         mirror = apt_mirror()
         print(f"{version.id}: debootstrap --variant=minbase {version.suite} from {mirror}", file=log, flush=True)
-        _checked(["debootstrap", "--variant=minbase", f"--cache-dir={debs}", version.suite, str(partial), mirror])
+        _checked([debootstrap, "--variant=minbase", f"--cache-dir={debs}", version.suite, str(partial), mirror])
         # A mirror snapshot's unstable Release file may have expired; the packages are still right.
         (partial / "etc/apt/apt.conf.d/99mproxy-matrix").write_text('Acquire::Check-Valid-Until "false";\n')
         print(f"{version.id}: installing tshark", file=log, flush=True)
         _checked(["unshare", "--mount", "--propagation", "private", "sh", "-ec", _INSTALL, "sh", str(partial),
                   str(debs)])
-        out = subprocess.run(["chroot", str(partial), "tshark", "--version"], capture_output=True, text=True,
+        out = subprocess.run(["/usr/sbin/chroot", str(partial), "tshark", "--version"], capture_output=True, text=True,
                              timeout=120, check=True).stdout
         tshark, lua = version_text(out)
         (partial / STAMP).write_text(json.dumps({"recipe": RECIPE, "suite": version.suite, "mirror": mirror,
