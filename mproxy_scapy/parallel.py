@@ -344,6 +344,8 @@ class JobRun:
 
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         context = multiprocessing.get_context(method)
+        if method == "fork":
+            self.options.make_decoder()  # the stages' modules imported once here, not once in every worker
         for index in range(self.jobs):
             reader, writer = context.Pipe(duplex=False)
             _widen(writer)

@@ -198,22 +198,42 @@ BUNDLED = {
     "go-dialect.pcap": {"MPX203": 1},
     "reference-js.pcap": {"MPX405": 1, "MPX406": 1},
     "impaired.pcap": {"MPX406": 1},
+    # scripted frames, no connection or end frames; impaired-ws loses a segment (the garbage after it is not judged)
+    "deflate.pcap": {"MPX203": 1, "MPX210": 13},
+    "impaired-ws.pcap": {"MPX203": 1, "MPX210": 13},
+}
+DELIBERATELY_BROKEN = {
+    # bytes that are not M-PROXY between frames, written on purpose (captures/manifest.json lists them)
+    "junk.pcap": {"MPX110": 4, "MPX203": 1, "MPX210": 11},
+    "false-sync.pcap": {"MPX110": 4, "MPX111": 1, "MPX203": 1, "MPX210": 10},
 }
 
 
 def test_every_bundled_capture_has_its_expected_findings_listed():
-    assert sorted(p.name for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng")) == sorted(BUNDLED)
+    captures = sorted(p.name for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng"))
+    assert captures == sorted({**BUNDLED, **DELIBERATELY_BROKEN})
 
 
-@pytest.mark.parametrize("name", sorted(BUNDLED))
-def test_bundled_captures_pass(name):
+def capture_findings(name: str) -> list:
     from mproxy_scapy.tls import KeyLog
 
     path = CAPTURES / name
     keys = path.with_suffix(".keys")
     decoder = Decoder(keylog=KeyLog.load(keys) if keys.is_file() else None)
     decoder.report_closed = True
-    findings = list(Checker(decoder.tunnels).check(decoder.decode(open_capture(str(path)))))
+    return list(Checker(decoder.tunnels).check(decoder.decode(open_capture(str(path)))))
+
+
+@pytest.mark.parametrize("name", sorted(DELIBERATELY_BROKEN))
+def test_captures_with_junk_written_on_purpose_fail_on_it(name):
+    findings = capture_findings(name)
+    assert Counter(f.rule for f in findings) == DELIBERATELY_BROKEN[name]
+    assert {f.rule for f in findings if f.severity == "error"} <= {"MPX110", "MPX111"}
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_captures_pass(name):
+    findings = capture_findings(name)
     assert not [f for f in findings if f.severity == "error"]
     assert Counter(f.rule for f in findings) == BUNDLED[name]
 
@@ -224,3 +244,13 @@ def test_every_non_canonical_datalen_is_named(tmp_path, datalen):
     findings = tunnel_findings(tmp_path, *good_with(frame(header_of(B, datalen, "https"), b"h")))
     details = [f.detail for f in findings if f.rule == "MPX103"]
     assert details == [f"datalen {datalen!r}"]
+
+
+def test_junk_findings_are_the_junk_the_recorder_wrote():
+    """MPX110 names exactly the stretches captures/manifest.json lists as junk (direction 1 is relay -> device)."""
+    import json
+
+    junk = json.loads((CAPTURES / "manifest.json").read_text())["junk.pcap"]["junk"]
+    found = [f.detail for f in capture_findings("junk.pcap") if f.rule == "MPX110" and f.direction == TO_DEVICE]
+    assert found == [f"{j['length']} bytes at stream offset {j['offset']}" for j in junk]
+    assert {j["direction"] for j in junk} == {"relay->device"}

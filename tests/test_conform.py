@@ -14,6 +14,7 @@ from mproxy_scapy.conform.cases import name_for_header
 from mproxy_scapy.conform.engine import random_phase
 from mproxy_scapy.conform.packer import PackerFailure, PackerProcess
 from mproxy_scapy.conform.report import hexdiff, report_text
+from mproxy_scapy.conform.shrink import ShrinkAborted
 
 from support import REFERENCE, REPO
 
@@ -175,3 +176,13 @@ def test_a_packer_that_never_reads_its_stdin_cannot_block_us():
             packer.request({"op": "pack", "meta": {}, "body": {"base64": "A" * (4 << 20)}})
         assert failure.value.kind == "timeout" and "did not read the request" in failure.value.detail
         assert packer._proc is None
+
+
+def test_shrinking_stops_at_the_smallest_so_far_when_the_packer_gives_up():
+    def still_fails(request):
+        if "body" not in request:
+            raise ShrinkAborted
+        return True
+
+    request = {"op": "pack", "meta": {"name": "abc"}, "body": {"json": 1}}
+    assert conform.shrink(request, still_fails) == ({"op": "pack", "meta": {"name": "abc"}, "body": {"json": 1}}, 0)

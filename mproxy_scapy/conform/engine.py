@@ -11,10 +11,12 @@ from .cases import named_cases
 from .judge import Outcome, run_case
 from .oracle import Case
 from .packer import PackerProcess
-from .shrink import shrink
+from .shrink import ShrinkAborted, shrink
 
 MAX_FAILURES_IN_A_ROW = 5
 """After this many cases in a row without a proper answer the packer is given up."""
+MAX_SHRINK_FAILURES = 3
+"""Candidates the packer fails to answer (hangs, exits) before shrinking a divergence stops there."""
 MAX_RANDOM_DIVERGENCES = 5
 """Distinct behaviours the random phase looks for before it stops."""
 
@@ -111,9 +113,15 @@ def _minimised(packer: PackerProcess, case: Case, outcome: Outcome) -> Divergenc
     final = outcome
     if outcome.failure is None:  # a hanging or crashing packer is not asked again and again
         last: dict[str, Outcome] = {}
+        failures = 0
 
         def still_fails(candidate: dict[str, Any]) -> bool:
+            nonlocal failures
             result = run_case(packer, candidate)
+            if result.failure is not None:  # each costs up to --timeout: a few, and the smallest so far stands
+                failures += 1
+                if failures >= MAX_SHRINK_FAILURES:
+                    raise ShrinkAborted
             if result.behaviour == outcome.behaviour and result.failure is None:
                 last["outcome"] = result
                 return True

@@ -17,6 +17,10 @@ MAX_SHRINK_CALLS = 400
 """Packer calls one divergence may spend on shrinking."""
 
 
+class ShrinkAborted(Exception):
+    """Raised by a ``still_fails`` that gives up (the packer keeps failing): the smallest so far stands."""
+
+
 def _shorter(value: Any) -> Iterator[Any]:
     """Candidates simpler than ``value``, most aggressive first."""
     if isinstance(value, bool):
@@ -112,7 +116,8 @@ def shrink(request: dict[str, Any], still_fails: Callable[[dict[str, Any]], bool
            budget: int = MAX_SHRINK_CALLS) -> tuple[dict[str, Any], int]:
     """Greedy: take the first simpler request that still fails, until none does (or the budget is spent).
 
-    Returns the smallest request found and the number of steps taken.
+    Returns the smallest request found and the number of steps taken (also when ``still_fails``
+    raises ``ShrinkAborted``).
     """
     steps = 0
     calls = 0
@@ -125,7 +130,11 @@ def shrink(request: dict[str, Any], still_fails: Callable[[dict[str, Any]], bool
             if request["op"] == "unpack" and not _well_formed_unpack(candidate):
                 continue
             calls += 1
-            if still_fails(candidate):
+            try:
+                fails = still_fails(candidate)
+            except ShrinkAborted:
+                return request, steps
+            if fails:
                 request, steps, improved = candidate, steps + 1, True
                 break
             if calls >= budget:

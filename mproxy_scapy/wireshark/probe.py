@@ -79,12 +79,20 @@ class LoadCheck:
     messages: list[str]  # stderr lines about Lua or our file (load errors)
 
 
+def listed_protocol(protocols: str) -> str | None:
+    """Our protocol's line in ``tshark -G protocols`` output as "Name (filter)", or None."""
+    for line in protocols.splitlines():
+        columns = line.split("\t")  # name, short name, filter name (4.2 and later add three enabled flags)
+        if len(columns) >= 3 and columns[2] == PROTOCOL_FILTER:
+            return f"{columns[0]} ({columns[2]})"
+    return None
+
+
 def check_loads(tshark: Tshark) -> LoadCheck:
     result = run_tshark(tshark.path, "-G", "protocols")
-    for line in result.stdout.splitlines():
-        columns = line.split("\t")
-        if len(columns) == 3 and columns[2] == PROTOCOL_FILTER:
-            return LoadCheck(True, f"{columns[0]} ({columns[2]})", [])
+    listed = listed_protocol(result.stdout)
+    if listed:
+        return LoadCheck(True, listed, [])
     messages = [line.strip() for line in result.stderr.splitlines() if _LOAD_ERROR.search(line)]
     return LoadCheck(False, "", messages)
 

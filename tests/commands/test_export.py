@@ -41,8 +41,12 @@ def generated(tmp_path_factory) -> Path:
     return path
 
 
-def export(capture: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    result = mproxy("export", str(capture), "-o", str(out), *extra)
+def names(capture: Path | list[Path]) -> list[str]:
+    return [str(p) for p in (capture if isinstance(capture, list) else [capture])]
+
+
+def export(capture: Path | list[Path], out: Path, *extra: str) -> subprocess.CompletedProcess:
+    result = mproxy("export", *names(capture), "-o", str(out), *extra)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -55,23 +59,29 @@ def table(out: Path, name: str) -> str:
     return f"read_parquet('{out}/{name}/*.parquet')"
 
 
-def stats_json(capture: Path) -> dict:
-    result = mproxy("stats", str(capture), "--json")
+def stats_json(capture: Path | list[Path]) -> dict:
+    result = mproxy("stats", *names(capture), "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
-def dissect_json(capture: Path) -> list[dict]:
-    result = mproxy("dissect", "--json", str(capture))
+def dissect_json(capture: Path | list[Path]) -> list[dict]:
+    result = mproxy("dissect", "--json", *names(capture))
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def capture_path(name: str, generated: Path) -> Path:
+TWO_RELAYS = "raw-tcp.pcap+go-dialect.pcap"
+"""Two captures of different relays, read as one capture merged by time (records name their file)."""
+
+
+def capture_path(name: str, generated: Path) -> Path | list[Path]:
+    if name == TWO_RELAYS:
+        return [CAPTURES / part for part in name.split("+")]
     return generated if name == "generated" else CAPTURES / name
 
 
-@pytest.mark.parametrize("name", [*BUNDLED, "generated"])
+@pytest.mark.parametrize("name", [*BUNDLED, "generated", TWO_RELAYS])
 def test_sql_per_client_totals_equal_stats(name, generated, tmp_path):
     capture = capture_path(name, generated)
     out = tmp_path / "out"
@@ -116,9 +126,11 @@ def test_sql_per_client_totals_equal_stats(name, generated, tmp_path):
     assert [u[0] for u in unmatched] == sorted(summary["unmatched_replies"])
     if name == "generated":
         assert len(summary["tunnels"]) == 8 and summary["unmatched_replies"]
+    files = {f for (f,) in sql(f"SELECT DISTINCT first_file FROM {clients}")}
+    assert files == set(names(capture))
 
 
-@pytest.mark.parametrize("name", [*BUNDLED, "generated"])
+@pytest.mark.parametrize("name", [*BUNDLED, "generated", TWO_RELAYS])
 def test_frames_and_problems_rows_match_dissect_json(name, generated, tmp_path):
     capture = capture_path(name, generated)
     out = tmp_path / "out"
@@ -129,6 +141,7 @@ def test_frames_and_problems_rows_match_dissect_json(name, generated, tmp_path):
     assert len(rows) == len(frames) > 0
     for row, record in zip(rows, frames, strict=True):
         assert {k: row[k] for k in FRAME_KEYS} == {k: record[k] for k in FRAME_KEYS}
+        assert row["pcap_file"] == record.get("pcap_file", str(capture))
         assert (json.loads(row["control"]) if row["control"] else None) == record.get("control")
         assert (json.loads(row["error"]) if row["error"] else None) == record.get("error")
         assert (row["reply_to"], row["reply_time"]) == (record.get("reply_to"), record.get("reply_time"))
@@ -228,7 +241,7 @@ def test_without_pyarrow_one_line_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name", [*BUNDLED, "generated"])
+@pytest.mark.parametrize("name", [*BUNDLED, "generated", TWO_RELAYS])
 def test_jobs_write_one_part_per_shard_with_the_serial_rows(name, generated, tmp_path):
     capture = capture_path(name, generated)
     serial, sharded = tmp_path / "serial", tmp_path / "sharded"

@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -460,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("version", choices=sorted(BY_ID))
     runner.add_argument("args", nargs=argparse.REMAINDER)
     options = parser.parse_args(argv)
+    # a wrapper stopped with SIGTERM (a timeout) still removes its staging folder on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         if options.command == "build":
             for version in MATRIX:

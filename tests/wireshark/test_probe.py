@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mproxy_scapy.wireshark.probe import LoadCheck, Tshark, why_not
+from mproxy_scapy.wireshark.probe import LoadCheck, Tshark, listed_protocol, why_not
 
 PERSONAL = Path("/home/u/.local/lib/wireshark/plugins")
 GLOBAL = Path("/usr/lib/x86_64-linux-gnu/wireshark/plugins")
@@ -49,3 +49,12 @@ def test_tshark_s_load_error_is_quoted():
     check = LoadCheck(False, "", ['Lua: Error during loading: [string "/x/mproxy.lua"]:1: syntax error'])
     reason = why_not(tshark((4, 0, 17)), PERSONAL, check, as_root=False)
     assert reason.endswith('could not load it: Lua: Error during loading: [string "/x/mproxy.lua"]:1: syntax error')
+
+
+def test_protocol_lines_of_wireshark_4_0_and_of_4_2_and_later():
+    """4.0 lists name, short name, filter; 4.2+ adds three enabled flags (seen on Debian 13's 4.4.19)."""
+    assert listed_protocol("M-PROXY tunnel protocol\tMPROXY\tmproxy\n") == "M-PROXY tunnel protocol (mproxy)"
+    newer = ("M-PROXY stream end\tMPROXY_END\tmproxy_end\tT\tT\tT\n"
+             "M-PROXY tunnel protocol\tMPROXY\tmproxy\tT\tT\tT\n")
+    assert listed_protocol(newer) == "M-PROXY tunnel protocol (mproxy)"
+    assert listed_protocol("Bluetooth Mesh Proxy\tBT Mesh proxy\tbtmproxy\n") is None
