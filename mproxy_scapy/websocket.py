@@ -157,7 +157,7 @@ class DeflateParams:
                     setattr(out, key, True)
                 elif key in ("server_max_window_bits", "client_max_window_bits"):
                     bits = value.strip('"') if value else ""
-                    setattr(out, key, int(bits) if bits.isdigit() else None)
+                    setattr(out, key, int(bits) if bits.isascii() and bits.isdigit() else None)
             return out
         return None
 
