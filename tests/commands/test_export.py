@@ -268,11 +268,10 @@ def test_a_worker_killed_mid_run_fails_the_export_and_writes_nothing(tmp_path):
     run = subprocess.Popen([sys.executable, "-m", "mproxy_scapy.cli", "export", str(capture), "-o", str(out),
                             "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while len(children(run.pid)) < 2:
+    while len(workers := children(run.pid)) < 2:
         assert run.poll() is None and time.monotonic() < deadline, "the workers did not start"
         time.sleep(0.05)
-    time.sleep(0.5)
-    os.kill(children(run.pid)[0], signal.SIGKILL)
+    os.kill(workers[0], signal.SIGKILL)
     stdout, stderr = run.communicate(timeout=120)
     assert_clean_error(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr),
                        "a worker process died before it finished")
