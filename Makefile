@@ -20,11 +20,12 @@ endif
 VENV ?= .venv
 PYTEST_ARGS ?=
 
-# System packages the tests use, and the commands that show they are there: add a package to
-# APT_PACKAGES and a command it provides to APT_TOOLS. `make system-deps` installs the list when
-# any command is missing (looked for in /usr/sbin too: debootstrap is there, off a user's PATH).
-APT_PACKAGES := tshark tcpdump nodejs npm chromium chromium-driver firefox-esr openssl debootstrap
-APT_TOOLS := tshark tcpdump editcap node npm chromium chromedriver firefox-esr openssl debootstrap
+# System packages the tests use, as command:package pairs: `make system-deps` installs the
+# packages of the commands that are missing (looked for in /usr/sbin too: debootstrap is there,
+# off a user's PATH), and only those: a machine with Node.js from elsewhere (NodeSource's nodejs
+# carries npm) must not be asked to take Debian's npm, which conflicts with it.
+APT_TOOLS := tshark:tshark editcap:tshark tcpdump:tcpdump node:nodejs npm:npm chromium:chromium \
+	chromedriver:chromium-driver firefox-esr:firefox-esr openssl:openssl debootstrap:debootstrap
 
 NO_PYTHON_default := no python3 on this machine: install it (apt-get install python3) and run make again, \
 or name an interpreter: make PYTHON=/path/to/python3
@@ -61,16 +62,17 @@ wireshark-matrix: system-deps
 	@$(SETUP) -- python tests/wireshark/matrix.py build
 
 system-deps:
-	@missing=""; for tool in $(APT_TOOLS); do \
-	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	@missing=""; for pair in $(APT_TOOLS); do tool=$${pair%%:*}; package=$${pair#*:}; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool >/dev/null 2>&1 && continue; \
+	  case " $$missing " in *" $$package "*) ;; *) missing="$$missing $$package";; esac; done; \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; \
 	elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
-	else echo "mproxy-scapy: error: the tests need$$missing: run as root: apt-get install $(APT_PACKAGES)" >&2; exit 1; fi; \
-	echo "mproxy-scapy: the tests need$$missing: installing $(APT_PACKAGES) with apt-get" >&2; \
+	else echo "mproxy-scapy: error: the tests need these packages: run as root: apt-get install$$missing" >&2; exit 1; fi; \
+	echo "mproxy-scapy: the tests need$$missing: installing them with apt-get" >&2; \
 	log=$$(mktemp); \
 	echo "wireshark-common wireshark-common/install-setuid boolean false" | $$sudo debconf-set-selections; \
-	{ $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); } \
-	  >"$$log" 2>&1 || { echo "mproxy-scapy: error: apt-get could not install $(APT_PACKAGES) ($$(grep '^E:' "$$log" \
+	{ $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } \
+	  >"$$log" 2>&1 || { echo "mproxy-scapy: error: apt-get could not install$$missing ($$(grep '^E:' "$$log" \
 	  | tail -1)): check the network and the apt sources, then run make again (log: $$log)" >&2; exit 1; }; \
 	rm -f "$$log"
