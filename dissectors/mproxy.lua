@@ -1475,13 +1475,15 @@ end
 -- Give the direction's holes up to stream offset target: lost bytes become a
 -- gap (FrameParser.gap), then the pieces after them are parsed. Our parser
 -- holds the bytes from then on (parser.own), not Wireshark's reassembly.
+-- A hole with nothing captured behind it yet ends at target.
 local function give_up_holes(parser, target, pinfo, ctx, number)
     local entries = {}
     number = number or pinfo.number
-    while parser.stash and parser.stash[1] do
+    while true do
         local held_bytes = held(parser)
         local expected = parser.base + #held_bytes
-        local hole_end = math.min(parser.stash[1].start, target)
+        local piece = parser.stash and parser.stash[1]
+        local hole_end = piece and math.min(piece.start, target) or target
         if hole_end <= expected then break end
         note_arrival(parser, number)
         for _, record in ipairs(parser:gap(held_bytes, hole_end - expected)) do
@@ -2523,13 +2525,16 @@ local function note_late_segment(pinfo, stream, segment)
     return entries
 end
 
--- The peer acknowledges bytes the capture lacks: they will never come.
+-- The peer acknowledges bytes the capture lacks: they will never come, also
+-- when nothing was captured behind them yet (the Python reassembler declares
+-- them lost at that acknowledgement too).
 local function note_tcp_ack(pinfo, stream, segment)
+    if not has_flag(segment.flags, TCP_ACK) then return nil end
     local key = peer_key(pinfo)
     local parser = parsers[key]
-    if parser == nil or parser.origin == nil or not parser.stash or #parser.stash == 0 then return nil end
-    if not has_flag(segment.flags, TCP_ACK) then return nil end
+    if parser == nil or parser.origin == nil then return nil end
     local target = (segment.ack - parser.origin) % 4294967296
+    if parser.fin_off and target > parser.fin_off then target = parser.fin_off end -- the FIN's own number is no byte
     local expected = parser.base + held_length(parser)
     if target <= expected or target > expected + MAX_AHEAD then return nil end
     local ctx = { key = key, peer = endpoint_key(pinfo), stream = stream }
@@ -2595,8 +2600,16 @@ function mproxy_end.dissector(tvb, pinfo, tree)
         if tunnel == nil then return end
         tunnel.last_number = pinfo.number
         entries = {}
-        if tunnel.carrier == "tcp" and tunnel.stashed then
-            for _, entry in ipairs(note_late_segment(pinfo, stream, segment) or {}) do entries[#entries + 1] = entry end
+        if tunnel.carrier == "tcp" then
+            local parser = has_flag(flags, TCP_FIN) and parsers[endpoint_key(pinfo)]
+            if parser and parser.origin then
+                parser.fin_off = (segment.seq + segment.len - parser.origin) % 4294967296
+            end
+            if tunnel.stashed then
+                for _, entry in ipairs(note_late_segment(pinfo, stream, segment) or {}) do
+                    entries[#entries + 1] = entry
+                end
+            end
             for _, entry in ipairs(note_tcp_ack(pinfo, stream, segment) or {}) do entries[#entries + 1] = entry end
         elseif tunnel.carrier == "websocket" and not tunnel.after_http then
             local st = has_flag(flags, TCP_FIN) and ws_dirs[endpoint_key(pinfo)]
