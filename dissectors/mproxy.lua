@@ -478,6 +478,7 @@ local function parse_header(raw)
     local h = { raw = raw, utf8 = is_utf8(raw), problems = {} }
     h.dialect = raw:sub(-1) == "\n" and "go" or "js"
     local body = h.dialect == "go" and strip(raw) or raw
+    h.plain = not body:find("[^ -~]")
     local fields, pos = {}, 1
     while true do
         local comma = body:find(",", pos, true)
@@ -931,19 +932,27 @@ end
 
 -- A TCP connection, named by its two endpoints (the same in every pass; field
 -- extractors such as tcp.stream are empty when tshark builds no tree).
--- The names of a packet's connection and direction are made once per packet
--- (the dissector and the postdissector both need them).
-local named = { number = -1 }
+-- The names of a direction are made once ({ stream, key, peer }, also the
+-- context its records keep), and found once per packet (the dissector and the
+-- postdissector both need them).
+local direction_names = {} -- "src|port dst|port" -> the names of that direction
+local named, named_number = nil, -1
 
 local function name_packet(pinfo)
     local number, src_port, dst_port = pinfo.number, pinfo.src_port, pinfo.dst_port
-    if named.number == number and named.src_port == src_port and named.dst_port == dst_port then return named end
+    if named_number == number and named.src_port == src_port and named.dst_port == dst_port then return named end
     local a = string.format("%s|%d", tostring(pinfo.src), src_port)
     local b = string.format("%s|%d", tostring(pinfo.dst), dst_port)
-    local stream = a < b and a .. "|" .. b or b .. "|" .. a
-    named = { number = number, src_port = src_port, dst_port = dst_port, stream = stream,
-              key = stream .. ">" .. a, peer = stream .. ">" .. b }
-    return named
+    local pair = a .. " " .. b
+    local names = direction_names[pair]
+    if names == nil then
+        local stream = a < b and a .. "|" .. b or b .. "|" .. a
+        names = { src_port = src_port, dst_port = dst_port, stream = stream,
+                  key = stream .. ">" .. a, peer = stream .. ">" .. b }
+        direction_names[pair] = names
+    end
+    named, named_number = names, number
+    return names
 end
 
 local function stream_id(pinfo)
@@ -959,9 +968,9 @@ local function peer_key(pinfo)
     return name_packet(pinfo).peer
 end
 
-local function context(pinfo, stream)
-    local names = name_packet(pinfo)
-    return { key = names.key, peer = names.peer, stream = stream }
+-- { key, peer, stream } of the packet's direction (never changed: records keep it)
+local function context(pinfo)
+    return name_packet(pinfo)
 end
 
 local function new_tunnel(stream, carrier)
@@ -1088,8 +1097,8 @@ end
 -- body is dissected with the ports of the tunneled connection, client port
 -- and relay service port, so Wireshark keeps it in a conversation of its own.
 local function call_subdissector(body, pinfo, tree)
-    local dissector = Dissector.get(body.dissector)
-    if dissector == nil then return end
+    local dissector = body.dissector
+    if not dissector then return end
     local src_port, dst_port = pinfo.src_port, pinfo.dst_port
     if body.client_port then
         if body.toward_service then
@@ -1098,11 +1107,10 @@ local function call_subdissector(body, pinfo, tree)
             pinfo.src_port, pinfo.dst_port = body.service_port, body.client_port
         end
     end
-    pcall(function() dissector:call(body.tvb, pinfo, tree) end)
+    pcall(dissector.call, dissector, body.tvb, pinfo, tree)
     pinfo.src_port, pinfo.dst_port = src_port, dst_port
 end
 
--- Add one record to the tree. tvb holds the record's bytes from position pos.
 -- "ip:port" ("[ip]:port" for IPv6) of a direction key, as the decoder writes endpoints.
 local endpoint_texts = {}
 
@@ -1118,81 +1126,132 @@ local function endpoint_text(key)
     return text
 end
 
--- The header fields, each with its bytes in the header text. A record whose
--- bytes are not at hand (a frame whose body passed a capture gap) shows the
--- same fields without byte ranges.
-local function show_header(item, record, at)
+-- How much of a record this dissection shows. A tree that is not visible
+-- (tshark -T fields or a filter on 4.2+, a first pass) keeps only the fields
+-- a filter or -e names, so labels, generated marks and byte ranges per header
+-- field are left out there; a summary line is made only for a tree label or
+-- the Info column (tshark -T fields asks for no columns).
+local function new_view(pinfo, tree)
+    local full = tree.visible
+    return { full = full, summary = full or tostring(pinfo.cols.protocol) ~= "(protocol)" }
+end
+
+local DIALECT_SUFFIX = {}
+for dialect, text in pairs(DIALECTS) do DIALECT_SUFFIX[dialect] = " (" .. text .. ")" end
+local LEADING_WS = "^" .. ASCII_WS .. "+"
+
+-- The header fields, each with its bytes in the header text (pos: where the
+-- record starts in tvb). A record whose bytes are not at hand (a frame whose
+-- body passed a capture gap) shows the same fields without byte ranges
+-- (empty: the empty range they all get then).
+local function show_header(item, record, tvb, pos, empty, range, full)
     local h = record.header
     local header_end = record.header_end or record.length
-    local exact = record.pos ~= nil
-    item:add(pf.version, at(0, 1), record.version)
-    item:add(pf.hdrlen, at(1, 1), record.hdrlen)
-    local header_range = at(2, math.max(header_end - 2, 0))
-    local htree = item:add(mproxy, header_range, "Header: " .. display_text(h.raw))
+    local hlen = header_end - 2
+    if hlen < 0 then hlen = 0 end
+    local header_range = empty or (full and tvb(pos + 2, hlen)) or range
+    if full then
+        item:add(pf.version, empty or tvb(pos, 1), record.version)
+        item:add(pf.hdrlen, empty or tvb(pos + 1, 1), record.hdrlen)
+    else
+        item:add(pf.version, header_range, record.version)
+        item:add(pf.hdrlen, header_range, record.hdrlen)
+    end
+    local htree = full and item:add(mproxy, header_range, "Header: " .. display_text(h.raw))
+        or item:add(mproxy, header_range)
+    -- plain printable text is its own value; other bytes are read as UTF-8 by Wireshark, from their range
+    local plain = h.plain
+    local exact_ranges = full or not plain
     -- the Go dialect's header is trimmed before it is split
-    local cursor = h.dialect == "go" and #h.raw - #h.raw:gsub("^" .. ASCII_WS .. "+", "") or 0
-    for _, key in ipairs(HEADER_KEYS) do
-        local value = h.values[key]
+    local cursor = h.dialect == "go" and #h.raw - #h.raw:gsub(LEADING_WS, "") or 0
+    local values = h.values
+    for index = 1, #HEADER_KEYS do
+        local key = HEADER_KEYS[index]
+        local value = values[key]
         if value == nil then break end
-        local field_range = at(2 + math.min(cursor, header_end - 2),
-            math.min(#value, math.max(header_end - 2 - cursor, 0)))
+        local field_range = header_range
+        if exact_ranges and not empty then
+            local length = hlen - cursor
+            if length < 0 then length = 0 end
+            if #value < length then length = #value end
+            field_range = tvb(pos + 2 + (cursor < hlen and cursor or hlen), length)
+        end
         local field_item
         if key == "port" or key == "serviceport" then
             field_item = add_number(htree, pf[key], field_range, value)
-            if field_item == nil then
+            if field_item == nil and full then
                 htree:add(mproxy, field_range, LABELS[key] .. ": " .. (value == "" and "(empty)" or display_text(value)))
             end
         elseif key == "datalen" then
-            if h.datalen ~= nil then
-                field_item = htree:add(pf.datalen, field_range, uint64_from_decimal(value))
-            else
+            local datalen = h.datalen
+            if datalen ~= nil then
+                field_item = htree:add(pf.datalen, field_range,
+                    datalen < 2^53 and UInt64.new(datalen) or uint64_from_decimal(value))
+            elseif full then
                 htree:add(mproxy, field_range, LABELS.datalen .. ": " .. display_text(value))
             end
-        elseif exact then
+        elseif plain then
+            field_item = htree:add(pf[key], field_range, value)
+        elseif not empty then
             field_item = htree:add_packet_field(pf[key], field_range, ENC_UTF_8)
         else
             field_item = htree:add(pf[key], field_range, utf8_replace(value))
         end
-        local desc
-        if key == "family" then
-            desc = describe(FAMILIES, value)
-        elseif key == "service" or key == "servicename" then
-            desc = describe(KINDS, value) or describe(KNOWN_SERVICES, value)
+        if full and field_item then
+            local desc
+            if key == "family" then
+                desc = describe(FAMILIES, value)
+            elseif key == "service" or key == "servicename" then
+                desc = describe(KINDS, value) or describe(KNOWN_SERVICES, value)
+            end
+            if desc then field_item:append_text(" (" .. desc .. ")") end
         end
-        if field_item and desc then field_item:append_text(" (" .. desc .. ")") end
         cursor = cursor + #value + 1
     end
-    item:add(pf.dialect, header_range, h.dialect):append_text(" (" .. DIALECTS[h.dialect] .. ")")
+    local dialect_item = item:add(pf.dialect, header_range, h.dialect)
+    if full then dialect_item:append_text(DIALECT_SUFFIX[h.dialect]) end
     local cid = client_id(record)
-    if cid then item:add(pf.client_id, header_range, utf8_replace(cid)):set_generated() end
+    if cid then
+        local cid_item = item:add(pf.client_id, header_range, plain and cid or utf8_replace(cid))
+        if full then cid_item:set_generated() end
+    end
 end
 
+local subdissectors = {}
+
 -- The body: raw bytes, control id/command/args, and the service's own dissector.
-local function show_body(item, record, at, pinfo, ctx, bodies)
+local function show_body(item, record, tvb, pos, empty, pinfo, ctx, bodies)
     local h = record.header
     local header_end = record.header_end or record.length
-    if record.pos == nil or record.truncated then
-        local what = record.pos == nil and "Body not held (bytes lost in the capture)" or "Partial body"
-        item:add(mproxy, at(header_end, record.body_len),
+    if pos == nil or record.truncated then
+        local what = pos == nil and "Body not held (bytes lost in the capture)" or "Partial body"
+        item:add(mproxy, empty or tvb(pos + header_end, record.body_len),
             string.format("%s: %d of %s bytes", what, record.body_len, h.values.datalen or "?"))
         return nil
     end
     if record.body_len == 0 then return nil end
-    local body_range = at(header_end, record.body_len)
+    local body_range = tvb(pos + header_end, record.body_len)
     item:add(pf.body, body_range)
     local control
-    if record.kind == "control" then
+    local kind = record.kind
+    if kind == "control" then
         control = add_control(item, pinfo, record, body_range, body_range:raw(), ctx)
-    elseif record.kind == "error" then
+    elseif kind == "error" then
         local code = body_range:raw():match('"code"%s*:%s*"([^"]*)"')
         if code and ERROR_CODES[code] then item:append_text(", " .. code .. " (" .. ERROR_CODES[code] .. ")") end
     end
-    local sub = BODY_SUBDISSECTORS[h.values.service or ""]
+    local values = h.values
+    local sub = BODY_SUBDISSECTORS[values.service or ""]
     if sub and mproxy.prefs.subdissectors then
-        local entry = { dissector = sub, tvb = body_range:tvb() }
-        local client_port = tonumber(is_digits(h.values.port) and h.values.port or "")
+        local dissector = subdissectors[sub]
+        if dissector == nil then
+            dissector = Dissector.get(sub) or false
+            subdissectors[sub] = dissector
+        end
+        local entry = { dissector = dissector, json = sub == "json", tvb = body_range:tvb() }
+        local client_port = tonumber(is_digits(values.port) and values.port or "")
         if client_port and client_port <= 65535 and sub ~= "json" then
-            local service_port = tonumber(is_digits(h.values.serviceport) and h.values.serviceport or "")
+            local service_port = tonumber(is_digits(values.serviceport) and values.serviceport or "")
             entry.client_port = client_port
             entry.service_port = (service_port and service_port <= 65535) and service_port or 0
             local relay = relay_keys[ctx.stream]
@@ -1203,34 +1262,46 @@ local function show_body(item, record, at, pinfo, ctx, bodies)
     return control
 end
 
--- Add one record to the tree. tvb holds the record's bytes from record.pos
+-- Add one record to the tree. tvb holds the record's bytes from position pos
 -- (nil: the record's bytes are not at hand, only its fields are shown).
-local function show_record(record, tvb, pinfo, tree, ctx, bodies)
-    local function at(offset, length)
-        if record.pos == nil then return tvb(0, 0) end
-        return tvb(record.pos + offset, length)
-    end
-    local range = at(0, record.length)
+-- header_in: the packet where its header came (WebSocket), when not this one.
+local function show_record(record, pos, tvb, pinfo, tree, ctx, header_in, bodies, view)
+    local full = view.full
+    local empty = pos == nil and tvb(0, 0) or nil
+    local range = empty or tvb(pos, record.length)
     local item = tree:add(mproxy, range)
-    item:add(pf.kind, range, record.kind):set_generated()
-    item:add(pf.offset, range, UInt64.new(record.offset)):set_generated()
-    item:add(pf.length, range, record.length):set_generated()
+    local kind, header = record.kind, record.header
     local src, dst = endpoint_text(ctx.key), endpoint_text(ctx.peer)
-    if src then item:add(pf.src, range, src):set_generated() end
-    if dst then item:add(pf.dst, range, dst):set_generated() end
-    if record.header ~= nil then item:add(pf.body_len, range, record.body_len):set_generated() end
-    if ctx.header_in then item:add(pf.header_in, range, ctx.header_in):set_generated() end
-    if record.kind == "connection" and ctx.stream then relay_keys[ctx.stream] = ctx.key end
+    if full then
+        item:add(pf.kind, range, kind):set_generated()
+        item:add(pf.offset, range, UInt64.new(record.offset)):set_generated()
+        item:add(pf.length, range, record.length):set_generated()
+        if src then item:add(pf.src, range, src):set_generated() end
+        if dst then item:add(pf.dst, range, dst):set_generated() end
+        if header ~= nil then item:add(pf.body_len, range, record.body_len):set_generated() end
+        if header_in then item:add(pf.header_in, range, header_in):set_generated() end
+    else
+        item:add(pf.kind, range, kind)
+        item:add(pf.offset, range, UInt64.new(record.offset))
+        item:add(pf.length, range, record.length)
+        if src then item:add(pf.src, range, src) end
+        if dst then item:add(pf.dst, range, dst) end
+        if header ~= nil then item:add(pf.body_len, range, record.body_len) end
+        if header_in then item:add(pf.header_in, range, header_in) end
+    end
+    if kind == "connection" and ctx.stream then relay_keys[ctx.stream] = ctx.key end
     local control
-    if record.header ~= nil then
-        show_header(item, record, at)
-        control = show_body(item, record, at, pinfo, ctx, bodies)
+    if header ~= nil then
+        show_header(item, record, tvb, pos, empty, range, full)
+        control = show_body(item, record, tvb, pos, empty, pinfo, ctx, bodies)
     end
-    for _, problem in ipairs(record.problems) do
-        item:add_proto_expert_info(ex[problem[1]], problem[2])
+    local problems = record.problems
+    for index = 1, #problems do
+        item:add_proto_expert_info(ex[problems[index][1]], problems[index][2])
     end
+    if not view.summary then return "" end
     local line = summary(record, control)
-    item:append_text(", " .. line)
+    if full then item:append_text(", " .. line) end
     return line
 end
 
@@ -1249,7 +1320,7 @@ local function dissect_bodies(bodies, pinfo, tree, lines)
     local only_json = true
     for _, body in ipairs(bodies) do
         call_subdissector(body, pinfo, tree)
-        only_json = only_json and body.dissector == "json"
+        only_json = only_json and body.json
     end
     if only_json then
         pinfo.cols.info:clear_fence()
@@ -1295,7 +1366,7 @@ end
 -- again, so those records keep no copy of their bytes (entry.in_tvb).
 local function remember(pinfo, record, buf, ctx, header_in, window, number)
     number = number or pinfo.number
-    local entry = { record = record, ctx = ctx, header_in = header_in, number = number }
+    local entry = { record = record, ctx = ctx, header_in = header_in }
     if window then
         entry.from_dissector = true
         if record.pos ~= nil and record.pos + window.skip >= 0
@@ -1311,28 +1382,44 @@ local function remember(pinfo, record, buf, ctx, header_in, window, number)
     return entry
 end
 
--- A record kept without a copy of its bytes, shown where its tvb is not at
--- hand (TCP did not hand this pass the tvb the first pass saw): its fields only.
-local function without_bytes(record)
+-- What later passes need of a record the first pass showed. Its header is
+-- parsed again when it is shown again: the small tables of a parsed header
+-- are not kept for every record of the capture (Lua's collector walks every
+-- kept table over and over, which grew with the capture).
+local NO_PROBLEMS = {}
+
+local function settle(entry)
+    local record = entry.record
+    if record.settled then return end
+    local h = record.header
+    entry.record = { settled = true, offset = record.offset, length = record.length, kind = record.kind,
+                     version = record.version, hdrlen = record.hdrlen, header_end = record.header_end,
+                     body_len = record.body_len, truncated = record.truncated, raw = h and h.raw,
+                     problems = #record.problems > 0 and record.problems or NO_PROBLEMS }
+end
+
+-- A settled record as the first pass had it.
+local function unsettle(record)
+    if not record.settled then return record end
     local copy = {}
     for name, value in pairs(record) do copy[name] = value end
-    copy.pos = nil
+    if record.raw then copy.header = parse_header(record.raw) end
     return copy
 end
 
 local function show_entries(entries, pinfo, tree, fallback_tvb)
     local lines, bodies = {}, {}
+    local view = new_view(pinfo, tree)
+    local first_pass = not pinfo.visited
     for _, entry in ipairs(entries) do
-        local record_tvb, record = fallback_tvb, entry.record
+        -- a record kept without a copy of its bytes is shown from its fields only
+        local record_tvb, pos = fallback_tvb, nil
         if entry.bytes ~= nil then
-            record_tvb = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame")
-            record = setmetatable({ pos = 0 }, { __index = entry.record })
-        elseif record.pos ~= nil then
-            record = without_bytes(record)
+            record_tvb, pos = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame"), 0
         end
-        local ctx = { key = entry.ctx.key, peer = entry.ctx.peer, stream = entry.ctx.stream,
-                      header_in = entry.header_in }
-        lines[#lines + 1] = show_record(record, record_tvb, pinfo, tree, ctx, bodies)
+        lines[#lines + 1] = show_record(unsettle(entry.record), pos, record_tvb, pinfo, tree, entry.ctx,
+            entry.header_in, bodies, view)
+        if first_pass then settle(entry) end
     end
     return lines, bodies
 end
@@ -1430,18 +1517,18 @@ end
 -- stream offset of its first byte), the others from their copies.
 local function show_tvb_entries(entries, tvb, tvb_start, pinfo, tree)
     local lines, bodies = {}, {}
+    local view = new_view(pinfo, tree)
+    local first_pass = not pinfo.visited
     for _, entry in ipairs(entries) do
-        local record, ctx = entry.record, entry.ctx
+        local record, ctx = unsettle(entry.record), entry.ctx
         if entry.in_tvb then
             local pos = record.offset - tvb_start
-            local shown
-            if pos >= 0 and pos + record.length <= tvb:len()
-                and (record.version == nil or record.length == 0 or tvb(pos, 1):uint() == record.version) then
-                shown = setmetatable({ pos = pos }, { __index = record })
-            else
-                shown = without_bytes(record)
+            if not (pos >= 0 and pos + record.length <= tvb:len()
+                and (record.version == nil or record.length == 0 or tvb(pos, 1):uint() == record.version)) then
+                pos = nil
             end
-            lines[#lines + 1] = show_record(shown, tvb, pinfo, tree, ctx, bodies)
+            lines[#lines + 1] = show_record(record, pos, tvb, pinfo, tree, ctx, nil, bodies, view)
+            if first_pass then settle(entry) end
         else
             local more_lines, more_bodies = show_entries({ entry }, pinfo, tree, tvb)
             lines[#lines + 1] = more_lines[1]
@@ -1478,7 +1565,7 @@ local function dissect_tcp(tvb, pinfo, tree)
         return tvb:len()
     end
     local stream = stream_id(pinfo)
-    local ctx = context(pinfo, stream)
+    local ctx = context(pinfo)
     local key = ctx.key
     local parser = parsers[key]
     if parser == nil then
@@ -1674,7 +1761,7 @@ end
 local function dissect_ws(tvb, pinfo, tree)
     if pinfo.visited then return tvb:len() end
     local stream = stream_id(pinfo)
-    local ctx = context(pinfo, stream)
+    local ctx = context(pinfo)
     show_stream_entries(feed_stream(pinfo, stream, ctx, tvb:raw(0, tvb:len())), tvb, pinfo, tree)
     return tvb:len()
 end
@@ -2221,7 +2308,7 @@ end
 
 local function dissect_own_ws(tvb, pinfo, tree)
     local stream = stream_id(pinfo)
-    local ctx = context(pinfo, stream)
+    local ctx = context(pinfo)
     if pinfo.visited then
         local head = ws_heads[pinfo.number]
         if head then show_http_head(tvb, head, pinfo, tree) end
@@ -2426,7 +2513,7 @@ local function note_late_segment(pinfo, stream)
     local start = (last_value(f_tcp_seq_raw) - parser.origin) % 4294967296
     local expected = parser.base + held_length(parser)
     if start > expected or start + #data <= expected then return nil end
-    local ctx = context(pinfo, stream)
+    local ctx = context(pinfo)
     note_arrival(parser, pinfo.number)
     local buf = held(parser) .. data:sub(expected - start + 1)
     buf = drain_stash(parser, buf, start + #data, pinfo.number)
