@@ -474,49 +474,69 @@ end
 
 local SERVICE_CHARS = "^[%w%-_%.%+]+$"
 
-local function parse_header(raw)
-    local h = { raw = raw, utf8 = is_utf8(raw), problems = {} }
-    h.dialect = raw:sub(-1) == "\n" and "go" or "js"
-    local body = h.dialect == "go" and strip(raw) or raw
-    h.plain = not body:find("[^ -~]")
+-- A header's problems when it has none (never added to: a header's own list is made for its first).
+local NO_PROBLEMS = {}
+
+-- The usual header, seven fields, is split by one pattern; others field by field.
+local SEVEN_FIELDS = "^" .. string.rep("([^,]*),", 6) .. "([^,]*)$"
+
+local function split_fields(body)
+    local a, b, c, d, e, f, g = body:match(SEVEN_FIELDS)
+    if a then return { a, b, c, d, e, f, g } end
     local fields, pos = {}, 1
     while true do
         local comma = body:find(",", pos, true)
         if comma == nil then
             fields[#fields + 1] = body:sub(pos)
-            break
+            return fields
         end
         fields[#fields + 1] = body:sub(pos, comma - 1)
         pos = comma + 1
     end
-    if h.dialect == "go" and #fields > 1 and fields[#fields] == "" then
+end
+
+local function parse_header(raw)
+    local dialect = raw:sub(-1) == "\n" and "go" or "js"
+    local body = dialect == "go" and strip(raw) or raw
+    -- printable ASCII is valid UTF-8, whatever whitespace the Go dialect trimmed
+    local plain = not body:find("[^ -~]")
+    local utf8 = plain or is_utf8(raw)
+    local fields = split_fields(body)
+    if dialect == "go" and #fields > 1 and fields[#fields] == "" then
         fields[#fields] = nil
     end
-    h.field_count = #fields
-    h.values = {}
-    for index, key in ipairs(HEADER_KEYS) do
-        h.values[key] = fields[index]
+    local field_count = #fields
+    local values = {}
+    for index = 1, #HEADER_KEYS do
+        values[HEADER_KEYS[index]] = fields[index]
     end
-    if not h.utf8 then
-        h.problems[#h.problems + 1] = { "header_not_utf8", "header bytes are not valid UTF-8" }
+    local problems
+    if not utf8 then
+        problems = { { "header_not_utf8", "header bytes are not valid UTF-8" } }
     end
-    if h.field_count < MIN_HEADER_FIELDS then
-        h.problems[#h.problems + 1] = { "too_few_fields",
-            string.format("%d fields, at least %d expected", h.field_count, MIN_HEADER_FIELDS) }
+    if field_count < MIN_HEADER_FIELDS then
+        problems = problems or {}
+        problems[#problems + 1] = { "too_few_fields",
+            string.format("%d fields, at least %d expected", field_count, MIN_HEADER_FIELDS) }
     end
-    local datalen_text = h.values.datalen
+    local datalen
+    local datalen_text = values.datalen
     if datalen_text ~= nil then
         if is_digits(datalen_text) then
-            h.datalen = tonumber(datalen_text)
-        elseif datalen_text:match("^%-%d+$") then
-            h.problems[#h.problems + 1] = { "datalen_negative", "datalen " .. py_repr(datalen_text) }
+            datalen = tonumber(datalen_text)
         else
-            h.problems[#h.problems + 1] = { "datalen_not_numeric", "datalen " .. py_repr(datalen_text) }
+            problems = problems or {}
+            if datalen_text:match("^%-%d+$") then
+                problems[#problems + 1] = { "datalen_negative", "datalen " .. py_repr(datalen_text) }
+            else
+                problems[#problems + 1] = { "datalen_not_numeric", "datalen " .. py_repr(datalen_text) }
+            end
         end
     end
-    local service = h.values.service
-    h.kind = (service ~= nil and MESSAGE_KINDS[service]) and service or DATA_KIND
-    return h
+    local service = values.service
+    return { raw = raw, utf8 = utf8, plain = plain, dialect = dialect, field_count = field_count, values = values,
+             datalen = datalen, problems = problems or NO_PROBLEMS,
+             kind = (service ~= nil and MESSAGE_KINDS[service]) and service or DATA_KIND }
 end
 
 -- The strict test used to find the next frame after garbage (ParsedHeader.looks_like_frame_start).
@@ -639,6 +659,43 @@ function Parser:wrapped_alternative(buf, pos, h, header_end, final)
     return longer
 end
 
+-- The header of the frame at pos: the parsed header and where it ends, or
+-- nil and what at_boundary returns (more bytes wanted, or none of a frame).
+function Parser:boundary_header(buf, pos, out, final, available, version, hdrlen)
+    local header_end = 2 + hdrlen
+    local h = parse_header(buf:sub(pos + 3, pos + header_end))
+    if h.datalen ~= nil and (version == VERSION_1_BYTE or looks_like_frame_start(h)) then
+        local wrapped = self:wrapped_alternative(buf, pos, h, header_end, final)
+        if wrapped == NEED_MORE then
+            self.need = self.base + header_end + WRAP
+            return nil, NEED_MORE
+        end
+        if wrapped ~= nil then
+            h, header_end = wrapped, header_end + WRAP
+        end
+        return h, header_end
+    end
+    if version ~= VERSION_1_BYTE then
+        self.synced = false
+        return nil, PROGRESS, 0
+    end
+    local settled = ruled_out(buf, pos + 3, math.min(#buf, pos + header_end + WRAP))
+    if available < header_end + WRAP and not final and not settled then
+        return nil, NEED_MORE -- every new byte may settle it: no parser.need
+    end
+    local longer = not settled and parse_header(buf:sub(pos + 3, pos + header_end + WRAP))
+    if longer and looks_like_frame_start(longer) then
+        return longer, header_end + WRAP
+    end
+    self.synced = false
+    if not has_control_byte(buf, pos + 3, pos + header_end) then
+        out[#out + 1] = frame_record(pos, self.base, version, hdrlen, h)
+        self.base = self.base + header_end
+        return nil, PROGRESS, header_end
+    end
+    return nil, PROGRESS, 0
+end
+
 function Parser:at_boundary(buf, pos, out, final)
     local available = #buf - pos
     if available < 2 or available < 2 + buf:byte(pos + 2) then
@@ -650,38 +707,15 @@ function Parser:at_boundary(buf, pos, out, final)
         return NEED_MORE
     end
     local version, hdrlen = buf:byte(pos + 1, pos + 2)
-    local header_end = 2 + hdrlen
-    local h = parse_header(buf:sub(pos + 3, pos + header_end))
-    if h.datalen ~= nil and (version == VERSION_1_BYTE or looks_like_frame_start(h)) then
-        local wrapped = self:wrapped_alternative(buf, pos, h, header_end, final)
-        if wrapped == NEED_MORE then
-            self.need = self.base + header_end + WRAP
-            return NEED_MORE
-        end
-        if wrapped ~= nil then
-            h, header_end = wrapped, header_end + WRAP
-        end
+    -- a frame whose body was still coming: its header was read then
+    local waiting = self.waiting
+    self.waiting = nil
+    local h, header_end, used
+    if waiting and waiting.base == self.base and available >= waiting.header_end then
+        h, header_end = waiting.h, waiting.header_end
     else
-        if version ~= VERSION_1_BYTE then
-            self.synced = false
-            return PROGRESS, 0
-        end
-        local settled = ruled_out(buf, pos + 3, math.min(#buf, pos + header_end + WRAP))
-        if available < header_end + WRAP and not final and not settled then
-            return NEED_MORE -- every new byte may settle it: no parser.need
-        end
-        local longer = not settled and parse_header(buf:sub(pos + 3, pos + header_end + WRAP))
-        if longer and looks_like_frame_start(longer) then
-            h, header_end = longer, header_end + WRAP
-        elseif not has_control_byte(buf, pos + 3, pos + header_end) then
-            out[#out + 1] = frame_record(pos, self.base, version, hdrlen, h)
-            self.base = self.base + header_end
-            self.synced = false
-            return PROGRESS, header_end
-        else
-            self.synced = false
-            return PROGRESS, 0
-        end
+        h, header_end, used = self:boundary_header(buf, pos, out, final, available, version, hdrlen)
+        if h == nil then return header_end, used end
     end
     local record = frame_record(pos, self.base, version, header_end - 2, h)
     if header_end - 2 > 255 then
@@ -692,6 +726,7 @@ function Parser:at_boundary(buf, pos, out, final)
     local total = header_end + datalen
     if available < total then
         self.need = self.base + total
+        self.waiting = { base = self.base, h = h, header_end = header_end }
         return NEED_MORE
     end
     record.length = total
@@ -918,6 +953,14 @@ local ws_notes = {}       -- frame number -> { { carrier problem kind, detail } 
 local tvb_places = {}     -- frame number -> { start, length, consumed_end }: stream offsets of its raw-TCP tvb
 local clients = {}        -- connection -> endpoint key of the SYN sender (else the first sender)
 local first_pass = { done = false } -- set once a later pass has begun
+
+-- The first pass keeps every record for later passes, so the Lua heap grows
+-- with the capture while each packet makes short-lived garbage. Lua 5.4's
+-- generational collector (Wireshark 4.2 and later) leaves the kept records
+-- alone in its minor collections; the incremental one walks them all again
+-- and again (on a 100 MB capture a quarter of tshark's time under 4.4). Lua
+-- 5.2's generational mode was experimental and is slower here: it is left as is.
+if _VERSION >= "Lua 5.4" then collectgarbage("generational") end
 
 local function init_state()
     tunnels, parsers, results, continuations, ws_pending = {}, {}, {}, {}, {}
@@ -1386,8 +1429,6 @@ end
 -- parsed again when it is shown again: the small tables of a parsed header
 -- are not kept for every record of the capture (Lua's collector walks every
 -- kept table over and over, which grew with the capture).
-local NO_PROBLEMS = {}
-
 local function settle(entry)
     local record = entry.record
     if record.settled then return end
