@@ -937,6 +937,78 @@ local function has_flag(flags, bit)
     return math.floor(flags / bit) % 2 == 1
 end
 
+local function last_value(extractor)
+    local all = { extractor() }
+    return #all > 0 and all[#all].value or nil
+end
+
+-- This packet's TCP segment: { seq, len, ack, flags } (raw numbers) and
+-- payload(), its bytes. Field extractors give it when Wireshark builds a
+-- protocol tree; the first pass of tshark -2 (and of the GUI) builds none
+-- when nothing filters, and then the TCP header is read from the frame.
+-- (where_only: seq and len, all the dissectors need.)
+local function field_segment(where_only)
+    local seq = last_value(f_tcp_seq_raw)
+    if seq == nil then return nil end
+    local segment = { seq = seq, len = last_value(f_tcp_len) or 0 }
+    if where_only then return segment end
+    segment.ack, segment.flags = last_value(f_tcp_ack_raw), last_value(f_tcp_flags) or 0
+    function segment.payload()
+        local payloads = { f_tcp_payload() }
+        return #payloads > 0 and payloads[#payloads].range:bytes():raw() or ""
+    end
+    return segment
+end
+
+local HEADER_SCAN = 256 -- frame bytes searched for the TCP header (link, VLAN and IP headers come first)
+
+local function uint_at(s, i, size)
+    local value = 0
+    for index = i, i + size - 1 do value = value * 256 + s:byte(index) end
+    return value
+end
+
+-- The end (1-based, exclusive, in the frame) of the IP packet whose TCP
+-- header starts at s[tcp]: an IPv4 or IPv6 header carrying TCP must end there.
+local function ip_end_before(s, tcp)
+    for ihl = 5, 15 do
+        local ip = tcp - 4 * ihl
+        if ip < 1 then break end
+        if s:byte(ip) == 0x40 + ihl and s:byte(ip + 9) == 6 and uint_at(s, ip + 6, 2) % 8192 == 0 then
+            local total = uint_at(s, ip + 2, 2)
+            return total > 0 and ip + total or nil
+        end
+    end
+    local ip = tcp - 40
+    if ip >= 1 and math.floor(s:byte(ip) / 16) == 6 and s:byte(ip + 6) == 6 then
+        return ip + 40 + uint_at(s, ip + 4, 2)
+    end
+    return nil
+end
+
+local function frame_segment(frame, pinfo)
+    local n = frame:len()
+    local s = frame:raw(0, math.min(n, HEADER_SCAN))
+    local sport, dport = pinfo.src_port, pinfo.dst_port
+    local ports = string.char(math.floor(sport / 256), sport % 256, math.floor(dport / 256), dport % 256)
+    local from = 1
+    while true do
+        local tcp = s:find(ports, from, true)
+        if tcp == nil or tcp + 19 > #s then return nil end
+        local header_len = math.floor(s:byte(tcp + 12) / 16) * 4
+        local ip_end = header_len >= 20 and ip_end_before(s, tcp)
+        if ip_end then
+            local first = tcp - 1 + header_len -- 0-based frame offset of the payload
+            local length = math.max(ip_end - 1 - first, 0)
+            local captured = math.max(math.min(length, n - first), 0)
+            return { seq = uint_at(s, tcp + 4, 4), len = length, ack = uint_at(s, tcp + 8, 4),
+                     flags = s:byte(tcp + 13), first = first, captured = captured,
+                     payload = function() return captured > 0 and frame:raw(first, captured) or "" end }
+        end
+        from = tcp + 1
+    end
+end
+
 local tunnels = {}        -- connection -> { carrier = "tcp"|"websocket", directions = {key -> peer key} }
 local parsers = {}        -- stream:direction key -> Parser
 local results = {}        -- frame number -> { { record, bytes, ctx, header_in } } shown there
@@ -1380,10 +1452,8 @@ end
 -- back bytes we already consumed (a reassembled PDU is extended from its
 -- start), so the parser places each tvb in the stream by TCP sequence
 -- number: every tvb it gets ends where the current segment ends.
-local function tvb_stream_offset(tvb, parser)
-    local seqs, lens = { f_tcp_seq_raw() }, { f_tcp_len() }
-    if #seqs == 0 or #lens == 0 then return parser.base end
-    local seq_end = (seqs[#seqs].value + lens[#lens].value) % 4294967296
+local function tvb_stream_offset(tvb, parser, segment)
+    local seq_end = (segment.seq + segment.len) % 4294967296
     local start = (seq_end - tvb:len()) % 4294967296
     if parser.origin == nil then parser.origin = (start - parser.base) % 4294967296 end
     return (start - parser.origin) % 4294967296
@@ -1533,13 +1603,15 @@ end
 -- Give the direction's holes up to stream offset target: lost bytes become a
 -- gap (FrameParser.gap), then the pieces after them are parsed. Our parser
 -- holds the bytes from then on (parser.own), not Wireshark's reassembly.
+-- A hole with nothing captured behind it yet ends at target.
 local function give_up_holes(parser, target, pinfo, ctx, number)
     local entries = {}
     number = number or pinfo.number
-    while parser.stash and parser.stash[1] do
+    while true do
         local held_bytes = held(parser)
         local expected = parser.base + #held_bytes
-        local hole_end = math.min(parser.stash[1].start, target)
+        local piece = parser.stash and parser.stash[1]
+        local hole_end = piece and math.min(piece.start, target) or target
         if hole_end <= expected then break end
         note_arrival(parser, number)
         for _, record in ipairs(parser:gap(held_bytes, hole_end - expected)) do
@@ -1548,7 +1620,7 @@ local function give_up_holes(parser, target, pinfo, ctx, number)
         parser.pending = ""
         local buf = drain_stash(parser, "", parser.base, number)
         for _, entry in ipairs(parse_kept(parser, buf, pinfo, ctx, nil, number)) do entries[#entries + 1] = entry end
-        parser.own = #parser.pending > 0
+        parser.own = parser.deferred or #parser.pending > 0
     end
     return entries
 end
@@ -1600,9 +1672,22 @@ local function redissect_tcp(tvb, pinfo, tree)
     show_tvb_entries(mine, tvb, tvb_start, pinfo, tree)
 end
 
-local function dissect_tcp(tvb, pinfo, tree)
+-- Packets whose raw-TCP or WebSocket bytes wait for the postdissector: on
+-- a first pass without a protocol tree only it can read their TCP header.
+local deferred = { number = -1 }
+
+-- segment: this packet's TCP segment, when the postdissector hands the
+-- bytes on (nil: from TCP, with field extractors). Bytes that wait for the
+-- postdissector are never left to Wireshark's reassembly (parser.deferred):
+-- the parser holds them itself, on later passes too.
+local function dissect_tcp(tvb, pinfo, tree, segment)
     if pinfo.visited then
         redissect_tcp(tvb, pinfo, tree)
+        return tvb:len()
+    end
+    segment = segment or field_segment(true)
+    if segment == nil then
+        deferred = { number = pinfo.number, carrier = "tcp" }
         return tvb:len()
     end
     local stream = stream_id(pinfo)
@@ -1616,9 +1701,10 @@ local function dissect_tcp(tvb, pinfo, tree)
     local tunnel = tunnels[stream]
     if tunnel then tunnel.directions[key] = ctx.peer end
     parser.last_frame = pinfo.number
-    local start = tvb_stream_offset(tvb, parser)
+    if segment.first then parser.deferred, parser.own = true, true end
+    local start = tvb_stream_offset(tvb, parser, segment)
     -- where the next new byte belongs: after what we or Wireshark's reassembly hold
-    local expected = parser.own and parser.base + #parser.pending or parser.base
+    local expected = parser.own and parser.base + held_length(parser) or parser.base
     if start > expected then
         if tunnel then tunnel.stashed = true end
         if stash_piece(parser, start, tvb:raw(0, tvb:len())) > MAX_STASHED then
@@ -1634,19 +1720,22 @@ local function dissect_tcp(tvb, pinfo, tree)
     if skip >= tvb:len() then return tvb:len() end
     local tvb_end = start + tvb:len()
     note_arrival(parser, pinfo.number)
-    if not parser.own and parser.need and tvb_end < parser.need and not (parser.stash and parser.stash[1]) then
+    if parser.need and tvb_end < parser.need and not (parser.stash and parser.stash[1]) then
         -- the frame under way is still incomplete: keep the new bytes, parse nothing
         local held_end = parser.base + held_length(parser)
         if tvb_end > held_end then hold(parser, tvb:raw(held_end - start, tvb_end - held_end)) end
-        pinfo.desegment_offset = skip
-        pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
+        if not parser.own then
+            pinfo.desegment_offset = skip
+            pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
+        end
         return tvb:len()
     end
     local buf = tvb:raw(skip, tvb:len() - skip)
     local tvb_skip = skip
     if parser.own then
-        buf = parser.pending .. buf
-        tvb_skip = skip - #parser.pending
+        local before = held(parser)
+        buf = before .. buf
+        tvb_skip = skip - #before
     end
     local drained
     buf, drained = drain_stash(parser, buf, start + tvb:len(), pinfo.number)
@@ -1657,7 +1746,7 @@ local function dissect_tcp(tvb, pinfo, tree)
     show_tvb_entries(entries, tvb, start, pinfo, tree)
     if parser.own or drained then
         -- the unconsumed bytes are ours to hold: Wireshark's reassembly cannot know the stashed ones
-        parser.own = consumed < #buf
+        parser.own = parser.deferred or consumed < #buf
     elseif skip + consumed < tvb:len() then
         pinfo.desegment_offset = skip + consumed
         pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
@@ -2347,7 +2436,8 @@ local function give_up_ws_holes(st, target, pinfo, ctx, number)
     return entries
 end
 
-local function dissect_own_ws(tvb, pinfo, tree)
+-- segment: as for dissect_tcp.
+local function dissect_own_ws(tvb, pinfo, tree, segment)
     local stream = stream_id(pinfo)
     local ctx = context(pinfo)
     if pinfo.visited then
@@ -2356,10 +2446,16 @@ local function dissect_own_ws(tvb, pinfo, tree)
         show_ws_notes(tvb, pinfo, tree)
         return tvb:len()
     end
+    -- handed on by http (over TCP or TLS): the bytes come in order, not placed by sequence number
+    local after_http = tunnels[stream].after_http
+    segment = segment or (not after_http and field_segment(true)) or nil
+    if segment == nil and not after_http then
+        deferred = { number = pinfo.number, carrier = "websocket" }
+        return tvb:len()
+    end
     local st = ws_direction(ctx.key, tunnels[stream])
     st.last_frame, st.peer = pinfo.number, ctx.peer
-    -- handed on by http (over TCP or TLS): the bytes come in order, not placed by sequence number
-    local start = tunnels[stream].after_http and st.base or tvb_stream_offset(tvb, st)
+    local start = after_http and st.base or tvb_stream_offset(tvb, st, segment)
     if start > st.base then
         -- bytes after a hole wait for it, as in the Python decoder's TCP reassembler (see give_up_ws_holes)
         tunnels[stream].stashed = true
@@ -2474,11 +2570,6 @@ end
 
 local mproxy_end = Proto("mproxy_end", "M-PROXY stream end")
 
-local function last_value(extractor)
-    local all = { extractor() }
-    return #all > 0 and all[#all].value or nil
-end
-
 -- at_capture_end: lost bytes go to the tunnel's last packet, the records the
 -- parsers still held to the last packet that carried bytes of their direction.
 local function finish_tunnel(stream, tunnel, pinfo, at_capture_end)
@@ -2542,16 +2633,15 @@ end
 -- A segment that fills a hole (it came after the bytes behind it) is one
 -- Wireshark 4.0's TCP does not hand on; its payload is taken from the tcp
 -- tree here, as the Python reassembler would take it.
-local function note_late_segment(pinfo, stream)
+local function note_late_segment(pinfo, stream, segment)
     local key = endpoint_key(pinfo)
     local parser = parsers[key]
     if parser == nil or parser.last_frame == pinfo.number or not parser.stash or #parser.stash == 0 then
         return nil
     end
-    local payloads = { f_tcp_payload() }
-    if #payloads == 0 then return nil end
-    local data = payloads[#payloads].range:bytes():raw()
-    local start = (last_value(f_tcp_seq_raw) - parser.origin) % 4294967296
+    local data = segment.payload()
+    if #data == 0 then return nil end
+    local start = (segment.seq - parser.origin) % 4294967296
     local expected = parser.base + held_length(parser)
     if start > expected or start + #data <= expected then return nil end
     local ctx = context(pinfo)
@@ -2559,17 +2649,20 @@ local function note_late_segment(pinfo, stream)
     local buf = held(parser) .. data:sub(expected - start + 1)
     buf = drain_stash(parser, buf, start + #data, pinfo.number)
     local entries, consumed = parse_kept(parser, buf, pinfo, ctx)
-    parser.own = consumed < #buf
+    parser.own = parser.deferred or consumed < #buf
     return entries
 end
 
--- The peer acknowledges bytes the capture lacks: they will never come.
-local function note_tcp_ack(pinfo, stream, flags)
+-- The peer acknowledges bytes the capture lacks: they will never come, also
+-- when nothing was captured behind them yet (the Python reassembler declares
+-- them lost at that acknowledgement too).
+local function note_tcp_ack(pinfo, stream, segment)
+    if not has_flag(segment.flags, TCP_ACK) then return nil end
     local key = peer_key(pinfo)
     local parser = parsers[key]
-    if parser == nil or parser.origin == nil or not parser.stash or #parser.stash == 0 then return nil end
-    if not has_flag(flags, TCP_ACK) then return nil end
-    local target = (last_value(f_tcp_ack_raw) - parser.origin) % 4294967296
+    if parser == nil or parser.origin == nil then return nil end
+    local target = (segment.ack - parser.origin) % 4294967296
+    if parser.fin_off and target > parser.fin_off then target = parser.fin_off end -- the FIN's own number is no byte
     local expected = parser.base + held_length(parser)
     if target <= expected or target > expected + MAX_AHEAD then return nil end
     local ctx = { key = key, peer = endpoint_key(pinfo), stream = stream }
@@ -2578,12 +2671,12 @@ end
 
 -- The same for a WebSocket tunnel's direction, also when nothing waits yet
 -- (the Python reassembler declares the bytes lost at that acknowledgement).
-local function note_ws_ack(pinfo, stream, flags)
-    if not has_flag(flags, TCP_ACK) then return nil end
+local function note_ws_ack(pinfo, stream, segment)
+    if not has_flag(segment.flags, TCP_ACK) then return nil end
     local key = peer_key(pinfo)
     local st = ws_dirs[key]
     if st == nil or st.origin == nil or st.phase ~= "ws" then return nil end
-    local target = (last_value(f_tcp_ack_raw) - st.origin) % 4294967296
+    local target = (segment.ack - st.origin) % 4294967296
     if st.fin_off and target > st.fin_off then target = st.fin_off end -- the FIN's own number is no byte
     if target <= st.base or target > st.base + MAX_AHEAD then return nil end
     local ctx = { key = key, peer = endpoint_key(pinfo), stream = stream }
@@ -2615,22 +2708,43 @@ function mproxy_end.dissector(tvb, pinfo, tree)
     local entries
     note_capture_end(pinfo)
     if not pinfo.visited then
+        local segment = field_segment() or frame_segment(tvb, pinfo)
+        if segment == nil then return end
         local stream = stream_id(pinfo)
-        local flags = last_value(f_tcp_flags) or 0
+        local flags = segment.flags
         note_client(pinfo, stream, flags)
+        if deferred.number == pinfo.number and segment.first then
+            deferred.number = -1
+            if segment.captured > 0 then
+                local payload = tvb(segment.first, segment.captured):tvb()
+                if deferred.carrier == "tcp" then
+                    dissect_tcp(payload, pinfo, tree, segment)
+                else
+                    dissect_own_ws(payload, pinfo, tree, segment)
+                end
+            end
+        end
         local tunnel = tunnels[stream]
         if tunnel == nil then return end
         tunnel.last_number = pinfo.number
         entries = {}
-        if tunnel.carrier == "tcp" and tunnel.stashed then
-            for _, entry in ipairs(note_late_segment(pinfo, stream) or {}) do entries[#entries + 1] = entry end
-            for _, entry in ipairs(note_tcp_ack(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
+        if tunnel.carrier == "tcp" then
+            local parser = has_flag(flags, TCP_FIN) and parsers[endpoint_key(pinfo)]
+            if parser and parser.origin then
+                parser.fin_off = (segment.seq + segment.len - parser.origin) % 4294967296
+            end
+            if tunnel.stashed then
+                for _, entry in ipairs(note_late_segment(pinfo, stream, segment) or {}) do
+                    entries[#entries + 1] = entry
+                end
+            end
+            for _, entry in ipairs(note_tcp_ack(pinfo, stream, segment) or {}) do entries[#entries + 1] = entry end
         elseif tunnel.carrier == "websocket" and not tunnel.after_http then
             local st = has_flag(flags, TCP_FIN) and ws_dirs[endpoint_key(pinfo)]
             if st and st.origin then
-                st.fin_off = (last_value(f_tcp_seq_raw) + (last_value(f_tcp_len) or 0) - st.origin) % 4294967296
+                st.fin_off = (segment.seq + segment.len - st.origin) % 4294967296
             end
-            for _, entry in ipairs(note_ws_ack(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
+            for _, entry in ipairs(note_ws_ack(pinfo, stream, segment) or {}) do entries[#entries + 1] = entry end
         end
         for _, entry in ipairs(note_tcp_end(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
     else

@@ -181,7 +181,8 @@ closing events, ``(END_OF_ITEMS + 1, connection id)`` for the connections still 
 def flow_shard(conn_id: int, count: int) -> int:
     """The shard (0 .. count-1) of the TCP connection numbered ``conn_id``: its number, dealt round.
 
-    Every shard runs the whole TCP reassembler, so every shard numbers every
+    Every shard keeps the TCP state of every connection (cheaply for other
+    shards' ones: ``Decoder.quiet_skipper``), so every shard numbers every
     connection alike (1, 2, ... in order of first segment, the tunnel numbers
     of the output): the number is a key all shards agree on without talking,
     the same whichever way round the connection is read, in any process, run
@@ -190,9 +191,11 @@ def flow_shard(conn_id: int, count: int) -> int:
     chance: it split the 8 tunnels of the benchmark capture 5 and 3 (shard CPU
     1.47 s and 1.16 s against 1.17 s and 1.17 s dealt round), and would split
     more than a quarter of all 8-connection captures worse than that; when a
-    few busy tunnels carry everything, the busiest shard sets the time. A
-    4-tuple reused by a new connection is a new number, and may go to another
-    shard: the two connections' states are apart anyway.
+    few busy tunnels carry everything, the busiest shard sets the time. Nor
+    would a hash spare a shard the other connections' packets: numbers, port
+    reuse and evictions (``--max-flows``) depend on every connection's
+    segments. A 4-tuple reused by a new connection is a new number, and may
+    go to another shard: the two connections' states are apart anyway.
     """
     return (conn_id - 1) % count
 
@@ -209,10 +212,13 @@ class Decoder:
 
     ``shard=(index, count)`` decodes only the TCP connections whose
     ``flow_shard`` (of their number) is ``index``, for ``count`` decoders that read the same items
-    in parallel (``parallel.py``). Every shard still runs the whole TCP
-    reassembler over every segment, so connection (tunnel) numbers, evictions
-    and port reuse are exactly those of one decoder; only the stages after it
-    (TLS, carrier, parser) and the records are split. Capture-level problems
+    in parallel (``parallel.py``). Every shard still keeps the TCP state of
+    every connection, so connection (tunnel) numbers, evictions and port
+    reuse are exactly those of one decoder; only the stages after the
+    reassembler (TLS, carrier, parser) and the records are split. Other
+    shards' connections are quiet (``TcpReassembler.hush``): their in-order
+    bytes make no events, and a reader given ``quiet_skipper()`` drops their
+    plain packets before they are Segments. Capture-level problems
     (``SourceProblem`` items) belong to shard 0. ``packets``, ``first_ts`` and
     ``last_ts`` are those of the whole capture in every shard; the other totals
     (``connections``, ``tunnel_count``, ``problem_counts``, ``tunnels``, ...)
@@ -279,19 +285,35 @@ class Decoder:
                       count: int) -> Callable[[Any, list[Record]], None]:
         """``handler`` for the events of this shard's connections only (membership cached while a connection lives)."""
         mine = self._mine
+        hush = getattr(self._tcp, "hush", None)
 
         def filtered(event: Any, out: list[Record]) -> None:
             conn = event.conn
             member = mine.get(conn.id)
             if member is None:
                 member = mine[conn.id] = flow_shard(conn.id, count) == index
-                conn.quiet = not member  # its in-order data is not even made into events
+                if not member:  # its in-order data is not even made into events (nor Segments: quiet_skipper)
+                    if hush is not None:
+                        hush(conn)
+                    else:
+                        conn.quiet = True
             if type(event).__name__ == "Closed" and conn.closed:
                 del mine[conn.id]
             if member:
                 handler(event, out)
 
         return filtered
+
+    def quiet_skipper(self) -> Any:
+        """A ``tcp.QuietSkipper`` for the packet reader of a shard, or None (no shard, or another reassembler).
+
+        With it (``pcap.CaptureReader.skip_quiet``), the plain packets of other
+        shards' connections are dropped as soon as their headers are read;
+        ``parallel.decode_shard_keyed`` counts them back into packet totals and
+        record keys, so the records are those of a decoder that saw them.
+        """
+        make = getattr(self._tcp, "skipper", None)
+        return make() if self.shard is not None and make is not None else None
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -335,7 +357,7 @@ class Decoder:
                 yield from records
         yield from self.close()
 
-    def decode_keyed(self, items: Iterable[Any]) -> Iterator[tuple[tuple[int, int], Record]]:
+    def decode_keyed(self, items: Iterable[Any], *, numbered: bool = False) -> Iterator[tuple[tuple[int, int], Record]]:
         """``decode``'s records, each with its key: where one decoder over the same items makes it.
 
         The key of a record made for the n-th item is ``(n, e)``, ``e`` the
@@ -343,12 +365,14 @@ class Decoder:
         at the end, see ``END_OF_ITEMS``. Keys never decrease, and records of
         equal key come from one connection, so the records of shards merged by
         key (stable within a shard) are in exactly one decoder's order.
+        ``numbered``: ``items`` are ``(n, item)`` pairs, n counting items this
+        decoder was not given too (a reader that drops packets: ``quiet_skipper``).
         """
         first_ts_seen = False
         out: list[Record] = []
         by_class = self._tcp_by_class
         tcp_feed = self._tcp.feed
-        for seq, item in enumerate(items):
+        for seq, item in items if numbered else enumerate(items):
             ts = item.ts
             if not first_ts_seen:
                 if self.first_ts is None:

@@ -1,7 +1,8 @@
 """Shards of a decode on a Dask cluster: the frames table as a Dask DataFrame, and ``--scheduler`` for export/stats.
 
 The split is the one of ``--jobs``: shard k of N reads every input and decodes
-the TCP connections whose 4-tuple hashes to k (``parallel.decode_shard_keyed``).
+the TCP connections of shard k, dealt round by connection number
+(``decoder.flow_shard``, ``parallel.decode_shard_keyed``).
 A task sends a worker the input paths, the shard number and the decode
 options (plain data; a TLS key log goes as its path), never capture bytes, so
 the inputs, the key log and, for ``export``, the output folder must be on
@@ -64,7 +65,7 @@ def frames_shard(files: Sequence[InputFile], index: int, count: int, options: De
 
 def read_frames(paths: Sequence[str | os.PathLike[str]], shards: int = 2, *, options: DecodeOptions | None = None,
                 bodies: bool = False) -> Any:
-    """The frames table of ``paths`` as a ``dask.dataframe.DataFrame``: one partition per flow-hash shard.
+    """The frames table of ``paths`` as a ``dask.dataframe.DataFrame``: one partition per shard.
 
     ``paths`` are capture files or directories, read as one capture merged
     by packet time (as the ``mproxy`` commands read INPUT...). Nothing is

@@ -4,7 +4,7 @@ Layout: ``DIR/<table>/part-NNNNN.parquet`` for each table of
 ``export_schema.TABLES`` (``frames``, ``clients``, ``tunnels``, ``control``,
 ``problems``). A serial run writes part 0; a sharded run (``--jobs``, a Dask
 cluster) writes one part per shard, each holding the whole tunnels of its
-flow-hash share, so every table is the union of its parts. SQL engines read a
+share of the connections, so every table is the union of its parts. SQL engines read a
 table as ``DIR/<table>/*.parquet``.
 
 Memory stays bounded: rows are gathered per table and written as a row group
@@ -22,6 +22,7 @@ staging folder, so no reader ever sees a half-written table.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -49,11 +50,18 @@ PYARROW_MISSING = "mproxy export needs pyarrow: pip install 'mproxy-scapy[export
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
-def require_pyarrow() -> None:
-    """A one-line error instead of an ImportError when the ``export`` extra is not installed."""
+def require_pyarrow(*, load: bool = True) -> None:
+    """A one-line error instead of an ImportError when the ``export`` extra is not installed.
+
+    ``load=False`` only looks for it, without the 0.2 s of importing it: for a
+    Dask client, whose workers write the tables (the client renames them).
+    """
     try:
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
+        if load:
+            import pyarrow.parquet  # noqa: F401
+        elif importlib.util.find_spec("pyarrow") is None:
+            raise ImportError("pyarrow")
+    except (ImportError, ValueError):  # ValueError: sys.modules["pyarrow"] is None, as a blocked import
         raise UserError(PYARROW_MISSING) from None
 
 

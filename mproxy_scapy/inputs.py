@@ -264,12 +264,18 @@ class InputSet:
     ``bytes_done()`` says how many input bytes (on disk) are read so far, for a
     progress bar over all inputs. ``skipped`` counts inputs that were not
     captures (each reported as a ``not_a_capture`` item and on ``on_skip``).
+    ``quiet`` (a ``tcp.QuietSkipper``, for a decoder shard) is handed to the
+    reader of a single input (``pcap.CaptureReader.skip_quiet``); several
+    inputs are merged by time after they are read, in another order than
+    they are read, so their readers drop nothing.
     """
 
-    def __init__(self, files: Sequence[InputFile], *, on_skip: Callable[[InputFile, str], None] | None = None) -> None:
+    def __init__(self, files: Sequence[InputFile], *, on_skip: Callable[[InputFile, str], None] | None = None,
+                 quiet: Any = None) -> None:
         if not files:
             raise UserError("no capture input")
         self.files = list(files)
+        self._quiet = quiet
         self.opened: list[InputFile] = []
         self.skipped = 0
         self._on_skip = on_skip
@@ -319,6 +325,8 @@ class InputSet:
         """The one reader's own iterator (opened now): no layer in between, as fast as ``pcap.open_capture``."""
         source = self.files[0]
         reader = open_stream(source)
+        if self._quiet is not None:
+            reader.skip_quiet(self._quiet)
         self.opened.append(source)
         self._active.append(_Head(0, reader))
         return iter(reader)

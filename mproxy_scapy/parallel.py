@@ -1,14 +1,18 @@
 """Decoding on every core: shards of TCP connections in worker processes, merged back into capture order.
 
-Worker k of N reads the same inputs in the same order (reading is about 6x
-cheaper than decoding) and decodes only the TCP connections of shard k
-(``decoder.flow_shard``: connections dealt round by their number, which every
-worker gives alike because every worker runs the whole TCP reassembler; so
-tunnel numbers are those of one decoder too). Each record leaves a
-worker with its key (``Decoder.decode_keyed``): the parent merges the workers'
-streams by key, which gives exactly the records, in exactly the order, that one
-decoder gives. Workers send batches through pipes; a full pipe stops its worker
-until the parent reads, so memory stays bounded (one batch and one pipe buffer
+Worker k of N reads the same inputs in the same order and decodes only the TCP
+connections of shard k (``decoder.flow_shard``: connections dealt round by
+their number). Every worker keeps the TCP state of every connection, so
+connection (tunnel) numbers, port reuse and evictions are exactly those of one
+decoder, but the other shards' connections cost it little: their in-order data
+and ACKs make no events, and with a single input the packet reader drops them
+right after their IP and TCP headers, before they are even Segments
+(``tcp.QuietSkipper``; dropped packets are counted back into the record keys
+and totals). Each record leaves a worker with its key
+(``Decoder.decode_keyed``): the parent merges the workers' streams by key,
+which gives exactly the records, in exactly the order, that one decoder gives.
+Workers send batches through pipes; a full pipe stops its worker until the
+parent reads, so memory stays bounded (one batch and one pipe buffer
 per worker), and a worker with few records of its own sends where it has got to
 (a watermark) so the others need not wait for it.
 
@@ -17,7 +21,7 @@ Two ways to use it:
 - ``decode_shard(paths, index, count, options)``: one shard's records, in a
   process of your own (a Dask task, say); ``DecodeOptions`` is plain data and
   pickles.
-- ``run_jobs(files, options, jobs, transform)``: ``--jobs N`` of the commands.
+- ``JobRun(files, options, jobs, transform)``: ``--jobs N`` of the commands.
   ``transform(record, decoder)`` runs in the worker (it may render the record
   to text, or drop it by returning None); the parent gets the results in
   capture order, then ``Totals`` that stand in for the decoder's totals.
@@ -120,7 +124,10 @@ def decode_shard_keyed(paths: Sequence[str | os.PathLike[str]] | Sequence[InputF
         raise UserError("standard input can be read by one decoder only (use --jobs 1)")
     if decoder is None:
         decoder = options.make_decoder((index, count))
-    inputs = InputSet(files, on_skip=on_skip)
+    skipper = decoder.quiet_skipper() if len(files) == 1 else None
+    inputs = InputSet(files, on_skip=on_skip, quiet=skipper)
+    if skipper is not None:
+        return _skipped_back(decoder.decode_keyed(_numbered(inputs, skipper, tick), numbered=True), skipper, decoder)
     items: Iterable[Any] = inputs if tick is None else _ticking(inputs, tick)
     keyed = decoder.decode_keyed(items)
     if not inputs.several:
@@ -139,6 +146,32 @@ def _ticking(inputs: InputSet, tick: Callable[[int, InputSet], None]) -> Iterato
         if not n % WATERMARK_ITEMS:
             tick(n, inputs)
         yield item
+
+
+def _numbered(inputs: InputSet, skipper: Any, tick: Callable[[int, InputSet], None] | None
+              ) -> Iterator[tuple[int, Any]]:
+    """The items the reader yields, each with its number in the capture (packets the reader dropped counted:
+    they are all counted by the time the next item comes, the reader reads nothing ahead); ticks as
+    ``_ticking`` does. Notes for ``_skipped_back`` whether dropped packets came after the last item with a time."""
+    due = 0
+    for index, item in enumerate(inputs):
+        n = index + skipper.count
+        if item.ts is not None:
+            skipper.after = False
+        if tick is not None and n >= due:
+            tick(n, inputs)
+            due = n - n % WATERMARK_ITEMS + WATERMARK_ITEMS
+        yield n, item
+
+
+def _skipped_back(keyed: Iterator[tuple[tuple[int, int], Record]], skipper: Any,
+                  decoder: Decoder) -> Iterator[tuple[tuple[int, int], Record]]:
+    """The records; then the packet count and last time of a decoder whose reader dropped packets
+    (``tcp.QuietSkipper``) made those of one that saw them."""
+    yield from keyed
+    decoder.packets += skipper.count
+    if skipper.after:
+        decoder.last_ts = skipper.last_ts
 
 
 def _labelled(keyed: Iterator[tuple[tuple[int, int], Record]],
@@ -177,7 +210,7 @@ class Totals:
         """Each worker's ``transform.totals`` (if it has them), in worker order."""
 
     def add(self, parts: list[dict[str, Any]]) -> None:
-        """Fold the workers' end-of-run summaries (``_summary``) in."""
+        """Fold the shards' end-of-run summaries (``shard_summary``) in, in shard order."""
         first = parts[0]
         self.packets, self.first_ts, self.last_ts = first["packets"], first["first_ts"], first["last_ts"]
         firsts: dict[str, tuple[tuple[int, int], StageEvent]] = {}
@@ -200,7 +233,14 @@ class Totals:
             self.tunnels[tunnel.id] = tunnel
 
 
-def _summary(decoder: Decoder, firsts: dict[str, tuple[tuple[int, int], StageEvent]], extra: Any) -> dict[str, Any]:
+def shard_summary(decoder: Decoder, firsts: dict[str, tuple[tuple[int, int], StageEvent]],
+                  extra: Any = None) -> dict[str, Any]:
+    """What a shard sends back at its end, for ``Totals.add``: ``decoder``'s totals as plain data that pickles.
+
+    ``firsts`` is the first problem record of each kind (``stage.kind``) with
+    its record key, so the merged ``first_problems`` are one decoder's;
+    ``extra`` is whatever the shard's transform counted (``Totals.extra``).
+    """
     return {
         "packets": decoder.packets, "first_ts": decoder.first_ts, "last_ts": decoder.last_ts,
         "connections": decoder.connections, "tunnel_count": decoder.tunnel_count,
@@ -243,7 +283,7 @@ def _worker(writer: Any, files: list[InputFile], index: int, count: int, options
                     send(("batch", batch[:], key, progress[0]))
                     batch.clear()
         send(("batch", batch[:], _DONE, progress[0]))
-        send(("end", _summary(decoder, firsts, getattr(transform, "totals", None))))
+        send(("end", shard_summary(decoder, firsts, getattr(transform, "totals", None))))
     except UserError as exc:
         send(("error", str(exc)))
     except BrokenPipeError:

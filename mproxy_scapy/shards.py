@@ -1,7 +1,9 @@
-"""The work of one flow-hash shard for ``export`` and ``stats``, and running every shard on local processes.
+"""The work of one shard for ``export`` and ``stats``, and running every shard on local processes.
 
-Shard k of N reads every input and decodes the TCP connections whose 4-tuple
-hashes to k (``parallel.decode_shard_keyed``). A tunnel, its clients and its
+Shard k of N reads every input and decodes the TCP connections of shard k
+(``decoder.flow_shard``: connections dealt round by their number; see
+``parallel.decode_shard_keyed`` for how the others' packets are passed over
+cheaply). A tunnel, its clients and its
 control exchanges live in one connection, so each shard can finish them on
 its own; only what crosses shards is merged by the caller:
 
@@ -27,7 +29,7 @@ from .decoder import Decoder, Record, StageEvent
 from .errors import UserError
 from .export import ExportOptions, export_part
 from .inputs import InputFile
-from .parallel import DecodeOptions, Totals, _summary, decode_shard_keyed, merge_keyed
+from .parallel import DecodeOptions, Totals, decode_shard_keyed, merge_keyed, shard_summary
 from .sessions import SessionTracker
 
 Firsts = dict[str, tuple[tuple[int, int], StageEvent]]
@@ -54,7 +56,7 @@ def export_shard(files: Sequence[InputFile], index: int, count: int, options: De
     firsts: Firsts = {}
     records = (record for _, record in _keyed(files, index, count, options, decoder, firsts))
     counts = export_part(records, decoder, Path(staging), index, export, single_name(files))
-    return {"counts": counts, "summary": _summary(decoder, firsts, None)}
+    return {"counts": counts, "summary": shard_summary(decoder, firsts)}
 
 
 def stats_shard(files: Sequence[InputFile], index: int, count: int, options: DecodeOptions) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def stats_shard(files: Sequence[InputFile], index: int, count: int, options: Dec
             done = made[name]
             if len(items) > len(done):
                 done.extend((key, item) for item in items[len(done):])
-    return {**made, "summary": _summary(decoder, firsts, None)}
+    return {**made, "summary": shard_summary(decoder, firsts)}
 
 
 def merge_stats(parts: list[dict[str, Any]]) -> tuple[Totals, SessionTracker]:

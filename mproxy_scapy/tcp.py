@@ -43,6 +43,7 @@ keeps a reference to it as its last delivered chunk).
 from __future__ import annotations
 
 import heapq
+import socket
 from bisect import bisect_right
 from collections import deque
 from typing import Any
@@ -168,8 +169,8 @@ class Connection:
 
     ``syn_seen`` is True when the handshake (SYN or SYN-ACK) was captured, so
     both streams are known from their first byte. ``last_frame`` and
-    ``last_ts`` say when a segment of it was last seen. ``quiet`` (set by a
-    reader that does not want its bytes: a decoder shard, for another shard's
+    ``last_ts`` say when a segment of it was last seen. ``quiet``
+    (``TcpReassembler.hush``: a decoder shard, for another shard's
     connections) skips the ``Data`` of in-order segments; the connection is
     tracked as before (numbers, gaps, close), only that event is not made.
     """
@@ -253,6 +254,8 @@ class TcpReassembler:
         self._idle: list[tuple[int, int, Connection]] = []  # heap of (activity stamp, id, connection)
         self._finished: deque[Connection] = deque()
         self._next_id = 1
+        self._quiet: dict[bytes, _Half] = {}
+        """The halves of quiet IPv4 connections by their packets' raw address and port bytes (``QuietSkipper``)."""
         self.stats: dict[str, int] = dict.fromkeys((
             "slow_path", "connections", "retransmitted_segments", "retransmitted_bytes", "overlap_conflicts", "gaps",
             "gap_bytes", "evicted", "buffer_limit_hits", "implausible", "ignored_unknown_rst", "after_close",
@@ -290,11 +293,24 @@ class TcpReassembler:
                     return [Data(conn, half.direction, offset, payload, seg.frame_no, seg.ts)]
         return self._slow(seg, half)
 
+    def hush(self, conn: Connection) -> None:
+        """``conn``'s bytes are not wanted (``Connection.quiet``); a ``QuietSkipper`` may take its plain segments."""
+        conn.quiet = True
+        keys = _raw_keys(conn)
+        if keys is not None:
+            for key, half in zip(keys, conn._halves, strict=True):
+                self._quiet[key] = half
+
+    def skipper(self) -> QuietSkipper:
+        """A ``QuietSkipper`` of this reassembler, for the packet reader (``pcap.CaptureReader.skip_quiet``)."""
+        return QuietSkipper(self._quiet)
+
     def close(self) -> list[Any]:
         """The capture ended: every hole becomes a gap, every open direction closes with 'capture_end'."""
         events: list[Any] = []
         for conn in self._conns.values():
             self._end(conn, "capture_end", conn.last_frame, conn.last_ts, events)
+        self._quiet.clear()
         self._halves.clear()
         self._conns.clear()
         self._idle.clear()
@@ -569,6 +585,10 @@ class TcpReassembler:
         for key, half in zip(conn._keys, conn._halves, strict=True):
             if self._halves.get(key) is half:
                 del self._halves[key]
+        if conn.quiet:
+            for key, half in zip(_raw_keys(conn) or (), conn._halves, strict=False):
+                if self._quiet.get(key) is half:
+                    del self._quiet[key]
 
     def _compact(self) -> None:
         """Drop queue entries of connections already forgotten, so the queues stay as small as the table."""
@@ -604,3 +624,80 @@ def _compare(data: bytes | memoryview, offset: int, held: bytes, held_offset: in
     """Note ``(start, size)`` when the new copy of stream bytes [start, stop) differs from the held one."""
     if data[start - offset:stop - offset] != held[start - held_offset:stop - held_offset]:
         conflicts.append((start, stop - start))
+
+
+SKIP_RUN = 4096
+"""Segments a ``QuietSkipper`` drops in a row at most; the next one is handed on (see ``QuietSkipper``)."""
+
+
+class QuietSkipper:
+    """Takes the plain segments of quiet connections straight from the packet reader, before they are Segments.
+
+    A decoder shard reads every packet but reassembles other shards'
+    connections only to keep connection numbers, closes and evictions exactly
+    those of one decoder (``TcpReassembler.hush``). Most of their packets are
+    in-order data or pure ACKs of a known direction with nothing buffered:
+    ``TcpReassembler.feed`` then only moves the stream position and makes no
+    event. The packet reader (``pcap.PacketDecoder.decode_skipping``) looks up
+    a packet's raw IPv4 address and port bytes in ``index`` (the quiet
+    connections' halves) right after the IP and TCP headers, and ``skip`` does
+    that same bookkeeping there: the packet is never made into a ``Segment``,
+    never reaches the decoder. Anything else (SYN/FIN/RST, out of order, an
+    ACK past a hole of the peer, a direction with bytes waiting) returns False
+    and goes the usual way, so the reassembler's state, and every event it
+    makes, are those of ``feed``.
+
+    ``count`` is the packets dropped so far (the items the reader did not
+    yield), ``last_ts`` the time of the latest, ``after`` whether it came
+    after the latest item yielded with a time. At most ``SKIP_RUN`` packets are
+    dropped in a row, so a reader that skips a long run of other shards'
+    packets still yields an item now and then (a shard's progress, for the merge).
+    """
+
+    __slots__ = ("after", "count", "index", "last_ts", "run")
+
+    def __init__(self, index: dict[bytes, _Half]) -> None:
+        self.index = index
+        self.count = 0
+        self.run = 0
+        self.last_ts = 0.0
+        self.after = False
+
+    def skip(self, half: _Half, flags: int, seq: int, ack: int, size: int, frame_no: int, ts: float) -> bool:
+        """True when the segment was taken as ``TcpReassembler.feed`` would take it, with no event: drop it."""
+        if not half.fast or flags & 0x07 or self.run >= SKIP_RUN:  # FIN, SYN, RST
+            self.run = 0
+            return False
+        peer = half.peer
+        if flags & 0x10 and peer.open:  # the same ACK check as feed's fast path
+            delta = (ack - peer.next_seq) & 0xFFFFFFFF
+            if delta and delta < 0x40000000:
+                self.run = 0
+                return False
+        if size:
+            if seq != half.next_seq:
+                self.run = 0
+                return False
+            offset = half.next_off
+            half.next_off = offset + size
+            half.next_seq = (seq + size) & 0xFFFFFFFF
+            half.last_data = b""  # only compared for overlap conflicts, which a quiet connection does not report
+            half.last_off = offset
+        conn = half.conn
+        conn.last_frame = frame_no
+        conn.last_ts = ts
+        self.run += 1
+        self.count += 1
+        self.last_ts = ts
+        self.after = True
+        return True
+
+
+def _raw_keys(conn: Connection) -> tuple[bytes, bytes] | None:
+    """The bytes an IPv4 packet of each direction of ``conn`` has at IP offset 12: addresses, then ports."""
+    (client, cport), (server, sport) = conn.client, conn.server
+    if ":" in client or ":" in server:
+        return None
+    a, b = socket.inet_aton(client), socket.inet_aton(server)
+    return (a + b + cport.to_bytes(2, "big") + sport.to_bytes(2, "big"),
+            b + a + sport.to_bytes(2, "big") + cport.to_bytes(2, "big"))

@@ -4,27 +4,19 @@ that cannot be used."""
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import shutil
-import ssl
 import subprocess
 import sys
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_tls import TUN
-from tunnel_capture import Conversation, write_pcap
+from tls_session import decode_session, session_capture, tls_session
 
 from mproxy_scapy.codec import pack
 from mproxy_scapy.decoder import DecodedFrame, Decoder, StageEvent, decode_capture
 from mproxy_scapy.parser import iter_frames
-from mproxy_scapy.pcap import open_capture
 from mproxy_scapy.tls import KeyLog, tls12_prf
 
 from support import CAPTURES
@@ -61,80 +53,15 @@ def test_the_prf_agrees_with_openssl(digest, secret, label, seed, length):
     assert tls12_prf(digest, secret, label, seed, length) == openssl_prf(digest.upper(), secret, label, seed, length)
 
 
-def certificate(directory, ciphers: str):
-    """A self-signed certificate whose key suits the suites: ECDSA for *-ECDSA-*, RSA otherwise."""
-    key = ec.generate_private_key(ec.SECP256R1()) if "ECDSA" in ciphers else rsa.generate_private_key(65537, 2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                          serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
-    return directory / "cert.pem", directory / "key.pem"
-
-
-SSL_OP_NO_EXTENDED_MASTER_SECRET = 1
-"""OpenSSL 3's option bit (Python's ssl module has no name for it): the server then refuses RFC 7627."""
-
-
 def tls12_session(directory, to_server: bytes, to_client: bytes, ciphers: str, *, ems: bool = True):
-    """Wire bytes each way of a real TLS 1.2 session (OpenSSL through ssl.MemoryBIO), and its key log."""
-    cert, key = certificate(directory, ciphers)
-    keylog = directory / "session.keys"
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
-    server_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    server_ctx.set_ciphers(ciphers)
-    if not ems:
-        server_ctx.options |= SSL_OP_NO_EXTENDED_MASTER_SECRET
-    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.check_hostname = False
-    client_ctx.verify_mode = ssl.CERT_NONE
-    client_ctx.set_ciphers(ciphers)
-    client_ctx.keylog_filename = str(keylog)
-    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="relay.test")
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    wire = [bytearray(), bytearray()]
-
-    def pump():
-        data = c_out.read()
-        wire[0] += data
-        s_in.write(data)
-        data = s_out.read()
-        wire[1] += data
-        c_in.write(data)
-
-    for _ in range(10):
-        for side in (client, server):
-            with contextlib.suppress(ssl.SSLWantReadError):
-                side.do_handshake()
-        pump()
-    for start in range(0, len(to_server), 5000):
-        client.write(to_server[start:start + 5000])
-        pump()
-    server.write(to_client)
-    pump()
-    for side in (client, server):
-        with contextlib.suppress(ssl.SSLWantReadError):
-            side.read(1 << 20)
-    pump()
+    """Wire bytes each way of a real TLS 1.2 session with one of ``ciphers``, its key log, and the suite."""
+    up, down, keylog, client = tls_session(directory, to_server, to_client, ciphers=ciphers, tls12=True, ems=ems)
     assert client.version() == "TLSv1.2"
-    return bytes(wire[0]), bytes(wire[1]), keylog, client.cipher()[0]
+    return up, down, keylog, client.cipher()[0]
 
 
-def decode_session(tmp_path, up: bytes, down: bytes, keylog: KeyLog) -> tuple[Decoder, list]:
-    conversation = Conversation()
-    conversation.handshake()
-    conversation.packets += conversation.segments(0, up, range(700, len(up), 700), conversation.start + 1)
-    conversation.packets += conversation.segments(1, down, range(900, len(down), 900), conversation.start + 2)
-    conversation.close((len(up), len(down)), conversation.start + 3)
-    path = write_pcap(tmp_path / "tls12.pcap", conversation)
-    decoder = Decoder(keylog=keylog, keep_closed_tunnels=True)
-    return decoder, list(decoder.decode(open_capture(path)))
+def decode_tls12(tmp_path, up: bytes, down: bytes, keylog: KeyLog):
+    return decode_session(session_capture(tmp_path / "tls12.pcap", up, down), keylog)
 
 
 TO_SERVER = b"".join(pack(TUN, bytes([97 + i % 26]) * (100 + 3000 * i)) for i in range(5))
@@ -151,7 +78,7 @@ TO_CLIENT = pack(None, [1, "hello", 254, []], "control") + pack(TUN, b"reply", N
 def test_a_tls12_aead_session_decodes_from_its_client_random_line(tmp_path, ciphers, suite):
     up, down, keylog, _ = tls12_session(tmp_path, TO_SERVER, TO_CLIENT, ciphers)
     assert "CLIENT_RANDOM" in keylog.read_text()
-    decoder, records = decode_session(tmp_path, up, down, KeyLog.load(keylog))
+    decoder, records = decode_tls12(tmp_path, up, down, KeyLog.load(keylog))
     frames = [r for r in records if isinstance(r, DecodedFrame)]
     assert [(r.frame.kind, r.frame.body) for r in frames if r.direction == 0] == [
         (f.kind, f.body) for f in iter_frames(TO_SERVER)]
@@ -165,7 +92,7 @@ def test_a_tls12_aead_session_decodes_from_its_client_random_line(tmp_path, ciph
 
 def test_a_session_without_the_extended_master_secret_decodes_too(tmp_path):
     up, down, keylog, _ = tls12_session(tmp_path, TO_SERVER, TO_CLIENT, "ECDHE-RSA-AES256-GCM-SHA384", ems=False)
-    decoder, records = decode_session(tmp_path, up, down, KeyLog.load(keylog))
+    decoder, records = decode_tls12(tmp_path, up, down, KeyLog.load(keylog))
     assert len([r for r in records if isinstance(r, DecodedFrame)]) == len(iter_frames(TO_SERVER)) + len(
         iter_frames(TO_CLIENT))
     assert not decoder.problem_counts
@@ -179,7 +106,7 @@ def test_a_session_without_the_extended_master_secret_decodes_too(tmp_path):
 ])
 def test_a_cbc_or_rsa_session_is_reported_unsupported_with_its_suite(tmp_path, ciphers, named):
     up, down, keylog, _ = tls12_session(tmp_path, TO_SERVER, TO_CLIENT, ciphers)
-    _, records = decode_session(tmp_path, up, down, KeyLog.load(keylog))
+    _, records = decode_tls12(tmp_path, up, down, KeyLog.load(keylog))
     problems = [r for r in records if isinstance(r, StageEvent) and r.is_problem]
     assert {p.kind for p in problems} == {"tls_unsupported"}
     assert all(named in p.detail for p in problems), [p.detail for p in problems]
@@ -213,7 +140,7 @@ def test_a_key_log_with_bad_lines_names_each_and_the_usable_line_still_decrypts(
     assert "unknown label 'SERVER_RANDOM'" in loaded.warnings[4]
     assert "repeats line 7" in loaded.warnings[5]
     assert "differs from line 7: line 7 is used" in loaded.warnings[6]
-    decoder, records = decode_session(tmp_path, up, down, loaded)
+    decoder, records = decode_tls12(tmp_path, up, down, loaded)
     assert len([r for r in records if isinstance(r, DecodedFrame)]) == len(iter_frames(TO_SERVER)) + len(
         iter_frames(TO_CLIENT))
     assert not decoder.problem_counts

@@ -1,5 +1,5 @@
-"""What ``export`` and ``stats`` share to run their work as flow-hash shards: ``--jobs N`` local processes, or
-the workers of a Dask cluster (``--scheduler ADDRESS``), and merging the shards' results back."""
+"""What ``export`` and ``stats`` share to run their work as shards of the TCP connections: ``--jobs N``
+local processes, or the workers of a Dask cluster (``--scheduler ADDRESS``), and merging the shards' results back."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def _without_pandas() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    require_pyarrow()
+    require_pyarrow(load=not args.scheduler)
     if not args.scheduler:
         _without_pandas()
     options = ExportOptions(bodies=args.bodies, show_secrets=args.show_secrets, batch_rows=args.row_group)

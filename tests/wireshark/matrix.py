@@ -345,13 +345,18 @@ def tool(version: Version, program: str, args: Sequence[str], *, timeout: float 
     return _execute(version, args, None, timeout=timeout, program=program)
 
 
-def wrapper(version: Version, folder: Path) -> Path:
+def wrapper(version: Version, folder: Path, *, name: str | None = None, home_in_place: bool = False) -> Path:
     """An executable that behaves like tshark of ``version`` run by this module (for pyshark's
-    ``tshark_path``). The profile comes from WIRESHARK_CONFIG_DIR's parent, as the caller sets it; the
-    roots' folder is fixed here, since the caller may point HOME elsewhere."""
-    script = folder / f"tshark-{version.id}"
+    ``tshark_path``, or as ``tshark`` on a user's PATH). The profile comes from WIRESHARK_CONFIG_DIR's
+    parent, as the caller sets it; with ``home_in_place`` tshark gets the caller's HOME itself (it
+    must be readable by the unprivileged user), so that the folders tshark names (``-G folders``)
+    are the user's own. The roots' folder is fixed here, since the caller may point HOME elsewhere."""
+    script = folder / (name or f"tshark-{version.id}")
     parent = _stage_parent()
-    script.write_text(f'#!/bin/sh\nexec env MPROXY_TSHARK_STAGE="{parent}" MPROXY_WIRESHARK_ROOTS="{ROOTS}" '
+    in_place = " MPROXY_TSHARK_HOME_IN_PLACE=1" if home_in_place else ""
+    # the system PATH: a wrapper named tshark first on the caller's PATH must not find itself
+    script.write_text(f'#!/bin/sh\nexec env PATH="{PATH}" MPROXY_TSHARK_STAGE="{parent}" '
+                      f'MPROXY_WIRESHARK_ROOTS="{ROOTS}"{in_place} '
                       f'"{sys.executable}" "{__file__}" run {version.id} -- "$@"\n', encoding="utf-8")
     script.chmod(0o755)
     return script
@@ -365,7 +370,10 @@ def _stream(version: Version, args: Sequence[str]) -> int:
         assert_registered(version, Path(scripts[0]))
     installed(version)
     with stage() as staged:
-        env = staged.profile(Path(config).parent if config else None)
+        if os.environ.get("MPROXY_TSHARK_HOME_IN_PLACE") and "HOME" in os.environ:
+            env = {"HOME": os.environ["HOME"]}
+        else:
+            env = staged.profile(Path(config).parent if config else None)
         staged_args = staged.args(args)
         staged.hand_over()
         return subprocess.run(command(version, staged_args, staged.dir, env), cwd=staged.dir, check=False).returncode
