@@ -474,34 +474,31 @@ end
 
 local SERVICE_CHARS = "^[%w%-_%.%+]+$"
 
--- A header's problems when it has none (never added to: a header's own list is made for its first).
-local NO_PROBLEMS = {}
-
--- The usual header, seven fields, is split by one pattern; others field by field.
-local SEVEN_FIELDS = "^" .. string.rep("([^,]*),", 6) .. "([^,]*)$"
-
-local function split_fields(body)
-    local a, b, c, d, e, f, g = body:match(SEVEN_FIELDS)
-    if a then return { a, b, c, d, e, f, g } end
-    local fields, pos = {}, 1
-    while true do
-        local comma = body:find(",", pos, true)
-        if comma == nil then
-            fields[#fields + 1] = body:sub(pos)
-            return fields
-        end
-        fields[#fields + 1] = body:sub(pos, comma - 1)
-        pos = comma + 1
-    end
-end
-
+-- h.problems is nil for a header without problems (most of them: no list is made).
 local function parse_header(raw)
     local dialect = raw:sub(-1) == "\n" and "go" or "js"
     local body = dialect == "go" and strip(raw) or raw
     -- printable ASCII is valid UTF-8, whatever whitespace the Go dialect trimmed
     local plain = not body:find("[^ -~]")
     local utf8 = plain or is_utf8(raw)
-    local fields = split_fields(body)
+    -- the usual header, seven fields, is split by one pattern; others field by field
+    local fields
+    local a, b, c, d, e, f, g = body:match("^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$")
+    if a then
+        fields = { a, b, c, d, e, f, g }
+    else
+        fields = {}
+        local pos = 1
+        while true do
+            local comma = body:find(",", pos, true)
+            if comma == nil then
+                fields[#fields + 1] = body:sub(pos)
+                break
+            end
+            fields[#fields + 1] = body:sub(pos, comma - 1)
+            pos = comma + 1
+        end
+    end
     if dialect == "go" and #fields > 1 and fields[#fields] == "" then
         fields[#fields] = nil
     end
@@ -535,13 +532,13 @@ local function parse_header(raw)
     end
     local service = values.service
     return { raw = raw, utf8 = utf8, plain = plain, dialect = dialect, field_count = field_count, values = values,
-             datalen = datalen, problems = problems or NO_PROBLEMS,
+             datalen = datalen, problems = problems,
              kind = (service ~= nil and MESSAGE_KINDS[service]) and service or DATA_KIND }
 end
 
 -- The strict test used to find the next frame after garbage (ParsedHeader.looks_like_frame_start).
 local function looks_like_frame_start(h)
-    if #h.problems > 0 or h.datalen == nil then return false end
+    if h.problems or h.datalen == nil then return false end
     local text = h.raw
     if h.dialect == "go" then text = text:gsub("\n+$", "") end
     if text:find("[%z\1-\31\127]") then return false end
@@ -581,7 +578,9 @@ local function frame_record(pos, base, version, hdrlen, h)
     if version ~= VERSION_1_BYTE then
         add_problem(record, "bad_version", string.format("version byte 0x%02x, v1 is 0xfe", version))
     end
-    for _, p in ipairs(h.problems) do record.problems[#record.problems + 1] = p end
+    if h.problems then
+        for _, p in ipairs(h.problems) do record.problems[#record.problems + 1] = p end
+    end
     return record
 end
 
@@ -1050,24 +1049,28 @@ end
 -- The names of a direction are made once ({ stream, key, peer }, also the
 -- context its records keep), and found once per packet (the dissector and the
 -- postdissector both need them).
-local direction_names = {} -- "src|port dst|port" -> the names of that direction
-local named, named_number = nil, -1
+local name_packet
+do
+    local direction_names = {} -- "src|port dst|port" -> the names of that direction
+    local named = { number = -1 } -- the packet named last, and its direction's names
 
-local function name_packet(pinfo)
-    local number, src_port, dst_port = pinfo.number, pinfo.src_port, pinfo.dst_port
-    if named_number == number and named.src_port == src_port and named.dst_port == dst_port then return named end
-    local a = string.format("%s|%d", tostring(pinfo.src), src_port)
-    local b = string.format("%s|%d", tostring(pinfo.dst), dst_port)
-    local pair = a .. " " .. b
-    local names = direction_names[pair]
-    if names == nil then
-        local stream = a < b and a .. "|" .. b or b .. "|" .. a
-        names = { src_port = src_port, dst_port = dst_port, stream = stream,
-                  key = stream .. ">" .. a, peer = stream .. ">" .. b }
-        direction_names[pair] = names
+    function name_packet(pinfo)
+        local number, src_port, dst_port = pinfo.number, pinfo.src_port, pinfo.dst_port
+        local names = named.names
+        if named.number == number and names.src_port == src_port and names.dst_port == dst_port then return names end
+        local a = string.format("%s|%d", tostring(pinfo.src), src_port)
+        local b = string.format("%s|%d", tostring(pinfo.dst), dst_port)
+        local pair = a .. " " .. b
+        names = direction_names[pair]
+        if names == nil then
+            local stream = a < b and a .. "|" .. b or b .. "|" .. a
+            names = { src_port = src_port, dst_port = dst_port, stream = stream,
+                      key = stream .. ">" .. a, peer = stream .. ">" .. b }
+            direction_names[pair] = names
+        end
+        named.number, named.names = number, names
+        return names
     end
-    named, named_number = names, number
-    return names
 end
 
 local function stream_id(pinfo)
@@ -1241,140 +1244,134 @@ local function endpoint_text(key)
     return text
 end
 
--- How much of a record this dissection shows. A tree that is not visible
--- (tshark -T fields or a filter on 4.2+, a first pass) keeps only the fields
--- a filter or -e names, so labels, generated marks and byte ranges per header
--- field are left out there; a summary line is made only for a tree label or
--- the Info column (tshark -T fields asks for no columns).
-local function new_view(pinfo, tree)
-    local full = tree.visible
-    return { full = full, summary = full or tostring(pinfo.cols.protocol) ~= "(protocol)" }
-end
+local show_header, show_body
+do
+    local DIALECT_SUFFIX = {}
+    for dialect, text in pairs(DIALECTS) do DIALECT_SUFFIX[dialect] = " (" .. text .. ")" end
+    local LEADING_WS = "^" .. ASCII_WS .. "+"
 
-local DIALECT_SUFFIX = {}
-for dialect, text in pairs(DIALECTS) do DIALECT_SUFFIX[dialect] = " (" .. text .. ")" end
-local LEADING_WS = "^" .. ASCII_WS .. "+"
-
--- The header fields, each with its bytes in the header text (pos: where the
--- record starts in tvb). A record whose bytes are not at hand (a frame whose
--- body passed a capture gap) shows the same fields without byte ranges
--- (empty: the empty range they all get then).
-local function show_header(item, record, tvb, pos, empty, range, full)
-    local h = record.header
-    local header_end = record.header_end or record.length
-    local hlen = header_end - 2
-    if hlen < 0 then hlen = 0 end
-    local header_range = empty or (full and tvb(pos + 2, hlen)) or range
-    if full then
-        item:add(pf.version, empty or tvb(pos, 1), record.version)
-        item:add(pf.hdrlen, empty or tvb(pos + 1, 1), record.hdrlen)
-    else
-        item:add(pf.version, header_range, record.version)
-        item:add(pf.hdrlen, header_range, record.hdrlen)
-    end
-    local htree = full and item:add(mproxy, header_range, "Header: " .. display_text(h.raw))
-        or item:add(mproxy, header_range)
-    -- plain printable text is its own value; other bytes are read as UTF-8 by Wireshark, from their range
-    local plain = h.plain
-    local exact_ranges = full or not plain
-    -- the Go dialect's header is trimmed before it is split
-    local cursor = h.dialect == "go" and #h.raw - #h.raw:gsub(LEADING_WS, "") or 0
-    local values = h.values
-    for index = 1, #HEADER_KEYS do
-        local key = HEADER_KEYS[index]
-        local value = values[key]
-        if value == nil then break end
-        local field_range = header_range
-        if exact_ranges and not empty then
-            local length = hlen - cursor
-            if length < 0 then length = 0 end
-            if #value < length then length = #value end
-            field_range = tvb(pos + 2 + (cursor < hlen and cursor or hlen), length)
-        end
-        local field_item
-        if key == "port" or key == "serviceport" then
-            field_item = add_number(htree, pf[key], field_range, value)
-            if field_item == nil and full then
-                htree:add(mproxy, field_range, LABELS[key] .. ": " .. (value == "" and "(empty)" or display_text(value)))
-            end
-        elseif key == "datalen" then
-            local datalen = h.datalen
-            if datalen ~= nil then
-                field_item = htree:add(pf.datalen, field_range,
-                    datalen < 2^53 and UInt64.new(datalen) or uint64_from_decimal(value))
-            elseif full then
-                htree:add(mproxy, field_range, LABELS.datalen .. ": " .. display_text(value))
-            end
-        elseif plain then
-            field_item = htree:add(pf[key], field_range, value)
-        elseif not empty then
-            field_item = htree:add_packet_field(pf[key], field_range, ENC_UTF_8)
+    -- The header fields, each with its bytes in the header text (pos: where the
+    -- record starts in tvb). A record whose bytes are not at hand (a frame whose
+    -- body passed a capture gap) shows the same fields without byte ranges
+    -- (empty: the empty range they all get then).
+    function show_header(item, record, tvb, pos, empty, range, full)
+        local h = record.header
+        local header_end = record.header_end or record.length
+        local hlen = header_end - 2
+        if hlen < 0 then hlen = 0 end
+        local header_range = empty or (full and tvb(pos + 2, hlen)) or range
+        if full then
+            item:add(pf.version, empty or tvb(pos, 1), record.version)
+            item:add(pf.hdrlen, empty or tvb(pos + 1, 1), record.hdrlen)
         else
-            field_item = htree:add(pf[key], field_range, utf8_replace(value))
+            item:add(pf.version, header_range, record.version)
+            item:add(pf.hdrlen, header_range, record.hdrlen)
         end
-        if full and field_item then
-            local desc
-            if key == "family" then
-                desc = describe(FAMILIES, value)
-            elseif key == "service" or key == "servicename" then
-                desc = describe(KINDS, value) or describe(KNOWN_SERVICES, value)
+        local htree = full and item:add(mproxy, header_range, "Header: " .. display_text(h.raw))
+            or item:add(mproxy, header_range)
+        -- plain printable text is its own value; other bytes are read as UTF-8 by Wireshark, from their range
+        local plain = h.plain
+        local exact_ranges = full or not plain
+        -- the Go dialect's header is trimmed before it is split
+        local cursor = h.dialect == "go" and #h.raw - #h.raw:gsub(LEADING_WS, "") or 0
+        local values = h.values
+        for index = 1, #HEADER_KEYS do
+            local key = HEADER_KEYS[index]
+            local value = values[key]
+            if value == nil then break end
+            local field_range = header_range
+            if exact_ranges and not empty then
+                local length = hlen - cursor
+                if length < 0 then length = 0 end
+                if #value < length then length = #value end
+                field_range = tvb(pos + 2 + (cursor < hlen and cursor or hlen), length)
             end
-            if desc then field_item:append_text(" (" .. desc .. ")") end
+            local field_item
+            if key == "port" or key == "serviceport" then
+                field_item = add_number(htree, pf[key], field_range, value)
+                if field_item == nil and full then
+                    htree:add(mproxy, field_range, LABELS[key] .. ": " .. (value == "" and "(empty)" or display_text(value)))
+                end
+            elseif key == "datalen" then
+                local datalen = h.datalen
+                if datalen ~= nil then
+                    field_item = htree:add(pf.datalen, field_range,
+                        datalen < 2^53 and UInt64.new(datalen) or uint64_from_decimal(value))
+                elseif full then
+                    htree:add(mproxy, field_range, LABELS.datalen .. ": " .. display_text(value))
+                end
+            elseif plain then
+                field_item = htree:add(pf[key], field_range, value)
+            elseif not empty then
+                field_item = htree:add_packet_field(pf[key], field_range, ENC_UTF_8)
+            else
+                field_item = htree:add(pf[key], field_range, utf8_replace(value))
+            end
+            if full and field_item then
+                local desc
+                if key == "family" then
+                    desc = describe(FAMILIES, value)
+                elseif key == "service" or key == "servicename" then
+                    desc = describe(KINDS, value) or describe(KNOWN_SERVICES, value)
+                end
+                if desc then field_item:append_text(" (" .. desc .. ")") end
+            end
+            cursor = cursor + #value + 1
         end
-        cursor = cursor + #value + 1
+        local dialect_item = item:add(pf.dialect, header_range, h.dialect)
+        if full then dialect_item:append_text(DIALECT_SUFFIX[h.dialect]) end
+        local cid = client_id(record)
+        if cid then
+            local cid_item = item:add(pf.client_id, header_range, plain and cid or utf8_replace(cid))
+            if full then cid_item:set_generated() end
+        end
     end
-    local dialect_item = item:add(pf.dialect, header_range, h.dialect)
-    if full then dialect_item:append_text(DIALECT_SUFFIX[h.dialect]) end
-    local cid = client_id(record)
-    if cid then
-        local cid_item = item:add(pf.client_id, header_range, plain and cid or utf8_replace(cid))
-        if full then cid_item:set_generated() end
-    end
-end
 
-local subdissectors = {}
+    local subdissectors = {} -- dissector name -> Dissector (false: none)
 
--- The body: raw bytes, control id/command/args, and the service's own dissector.
-local function show_body(item, record, tvb, pos, empty, pinfo, ctx, bodies)
-    local h = record.header
-    local header_end = record.header_end or record.length
-    if pos == nil or record.truncated then
-        local what = pos == nil and "Body not held (bytes lost in the capture)" or "Partial body"
-        item:add(mproxy, empty or tvb(pos + header_end, record.body_len),
-            string.format("%s: %d of %s bytes", what, record.body_len, h.values.datalen or "?"))
-        return nil
-    end
-    if record.body_len == 0 then return nil end
-    local body_range = tvb(pos + header_end, record.body_len)
-    item:add(pf.body, body_range)
-    local control
-    local kind = record.kind
-    if kind == "control" then
-        control = add_control(item, pinfo, record, body_range, body_range:raw(), ctx)
-    elseif kind == "error" then
-        local code = body_range:raw():match('"code"%s*:%s*"([^"]*)"')
-        if code and ERROR_CODES[code] then item:append_text(", " .. code .. " (" .. ERROR_CODES[code] .. ")") end
-    end
-    local values = h.values
-    local sub = BODY_SUBDISSECTORS[values.service or ""]
-    if sub and mproxy.prefs.subdissectors then
-        local dissector = subdissectors[sub]
-        if dissector == nil then
-            dissector = Dissector.get(sub) or false
-            subdissectors[sub] = dissector
+    -- The body: raw bytes, control id/command/args, and the service's own dissector.
+    function show_body(item, record, tvb, pos, empty, pinfo, ctx, bodies)
+        local h = record.header
+        local header_end = record.header_end or record.length
+        if pos == nil or record.truncated then
+            local what = pos == nil and "Body not held (bytes lost in the capture)" or "Partial body"
+            item:add(mproxy, empty or tvb(pos + header_end, record.body_len),
+                string.format("%s: %d of %s bytes", what, record.body_len, h.values.datalen or "?"))
+            return nil
         end
-        local entry = { dissector = dissector, json = sub == "json", tvb = body_range:tvb() }
-        local client_port = tonumber(is_digits(values.port) and values.port or "")
-        if client_port and client_port <= 65535 and sub ~= "json" then
-            local service_port = tonumber(is_digits(values.serviceport) and values.serviceport or "")
-            entry.client_port = client_port
-            entry.service_port = (service_port and service_port <= 65535) and service_port or 0
-            local relay = relay_keys[ctx.stream]
-            entry.toward_service = relay == ctx.key or (relay == nil and clients[ctx.stream] ~= ctx.key)
+        if record.body_len == 0 then return nil end
+        local body_range = tvb(pos + header_end, record.body_len)
+        item:add(pf.body, body_range)
+        local control
+        local kind = record.kind
+        if kind == "control" then
+            control = add_control(item, pinfo, record, body_range, body_range:raw(), ctx)
+        elseif kind == "error" then
+            local code = body_range:raw():match('"code"%s*:%s*"([^"]*)"')
+            if code and ERROR_CODES[code] then item:append_text(", " .. code .. " (" .. ERROR_CODES[code] .. ")") end
         end
-        bodies[#bodies + 1] = entry
+        local values = h.values
+        local sub = BODY_SUBDISSECTORS[values.service or ""]
+        if sub and mproxy.prefs.subdissectors then
+            local dissector = subdissectors[sub]
+            if dissector == nil then
+                dissector = Dissector.get(sub) or false
+                subdissectors[sub] = dissector
+            end
+            local entry = { dissector = dissector, json = sub == "json", tvb = body_range:tvb() }
+            local client_port = tonumber(is_digits(values.port) and values.port or "")
+            if client_port and client_port <= 65535 and sub ~= "json" then
+                local service_port = tonumber(is_digits(values.serviceport) and values.serviceport or "")
+                entry.client_port = client_port
+                entry.service_port = (service_port and service_port <= 65535) and service_port or 0
+                local relay = relay_keys[ctx.stream]
+                entry.toward_service = relay == ctx.key or (relay == nil and clients[ctx.stream] ~= ctx.key)
+            end
+            bodies[#bodies + 1] = entry
+        end
+        return control
     end
-    return control
+
 end
 
 -- Add one record to the tree. tvb holds the record's bytes from position pos
@@ -1495,44 +1492,86 @@ local function remember(pinfo, record, buf, ctx, header_in, window, number)
     return entry
 end
 
--- What later passes need of a record the first pass showed. Its header is
--- parsed again when it is shown again: the small tables of a parsed header
--- are not kept for every record of the capture (Lua's collector walks every
--- kept table over and over, which grew with the capture).
-local function settle(entry)
-    local record = entry.record
-    if record.settled then return end
-    local h = record.header
-    entry.record = { settled = true, offset = record.offset, length = record.length, kind = record.kind,
-                     version = record.version, hdrlen = record.hdrlen, header_end = record.header_end,
-                     body_len = record.body_len, truncated = record.truncated, raw = h and h.raw,
-                     problems = #record.problems > 0 and record.problems or NO_PROBLEMS }
-end
-
--- A settled record as the first pass had it.
-local function unsettle(record)
-    if not record.settled then return record end
-    local copy = {}
-    for name, value in pairs(record) do copy[name] = value end
-    if record.raw then copy.header = parse_header(record.raw) end
-    return copy
-end
-
-local function show_entries(entries, pinfo, tree, fallback_tvb)
-    local lines, bodies = {}, {}
-    local view = new_view(pinfo, tree)
-    local first_pass = not pinfo.visited
-    for _, entry in ipairs(entries) do
-        -- a record kept without a copy of its bytes is shown from its fields only
-        local record_tvb, pos = fallback_tvb, nil
-        if entry.bytes ~= nil then
-            record_tvb, pos = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame"), 0
-        end
-        lines[#lines + 1] = show_record(unsettle(entry.record), pos, record_tvb, pinfo, tree, entry.ctx,
-            entry.header_in, bodies, view)
-        if first_pass then settle(entry) end
+local show_entries, show_tvb_entries
+do
+    -- How much of a record this dissection shows. A tree that is not visible
+    -- (tshark -T fields or a filter on 4.2+, a first pass) keeps only the fields
+    -- a filter or -e names, so labels, generated marks and byte ranges per header
+    -- field are left out there; a summary line is made only for a tree label or
+    -- the Info column (tshark -T fields asks for no columns).
+    local function new_view(pinfo, tree)
+        local full = tree.visible
+        return { full = full, summary = full or tostring(pinfo.cols.protocol) ~= "(protocol)" }
     end
-    return lines, bodies
+
+    -- What later passes need of a record the first pass showed. Its header is
+    -- parsed again when it is shown again: the small tables of a parsed header
+    -- are not kept for every record of the capture (Lua's collector walks every
+    -- kept table over and over, which grew with the capture).
+    local function settle(entry)
+        local record = entry.record
+        if record.settled then return end
+        local h = record.header
+        entry.record = { settled = true, offset = record.offset, length = record.length, kind = record.kind,
+                         version = record.version, hdrlen = record.hdrlen, header_end = record.header_end,
+                         body_len = record.body_len, truncated = record.truncated, raw = h and h.raw,
+                         problems = #record.problems > 0 and record.problems or nil }
+    end
+
+    -- A settled record as the first pass had it.
+    local function unsettle(record)
+        if not record.settled then return record end
+        local copy = {}
+        for name, value in pairs(record) do copy[name] = value end
+        copy.problems = record.problems or {}
+        if record.raw then copy.header = parse_header(record.raw) end
+        return copy
+    end
+
+    -- One entry's record (pos: where its bytes are in tvb; nil: not at hand, its fields only).
+    local function show_entry(entry, pos, tvb, pinfo, tree, bodies, view)
+        local line = show_record(unsettle(entry.record), pos, tvb, pinfo, tree, entry.ctx, entry.header_in, bodies, view)
+        if not pinfo.visited then settle(entry) end
+        return line
+    end
+
+    function show_entries(entries, pinfo, tree, fallback_tvb)
+        local lines, bodies = {}, {}
+        local view = new_view(pinfo, tree)
+        for _, entry in ipairs(entries) do
+            local record_tvb, pos = fallback_tvb, nil
+            if entry.bytes ~= nil then
+                record_tvb, pos = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame"), 0
+            end
+            lines[#lines + 1] = show_entry(entry, pos, record_tvb, pinfo, tree, bodies, view)
+        end
+        return lines, bodies
+    end
+
+    -- The entries the raw-TCP dissector shows in this packet, in the order the
+    -- first pass made them: those in the tvb from its bytes (tvb_start: the
+    -- stream offset of its first byte), the others from their copies.
+    function show_tvb_entries(entries, tvb, tvb_start, pinfo, tree)
+        local lines, bodies = {}, {}
+        local view = new_view(pinfo, tree)
+        for _, entry in ipairs(entries) do
+            if entry.in_tvb then
+                local record = entry.record
+                local pos = record.offset - tvb_start
+                if not (pos >= 0 and pos + record.length <= tvb:len()
+                    and (record.version == nil or record.length == 0 or tvb(pos, 1):uint() == record.version)) then
+                    pos = nil
+                end
+                lines[#lines + 1] = show_entry(entry, pos, tvb, pinfo, tree, bodies, view)
+            else
+                local more_lines, more_bodies = show_entries({ entry }, pinfo, tree, tvb)
+                lines[#lines + 1] = more_lines[1]
+                for _, body in ipairs(more_bodies) do bodies[#bodies + 1] = body end
+            end
+        end
+        set_columns(pinfo, lines)
+        dissect_bodies(bodies, pinfo, tree, lines)
+    end
 end
 
 -- Segments that arrive ahead of a hole (reordered, or after a lost segment)
@@ -1623,33 +1662,6 @@ local function give_up_holes(parser, target, pinfo, ctx, number)
         parser.own = parser.deferred or #parser.pending > 0
     end
     return entries
-end
-
--- The entries the raw-TCP dissector shows in this packet, in the order the
--- first pass made them: those in the tvb from its bytes (tvb_start: the
--- stream offset of its first byte), the others from their copies.
-local function show_tvb_entries(entries, tvb, tvb_start, pinfo, tree)
-    local lines, bodies = {}, {}
-    local view = new_view(pinfo, tree)
-    local first_pass = not pinfo.visited
-    for _, entry in ipairs(entries) do
-        local record, ctx = unsettle(entry.record), entry.ctx
-        if entry.in_tvb then
-            local pos = record.offset - tvb_start
-            if not (pos >= 0 and pos + record.length <= tvb:len()
-                and (record.version == nil or record.length == 0 or tvb(pos, 1):uint() == record.version)) then
-                pos = nil
-            end
-            lines[#lines + 1] = show_record(record, pos, tvb, pinfo, tree, ctx, nil, bodies, view)
-            if first_pass then settle(entry) end
-        else
-            local more_lines, more_bodies = show_entries({ entry }, pinfo, tree, tvb)
-            lines[#lines + 1] = more_lines[1]
-            for _, body in ipairs(more_bodies) do bodies[#bodies + 1] = body end
-        end
-    end
-    set_columns(pinfo, lines)
-    dissect_bodies(bodies, pinfo, tree, lines)
 end
 
 -- Later passes: the records this packet's tvb completed on the first pass.
