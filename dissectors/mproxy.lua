@@ -1523,33 +1523,36 @@ do
         return { full = full, summary = full or tostring(pinfo.cols.protocol) ~= "(protocol)" }
     end
 
-    -- What later passes need of a record the first pass showed. Its header is
-    -- parsed again when it is shown again: the small tables of a parsed header
-    -- are not kept for every record of the capture (Lua's collector walks every
-    -- kept table over and over, which grew with the capture).
+    -- What later passes need of a record the first pass showed, in a list (a
+    -- record itself has no list part). Its header is parsed again when it is
+    -- shown again: the small tables of a parsed header are not kept for every
+    -- record of the capture (Lua's collector walks every kept table over and
+    -- over, which grew with the capture).
+    local SETTLED = { "offset", "length", "kind", "version", "hdrlen", "header_end", "body_len", "truncated" }
+    local RAW, PROBLEMS = #SETTLED + 1, #SETTLED + 2
+
     local function settle(entry)
         local record = entry.record
-        if record.settled then return end
-        local h = record.header
-        entry.record = { settled = true, offset = record.offset, length = record.length, kind = record.kind,
-                         version = record.version, hdrlen = record.hdrlen, header_end = record.header_end,
-                         body_len = record.body_len, truncated = record.truncated, raw = h and h.raw,
-                         problems = #record.problems > 0 and record.problems or nil }
+        if record[1] ~= nil then return end
+        local kept = {}
+        for index = 1, #SETTLED do kept[index] = record[SETTLED[index]] end
+        kept[RAW] = record.header and record.header.raw
+        kept[PROBLEMS] = #record.problems > 0 and record.problems or nil
+        entry.record = kept
     end
 
     -- A settled record as the first pass had it.
     local function unsettle(record)
-        if not record.settled then return record end
-        local copy = {}
-        for name, value in pairs(record) do copy[name] = value end
-        copy.problems = record.problems or {}
-        if record.raw then copy.header = parse_header(record.raw) end
+        if record[1] == nil then return record end
+        local copy = { problems = record[PROBLEMS] or {} }
+        for index = 1, #SETTLED do copy[SETTLED[index]] = record[index] end
+        if record[RAW] then copy.header = parse_header(record[RAW]) end
         return copy
     end
 
     -- One entry's record (pos: where its bytes are in tvb; nil: not at hand, its fields only).
-    local function show_entry(entry, pos, tvb, pinfo, tree, bodies, view)
-        local line = show_record(unsettle(entry.record), pos, tvb, pinfo, tree, entry.ctx, entry.header_in, bodies, view)
+    local function show_entry(entry, record, pos, tvb, pinfo, tree, bodies, view)
+        local line = show_record(record, pos, tvb, pinfo, tree, entry.ctx, entry.header_in, bodies, view)
         if not pinfo.visited then settle(entry) end
         return line
     end
@@ -1562,7 +1565,7 @@ do
             if entry.bytes ~= nil then
                 record_tvb, pos = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame"), 0
             end
-            lines[#lines + 1] = show_entry(entry, pos, record_tvb, pinfo, tree, bodies, view)
+            lines[#lines + 1] = show_entry(entry, unsettle(entry.record), pos, record_tvb, pinfo, tree, bodies, view)
         end
         return lines, bodies
     end
@@ -1575,13 +1578,13 @@ do
         local view = new_view(pinfo, tree)
         for _, entry in ipairs(entries) do
             if entry.in_tvb then
-                local record = entry.record
+                local record = unsettle(entry.record)
                 local pos = record.offset - tvb_start
                 if not (pos >= 0 and pos + record.length <= tvb:len()
                     and (record.version == nil or record.length == 0 or tvb(pos, 1):uint() == record.version)) then
                     pos = nil
                 end
-                lines[#lines + 1] = show_entry(entry, pos, tvb, pinfo, tree, bodies, view)
+                lines[#lines + 1] = show_entry(entry, record, pos, tvb, pinfo, tree, bodies, view)
             else
                 local more_lines, more_bodies = show_entries({ entry }, pinfo, tree, tvb)
                 lines[#lines + 1] = more_lines[1]
