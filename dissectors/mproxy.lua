@@ -1052,10 +1052,33 @@ local first_pass = { done = false } -- set once a later pass has begun
 -- 5.2's generational mode was experimental and is slower here: it is left as is.
 if _VERSION >= "Lua 5.4" then collectgarbage("generational") end
 
+-- A table keyed by frame number, kept in pages of 1024 frames. One table
+-- that gains a key every packet is walked whole by each collection that
+-- finds it changed (each minor one, in generational mode): a page is small.
+local function frame_table()
+    local pages = {}
+    return setmetatable({}, {
+        __index = function(_, number)
+            local page = pages[math.floor(number / 1024)]
+            return page and page[number]
+        end,
+        __newindex = function(_, number, value)
+            local index = math.floor(number / 1024)
+            local page = pages[index]
+            if page == nil then
+                page = {}
+                pages[index] = page
+            end
+            page[number] = value
+        end,
+    })
+end
+
 local function init_state()
-    tunnels, parsers, results, continuations, ws_pending = {}, {}, {}, {}, {}
-    reassembled_in, controls, control_links = {}, {}, {}
-    clients, ws_dirs, ws_heads, ws_verdicts, relay_keys, ws_notes, tvb_places = {}, {}, {}, {}, {}, {}, {}
+    tunnels, parsers, results, continuations, ws_pending = {}, {}, frame_table(), frame_table(), {}
+    reassembled_in, controls, control_links = frame_table(), {}, {}
+    clients, ws_dirs, ws_heads, ws_verdicts, relay_keys = {}, {}, frame_table(), {}, {}
+    ws_notes, tvb_places = frame_table(), frame_table()
     first_pass = { done = false }
 end
 
