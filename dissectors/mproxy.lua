@@ -936,27 +936,46 @@ local function has_flag(flags, bit)
     return math.floor(flags / bit) % 2 == 1
 end
 
-local function last_value(extractor)
-    local all = { extractor() }
-    return #all > 0 and all[#all].value or nil
+-- The value of a field's last occurrence in this packet (nil: none).
+local last_value
+do
+    local function last_of(...)
+        local count = select("#", ...)
+        if count == 0 then return nil end
+        return (select(count, ...)).value
+    end
+
+    function last_value(extractor)
+        return last_of(extractor())
+    end
 end
 
 -- This packet's TCP segment: { seq, len, ack, flags } (raw numbers) and
 -- payload(), its bytes. Field extractors give it when Wireshark builds a
 -- protocol tree; the first pass of tshark -2 (and of the GUI) builds none
 -- when nothing filters, and then the TCP header is read from the frame.
--- (where_only: seq and len, all the dissectors need.)
-local function field_segment(where_only)
-    local seq = last_value(f_tcp_seq_raw)
-    if seq == nil then return nil end
-    local segment = { seq = seq, len = last_value(f_tcp_len) or 0 }
-    if where_only then return segment end
-    segment.ack, segment.flags = last_value(f_tcp_ack_raw), last_value(f_tcp_flags) or 0
-    function segment.payload()
+-- The fields are read once a packet: the dissector and the postdissector both ask.
+local field_segment
+do
+    local read = { number = -1 } -- the packet read last and its segment
+
+    local function field_payload()
         local payloads = { f_tcp_payload() }
         return #payloads > 0 and payloads[#payloads].range:bytes():raw() or ""
     end
-    return segment
+
+    function field_segment(pinfo)
+        local number = pinfo.number
+        if read.number == number then return read.segment end
+        local seq = last_value(f_tcp_seq_raw)
+        local segment = nil
+        if seq ~= nil then
+            segment = { seq = seq, len = last_value(f_tcp_len) or 0, ack = last_value(f_tcp_ack_raw),
+                        flags = last_value(f_tcp_flags) or 0, payload = field_payload }
+        end
+        read.number, read.segment = number, segment
+        return segment
+    end
 end
 
 local HEADER_SCAN = 256 -- frame bytes searched for the TCP header (link, VLAN and IP headers come first)
@@ -1033,10 +1052,33 @@ local first_pass = { done = false } -- set once a later pass has begun
 -- 5.2's generational mode was experimental and is slower here: it is left as is.
 if _VERSION >= "Lua 5.4" then collectgarbage("generational") end
 
+-- A table keyed by frame number, kept in pages of 1024 frames. One table
+-- that gains a key every packet is walked whole by each collection that
+-- finds it changed (each minor one, in generational mode): a page is small.
+local function frame_table()
+    local pages = {}
+    return setmetatable({}, {
+        __index = function(_, number)
+            local page = pages[math.floor(number / 1024)]
+            return page and page[number]
+        end,
+        __newindex = function(_, number, value)
+            local index = math.floor(number / 1024)
+            local page = pages[index]
+            if page == nil then
+                page = {}
+                pages[index] = page
+            end
+            page[number] = value
+        end,
+    })
+end
+
 local function init_state()
-    tunnels, parsers, results, continuations, ws_pending = {}, {}, {}, {}, {}
-    reassembled_in, controls, control_links = {}, {}, {}
-    clients, ws_dirs, ws_heads, ws_verdicts, relay_keys, ws_notes, tvb_places = {}, {}, {}, {}, {}, {}, {}
+    tunnels, parsers, results, continuations, ws_pending = {}, {}, frame_table(), frame_table(), {}
+    reassembled_in, controls, control_links = frame_table(), {}, {}
+    clients, ws_dirs, ws_heads, ws_verdicts, relay_keys = {}, {}, frame_table(), {}, {}
+    ws_notes, tvb_places = frame_table(), frame_table()
     first_pass = { done = false }
 end
 
@@ -1504,33 +1546,36 @@ do
         return { full = full, summary = full or tostring(pinfo.cols.protocol) ~= "(protocol)" }
     end
 
-    -- What later passes need of a record the first pass showed. Its header is
-    -- parsed again when it is shown again: the small tables of a parsed header
-    -- are not kept for every record of the capture (Lua's collector walks every
-    -- kept table over and over, which grew with the capture).
+    -- What later passes need of a record the first pass showed, in a list (a
+    -- record itself has no list part). Its header is parsed again when it is
+    -- shown again: the small tables of a parsed header are not kept for every
+    -- record of the capture (Lua's collector walks every kept table over and
+    -- over, which grew with the capture).
+    local SETTLED = { "offset", "length", "kind", "version", "hdrlen", "header_end", "body_len", "truncated" }
+    local RAW, PROBLEMS = #SETTLED + 1, #SETTLED + 2
+
     local function settle(entry)
         local record = entry.record
-        if record.settled then return end
-        local h = record.header
-        entry.record = { settled = true, offset = record.offset, length = record.length, kind = record.kind,
-                         version = record.version, hdrlen = record.hdrlen, header_end = record.header_end,
-                         body_len = record.body_len, truncated = record.truncated, raw = h and h.raw,
-                         problems = #record.problems > 0 and record.problems or nil }
+        if record[1] ~= nil then return end
+        local kept = {}
+        for index = 1, #SETTLED do kept[index] = record[SETTLED[index]] end
+        kept[RAW] = record.header and record.header.raw
+        kept[PROBLEMS] = #record.problems > 0 and record.problems or nil
+        entry.record = kept
     end
 
     -- A settled record as the first pass had it.
     local function unsettle(record)
-        if not record.settled then return record end
-        local copy = {}
-        for name, value in pairs(record) do copy[name] = value end
-        copy.problems = record.problems or {}
-        if record.raw then copy.header = parse_header(record.raw) end
+        if record[1] == nil then return record end
+        local copy = { problems = record[PROBLEMS] or {} }
+        for index = 1, #SETTLED do copy[SETTLED[index]] = record[index] end
+        if record[RAW] then copy.header = parse_header(record[RAW]) end
         return copy
     end
 
     -- One entry's record (pos: where its bytes are in tvb; nil: not at hand, its fields only).
-    local function show_entry(entry, pos, tvb, pinfo, tree, bodies, view)
-        local line = show_record(unsettle(entry.record), pos, tvb, pinfo, tree, entry.ctx, entry.header_in, bodies, view)
+    local function show_entry(entry, record, pos, tvb, pinfo, tree, bodies, view)
+        local line = show_record(record, pos, tvb, pinfo, tree, entry.ctx, entry.header_in, bodies, view)
         if not pinfo.visited then settle(entry) end
         return line
     end
@@ -1543,7 +1588,7 @@ do
             if entry.bytes ~= nil then
                 record_tvb, pos = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame"), 0
             end
-            lines[#lines + 1] = show_entry(entry, pos, record_tvb, pinfo, tree, bodies, view)
+            lines[#lines + 1] = show_entry(entry, unsettle(entry.record), pos, record_tvb, pinfo, tree, bodies, view)
         end
         return lines, bodies
     end
@@ -1556,13 +1601,13 @@ do
         local view = new_view(pinfo, tree)
         for _, entry in ipairs(entries) do
             if entry.in_tvb then
-                local record = entry.record
+                local record = unsettle(entry.record)
                 local pos = record.offset - tvb_start
                 if not (pos >= 0 and pos + record.length <= tvb:len()
                     and (record.version == nil or record.length == 0 or tvb(pos, 1):uint() == record.version)) then
                     pos = nil
                 end
-                lines[#lines + 1] = show_entry(entry, pos, tvb, pinfo, tree, bodies, view)
+                lines[#lines + 1] = show_entry(entry, record, pos, tvb, pinfo, tree, bodies, view)
             else
                 local more_lines, more_bodies = show_entries({ entry }, pinfo, tree, tvb)
                 lines[#lines + 1] = more_lines[1]
@@ -1697,7 +1742,7 @@ local function dissect_tcp(tvb, pinfo, tree, segment)
         redissect_tcp(tvb, pinfo, tree)
         return tvb:len()
     end
-    segment = segment or field_segment(true)
+    segment = segment or field_segment(pinfo)
     if segment == nil then
         deferred = { number = pinfo.number, carrier = "tcp" }
         return tvb:len()
@@ -2460,7 +2505,7 @@ local function dissect_own_ws(tvb, pinfo, tree, segment)
     end
     -- handed on by http (over TCP or TLS): the bytes come in order, not placed by sequence number
     local after_http = tunnels[stream].after_http
-    segment = segment or (not after_http and field_segment(true)) or nil
+    segment = segment or (not after_http and field_segment(pinfo)) or nil
     if segment == nil and not after_http then
         deferred = { number = pinfo.number, carrier = "websocket" }
         return tvb:len()
@@ -2714,13 +2759,22 @@ local function note_tcp_end(pinfo, stream, flags)
     if rst or closed >= 2 then return finish_tunnel(stream, tunnel, pinfo) end
 end
 
+-- entries with more appended (either may be nil; most packets have none).
+local function append_entries(entries, more)
+    if more == nil or #more == 0 then return entries end
+    entries = entries or {}
+    for index = 1, #more do entries[#entries + 1] = more[index] end
+    return entries
+end
+
 -- First pass: records the end of a tunnel completes. Later passes: every
 -- record of the frame, from the copies the first pass kept.
 function mproxy_end.dissector(tvb, pinfo, tree)
     local entries
-    note_capture_end(pinfo)
-    if not pinfo.visited then
-        local segment = field_segment() or frame_segment(tvb, pinfo)
+    local visited = pinfo.visited
+    if visited and not first_pass.done then note_capture_end(pinfo) end
+    if not visited then
+        local segment = field_segment(pinfo) or frame_segment(tvb, pinfo)
         if segment == nil then return end
         local stream = stream_id(pinfo)
         local flags = segment.flags
@@ -2739,26 +2793,21 @@ function mproxy_end.dissector(tvb, pinfo, tree)
         local tunnel = tunnels[stream]
         if tunnel == nil then return end
         tunnel.last_number = pinfo.number
-        entries = {}
         if tunnel.carrier == "tcp" then
             local parser = has_flag(flags, TCP_FIN) and parsers[endpoint_key(pinfo)]
             if parser and parser.origin then
                 parser.fin_off = (segment.seq + segment.len - parser.origin) % 4294967296
             end
-            if tunnel.stashed then
-                for _, entry in ipairs(note_late_segment(pinfo, stream, segment) or {}) do
-                    entries[#entries + 1] = entry
-                end
-            end
-            for _, entry in ipairs(note_tcp_ack(pinfo, stream, segment) or {}) do entries[#entries + 1] = entry end
+            if tunnel.stashed then entries = append_entries(entries, note_late_segment(pinfo, stream, segment)) end
+            entries = append_entries(entries, note_tcp_ack(pinfo, stream, segment))
         elseif tunnel.carrier == "websocket" and not tunnel.after_http then
             local st = has_flag(flags, TCP_FIN) and ws_dirs[endpoint_key(pinfo)]
             if st and st.origin then
                 st.fin_off = (segment.seq + segment.len - st.origin) % 4294967296
             end
-            for _, entry in ipairs(note_ws_ack(pinfo, stream, segment) or {}) do entries[#entries + 1] = entry end
+            entries = append_entries(entries, note_ws_ack(pinfo, stream, segment))
         end
-        for _, entry in ipairs(note_tcp_end(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
+        entries = append_entries(entries, note_tcp_end(pinfo, stream, flags))
     else
         entries = {}
         for _, entry in ipairs(results[pinfo.number] or {}) do
