@@ -22,7 +22,7 @@ from wireshark import matrix
 from support import CAPTURES, REPO
 
 NAMES = ("raw-tcp.pcap", "websocket.pcap", "wss.pcapng", "wss-tls12.pcapng", "go-dialect.pcap", "reference-js.pcap",
-         "impaired.pcap", "junk.pcap", "false-sync.pcap", "deflate.pcap", "impaired-ws.pcap")
+         "impaired.pcap", "junk.pcap", "false-sync.pcap", "deflate.pcap", "impaired-ws.pcap", "impaired-ack.pcap")
 TRUTH_KEYS = (
     "src", "dst", "direction", "seq", "carrier", "offset", "length", "version", "hdrlen", "header", "family",
     "address", "port", "datalen", "service", "serviceport", "name", "servicename", "kind", "dialect", "body_len",
@@ -206,6 +206,29 @@ def test_impaired_capture_has_the_damage_its_truth_describes(tshark_env):
     assert seen[0] >= 1 and seen[1] + seen[2] >= 3 and seen[3] >= 1, seen
     whats = Counter(c["what"] for c in details["changes"])
     assert whats["reordered"] >= 2 and whats["retransmission"] >= 3 and whats["overlapping retransmission"] == 1
+
+
+@pytest.mark.tshark
+def test_impaired_ack_capture_acknowledges_each_lost_segment_before_the_next(tshark_env):
+    """Nothing of the direction comes between a lost segment and the ACK that passes it: only the ACK shows the loss."""
+    entry = manifest()["impaired-ack.pcap"]
+    details = entry["impairments"]
+    records = truth("impaired-ack.pcap")
+    assert len([r for r in records if r["lost"]]) == details["frames_lost"] == len(details["lost_segments"]) == 2
+    rows = tshark(tshark_env, "-r", str(CAPTURES / "impaired-ack.pcap"), "-o", "tcp.relative_sequence_numbers:TRUE",
+                  "-T", "fields", "-e", "frame.number", "-e", "tcp.srcport", "-e", "tcp.seq", "-e", "tcp.len",
+                  "-e", "tcp.ack").splitlines()
+    packets = [tuple(int(v) for v in row.split("\t")) for row in rows]
+    relay = tunnel_port("impaired-ack.pcap")
+    for lost in details["lost_segments"]:
+        start, end = lost["stream_offset"], lost["stream_offset"] + lost["length"]
+        assert any(r["lost_ranges"] == [[max(start, r["offset"]), min(end, r["offset"] + r["length"])]]
+                   for r in records if r["lost"])
+        ack = packets[lost["acked_in"] - 1]
+        assert ack[1] != relay and ack[4] - 1 >= end
+        before = [p for p in packets[:lost["acked_in"] - 1] if p[1] == relay and p[3]]
+        assert max(p[2] - 1 + p[3] for p in before) == start, "the hole is the last thing before the ACK"
+        assert all(p[2] - 1 >= end for p in packets[lost["acked_in"]:] if p[1] == relay and p[3])
 
 
 @pytest.mark.slow

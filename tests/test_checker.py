@@ -198,9 +198,11 @@ BUNDLED = {
     "go-dialect.pcap": {"MPX203": 1},
     "reference-js.pcap": {"MPX405": 1, "MPX406": 1},
     "impaired.pcap": {"MPX406": 1},
-    # scripted frames, no connection or end frames; impaired-ws loses a segment (the garbage after it is not judged)
+    # scripted frames, no connection or end frames; impaired-ws and impaired-ack lose segments (the garbage after
+    # them is not judged)
     "deflate.pcap": {"MPX203": 1, "MPX210": 13},
     "impaired-ws.pcap": {"MPX203": 1, "MPX210": 13},
+    "impaired-ack.pcap": {"MPX203": 1, "MPX210": 5},
 }
 DELIBERATELY_BROKEN = {
     # bytes that are not M-PROXY between frames, written on purpose (captures/manifest.json lists them)

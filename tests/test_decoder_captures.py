@@ -21,7 +21,7 @@ from support import CAPTURES
 
 CAPTURE_NAMES = ("raw-tcp.pcap", "websocket.pcap", "wss.pcapng", "wss-tls12.pcapng", "go-dialect.pcap",
                  "reference-js.pcap", "impaired.pcap", "junk.pcap", "false-sync.pcap", "deflate.pcap",
-                 "impaired-ws.pcap")
+                 "impaired-ws.pcap", "impaired-ack.pcap")
 COMPARED = ("carrier", "offset", "length", "version", "hdrlen", "family", "address", "port", "datalen", "service",
             "serviceport", "name", "servicename", "kind", "dialect", "body_len", "body_sha256")
 

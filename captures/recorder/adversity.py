@@ -15,12 +15,16 @@ its own or between frames inside one. The truth lists the frames as written;
   some spanning segments, so a frame is whole before its message ends.
 - ``impaired-ws.pcap`` (WebSocket): a small tunnel with one relay->device
   segment that starts a message dropped, so the framing must be found again.
+- ``impaired-ack.pcap`` (raw TCP): two relay->device segments dropped, the tail
+  of a frame and a frame whole, each acknowledged by the device before the relay
+  writes again: the acknowledgement, not a later segment, shows the bytes are lost.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,13 +45,15 @@ TUN = {"family": "IPv4", "address": "127.0.0.1", "port": 50321, "service": "http
 SEED = 14
 Part = Packed | tuple[bytes, str]
 """One piece of a write: a frame, or (bytes, what) that is not M-PROXY."""
+PAUSE = 0.2
+"""Seconds a script waits where it pauses: far longer than a delayed ACK (40 ms), so the peer acknowledges first."""
 
 
 class Script:
     """The writes of one direction, each a list of parts sent as one write (one WebSocket message)."""
 
     def __init__(self) -> None:
-        self.writes: list[list[Part]] = []
+        self.writes: list[list[Part] | float] = []
         self.packing = JsPacking()
         self.rng = random.Random(SEED)
 
@@ -61,10 +67,17 @@ class Script:
     def write(self, *parts: Part) -> None:
         self.writes.append(list(parts))
 
+    def pause(self) -> None:
+        """Wait before the next write (``PAUSE``), so everything written so far is acknowledged first."""
+        self.writes.append(PAUSE)
+
 
 def send_script(link: Link, script: Script, junk: list[dict[str, Any]]) -> None:
     """Write the script; frames go to the truth, other bytes to ``junk`` (with their stream offsets)."""
     for parts in script.writes:
+        if isinstance(parts, float):
+            time.sleep(parts)
+            continue
         with link._lock:
             data = b""
             for part in parts:
@@ -143,6 +156,22 @@ def ws_script() -> tuple[Script, Script]:
     for index in range(4):
         relay.write(relay.frame(50320 + index, b"after %d" % index))
     device.write(device.frame(60301, b"device"))
+    return relay, device
+
+
+def acked_hole_script() -> tuple[Script, Script]:
+    relay, device = Script(), Script()
+    relay.write(relay.frame(50401, b"before the holes"))
+    relay.pause()
+    relay.write(relay.frame(50402, relay.text(3000)))  # three segments: the last, the frame's tail, is dropped
+    relay.pause()
+    relay.write(relay.frame(50403, b"after the lost tail"))
+    relay.pause()
+    relay.write(relay.frame(50404, b"a frame lost whole"))  # one segment, dropped
+    relay.pause()
+    relay.write(relay.frame(50405, b"found again"), relay.frame(50406, b"and the next"))
+    relay.pause()
+    device.write(device.frame(60401, b"reply"))
     return relay, device
 
 
@@ -239,6 +268,57 @@ def record_impaired_ws(out: Path, work: Path) -> tuple[TruthLog, dict[str, Any]]
     response = bytes(packets[down[0]][TCP].payload)
     detail["frames_lost"] = _mark_lost(truth, detail, response.index(b"\r\n\r\n") + 4)
     return truth, {"seed": SEED, "lost_segment": detail}
+
+
+def record_impaired_ack(out: Path, work: Path) -> tuple[TruthLog, dict[str, Any]]:
+    """A raw tunnel recorded whole, then rewritten without two relay->device segments (a frame's tail, a frame
+    whole), each followed by the device's acknowledgement before the relay's next segment."""
+    whole = work / "ack-whole.pcap"
+    truth, _ = _raw(whole, acked_hole_script)
+    packets = list(rdpcap(str(whole)))
+    relay_port = int(truth.records[0]["src"].rsplit(":", 1)[1])
+    synack = next(p for p in packets if p[TCP].flags & 0x12 == 0x12)
+
+    def offset(packet: Any) -> int:
+        return (packet[TCP].seq - synack[TCP].seq - 1) & 0xFFFFFFFF
+
+    relay = [r for r in truth.records if r["direction"] == "relay->device"]
+    tail_end = relay[1]["offset"] + relay[1]["length"]
+    down = [i for i, p in enumerate(packets) if p[TCP].sport == relay_port and len(p[TCP].payload)]
+
+    def end(index: int) -> int:
+        return offset(packets[index]) + len(packets[index][TCP].payload)
+
+    victims = [next(i for i in down if offset(packets[i]) > relay[1]["offset"] and end(i) == tail_end),
+               next(i for i in down if offset(packets[i]) == relay[3]["offset"])]
+    lost = []
+    for victim in victims:
+        packet = packets[victim]
+        start, stop = offset(packet), end(victim)
+        ack = next(i for i in range(victim + 1, len(packets)) if packets[i][TCP].dport == relay_port
+                   and packets[i][TCP].flags & 0x10
+                   and (packets[i][TCP].ack - synack[TCP].seq - 1) & 0xFFFFFFFF >= stop)
+        if any(i in down for i in range(victim + 1, ack)):
+            raise RuntimeError(f"the relay wrote again before the device acknowledged frame {victim + 1}: record again")
+        lost.append({"direction": "relay->device", "original_pcap_frame": victim + 1, "stream_offset": start,
+                     "length": stop - start, "acked_in": ack + 1 - len([v for v in victims if v < ack])})
+    with PcapWriter(str(out), linktype=1, sync=True) as writer:
+        for index, packet in enumerate(packets):
+            if index not in victims:
+                writer.write(packet)
+    count = 0
+    for record in truth.records:
+        ranges = []
+        if record["direction"] == "relay->device":
+            for segment in lost:
+                lo = max(segment["stream_offset"], record["offset"])
+                hi = min(segment["stream_offset"] + segment["length"], record["offset"] + record["length"])
+                if lo < hi:
+                    ranges.append([lo, hi])
+        record["lost"] = bool(ranges)
+        record["lost_ranges"] = ranges
+        count += bool(ranges)
+    return truth, {"seed": SEED, "lost_segments": lost, "frames_lost": count}
 
 
 def _ws_header_size(length: int) -> int:

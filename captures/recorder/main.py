@@ -64,7 +64,8 @@ def _record(out: Path, work: Path, name: str, **kwargs: Any) -> dict[str, Any]:
 
 
 CAPTURES = ("raw-tcp.pcap", "websocket.pcap", "wss.pcapng", "wss-tls12.pcapng", "go-dialect.pcap",
-            "reference-js.pcap", "impaired.pcap", "junk.pcap", "false-sync.pcap", "deflate.pcap", "impaired-ws.pcap")
+            "reference-js.pcap", "impaired.pcap", "junk.pcap", "false-sync.pcap", "deflate.pcap", "impaired-ws.pcap",
+            "impaired-ack.pcap")
 FULL = Plan(big_size=200_000)
 
 
@@ -156,6 +157,10 @@ def main(parser: argparse.ArgumentParser) -> int:
             truth, details = adversity.record_impaired_ws(out / "impaired-ws.pcap", work)
             manifest["impaired-ws.pcap"] = _adversity_summary(out, "impaired-ws.pcap", truth, "ws", impaired=True,
                                                               impairments=details)
+        if "impaired-ack.pcap" in wanted:
+            truth, details = adversity.record_impaired_ack(out / "impaired-ack.pcap", work)
+            manifest["impaired-ack.pcap"] = _adversity_summary(out, "impaired-ack.pcap", truth, "tcp", impaired=True,
+                                                               impairments=details)
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     for name, entry in sorted(manifest.items()):
         directions = entry["frames_by_direction"]

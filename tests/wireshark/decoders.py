@@ -27,10 +27,19 @@ def python_records(pcap: Path, keylog: Path | None = None) -> list[dict[str, Any
     return [r for r in records if r.get("kind") != "stage"]
 
 
-def lua_records(pcap: Path, home: Path, version: Version, keylog: Path | None = None, *, two_pass: bool = True,
+PASSES = {"one-pass": [], "two-pass": ["-2", "-R", "frame"], "two-pass-treeless": ["-2"]}
+"""How tshark may run: in one pass (as most people run it), or in two (``-2``, as the GUI shows a capture).
+
+The first of two passes builds a protocol tree only when something filters (``-R`` here): without one
+(``two-pass-treeless``, and the GUI when it opens a capture with no display filter) field extractors are
+empty, and the dissector reads the TCP headers from the frames' bytes.
+"""
+
+
+def lua_records(pcap: Path, home: Path, version: Version, keylog: Path | None = None, *, passes: str = "two-pass",
                 ) -> tuple[list[dict[str, Any]], Any]:
-    """tshark's records, by default in two passes (-2; -R keeps the first pass's tree so TCP fields are there)."""
-    extra = ["-2", "-R", "frame"] if two_pass else []
+    """tshark's records, run as ``PASSES[passes]`` says."""
+    extra = list(PASSES[passes])
     if keylog is not None:
         extra += ["-o", f"tls.keylog_file:{keylog}"]
     return tshark_records(pcap, home, version, extra)

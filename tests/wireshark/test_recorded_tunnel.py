@@ -39,6 +39,6 @@ def test_both_decoders_agree_on_a_recorded_tunnel(recorded: Path, tshark_home: P
 def test_single_pass_shows_the_same_frames(recorded: Path, tshark_home: Path, wireshark: Version) -> None:
     """One pass (plain tshark, pyshark) shows every record too, in the packet that completed it."""
     python = in_packet_order(python_records(recorded))
-    lua, result = lua_records(recorded, tshark_home, wireshark, two_pass=False)
+    lua, result = lua_records(recorded, tshark_home, wireshark, passes="one-pass")
     assert result.returncode == 0 and result.stderr == ""
     assert differences(lua, python) == []

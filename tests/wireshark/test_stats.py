@@ -5,6 +5,13 @@ tables tshark prints are parsed and compared row for row with
 ``mproxy stats --json``: every count and text equal, times (seconds since the
 capture's first packet, printed to the microsecond) within a microsecond, since
 the two round differently computed floats.
+
+The GUI's Statistics > M-PROXY menu runs the same tables through a TextWindow
+after a retap. tshark has no GUI, so ``GUI_STANDIN`` plays its part around the
+dissector (gui_enabled, register_menu, TextWindow, retap_packets), opens each
+menu entry as a user would, and prints what the window is given; in two passes,
+as the GUI dissects a capture again for a retap, it must be the text ``-z``
+prints.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any
 import pytest
 from wireshark.conftest import capture_files, keylog_for
 from wireshark.matrix import Version
-from wireshark.tshark_records import run_tshark
+from wireshark.tshark_records import DISSECTOR, run_tshark
 
 pytestmark = [pytest.mark.tshark]
 
@@ -130,3 +137,61 @@ def test_the_table_parser_cuts_at_the_header_columns() -> None:
     assert parse_tables(text) == {"M-PROXY control round-trips": [
         {"tunnel": "1", "id": "12", "command": "hello", "frames in/out": "3/2", "outcome": "E_CODE (with spaces)"},
         {"tunnel": "10", "id": "1", "command": "é", "frames in/out": "0/0", "outcome": "ok"}]}
+
+
+GUI_STANDIN = """
+do
+    local opened = {}
+    _G.mproxy_gui_menus = opened
+    gui_enabled = function() return true end
+    register_menu = function(name, action) opened[#opened + 1] = { name = name, action = action } end
+    retap_packets = function() end
+    TextWindow = { new = function(title)
+        local window = {}
+        function window:set(text) print("GUI window " .. title .. "\\n" .. text .. "\\nGUI window end") end
+        function window:set_atclose(action) assert(type(action) == "function") end
+        return window
+    end }
+end
+"""
+"""Stands in for the GUI before the dissector loads (the dissector registers its menus when it loads)."""
+
+GUI_OPEN = """
+for _, menu in ipairs(_G.mproxy_gui_menus) do
+    print("GUI menu " .. menu.name)
+    menu.action()
+end
+"""
+"""After it: every M-PROXY menu entry is opened, as a click would."""
+
+GUI_WINDOW = re.compile(r"GUI window M-PROXY: (.*?)\n(.*?)\nGUI window end\n", re.S)
+
+
+def gui_run(pcap: Path, home: Path, version: Version, keylog: Path | None, script: Path) -> str:
+    script.write_text(GUI_STANDIN + DISSECTOR.read_text() + GUI_OPEN)
+    extra = ["-o", f"tls.keylog_file:{keylog}"] if keylog else []
+    result = run_tshark(["-r", str(pcap), *extra, "-2", "-q"], home, version, lua=script)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result.stdout
+
+
+@pytest.mark.parametrize("pcap", capture_files(), ids=lambda p: p.name)
+def test_the_statistics_menu_shows_what_tshark_prints(pcap: Path, tshark_home: Path, wireshark: Version,
+                                                      tmp_path: Path) -> None:
+    keylog = keylog_for(pcap)
+    extra = ["-o", f"tls.keylog_file:{keylog}"] if keylog else []
+    printed = run_tshark(["-r", str(pcap), *extra, "-2", "-q",
+                          *[a for name in TABLES for a in ("-z", f"mproxy,{name}")]], tshark_home, wireshark)
+    assert printed.returncode == 0 and printed.stderr == "", printed.stderr
+    gui = gui_run(pcap, tshark_home, wireshark, keylog, tmp_path / "gui.lua")
+    menus = [line.split(" ", 2)[2] for line in gui.splitlines() if line.startswith("GUI menu ")]
+    assert menus == ["M-PROXY/Tunneled connections", "M-PROXY/Tunnels", "M-PROXY/Control round-trips"]
+    windows = dict(GUI_WINDOW.findall(gui))
+    assert sorted(windows) == sorted(name.split("/", 1)[1] for name in menus)
+    assert sorted(windows.values()) == sorted(block.strip("\n") for block in printed.stdout.split(RULE)
+                                              if block.strip("\n"))
+    python = python_tables(python_stats(pcap, keylog))
+    tables = parse_tables(RULE + RULE.join(windows.values()) + RULE)
+    for title in TABLES.values():
+        assert differences(tables[title], python[title]) == [], title
