@@ -474,53 +474,71 @@ end
 
 local SERVICE_CHARS = "^[%w%-_%.%+]+$"
 
+-- h.problems is nil for a header without problems (most of them: no list is made).
 local function parse_header(raw)
-    local h = { raw = raw, utf8 = is_utf8(raw), problems = {} }
-    h.dialect = raw:sub(-1) == "\n" and "go" or "js"
-    local body = h.dialect == "go" and strip(raw) or raw
-    local fields, pos = {}, 1
-    while true do
-        local comma = body:find(",", pos, true)
-        if comma == nil then
-            fields[#fields + 1] = body:sub(pos)
-            break
+    local dialect = raw:sub(-1) == "\n" and "go" or "js"
+    local body = dialect == "go" and strip(raw) or raw
+    -- printable ASCII is valid UTF-8, whatever whitespace the Go dialect trimmed
+    local plain = not body:find("[^ -~]")
+    local utf8 = plain or is_utf8(raw)
+    -- the usual header, seven fields, is split by one pattern; others field by field
+    local fields
+    local a, b, c, d, e, f, g = body:match("^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$")
+    if a then
+        fields = { a, b, c, d, e, f, g }
+    else
+        fields = {}
+        local pos = 1
+        while true do
+            local comma = body:find(",", pos, true)
+            if comma == nil then
+                fields[#fields + 1] = body:sub(pos)
+                break
+            end
+            fields[#fields + 1] = body:sub(pos, comma - 1)
+            pos = comma + 1
         end
-        fields[#fields + 1] = body:sub(pos, comma - 1)
-        pos = comma + 1
     end
-    if h.dialect == "go" and #fields > 1 and fields[#fields] == "" then
+    if dialect == "go" and #fields > 1 and fields[#fields] == "" then
         fields[#fields] = nil
     end
-    h.field_count = #fields
-    h.values = {}
-    for index, key in ipairs(HEADER_KEYS) do
-        h.values[key] = fields[index]
+    local field_count = #fields
+    local values = {}
+    for index = 1, #HEADER_KEYS do
+        values[HEADER_KEYS[index]] = fields[index]
     end
-    if not h.utf8 then
-        h.problems[#h.problems + 1] = { "header_not_utf8", "header bytes are not valid UTF-8" }
+    local problems
+    if not utf8 then
+        problems = { { "header_not_utf8", "header bytes are not valid UTF-8" } }
     end
-    if h.field_count < MIN_HEADER_FIELDS then
-        h.problems[#h.problems + 1] = { "too_few_fields",
-            string.format("%d fields, at least %d expected", h.field_count, MIN_HEADER_FIELDS) }
+    if field_count < MIN_HEADER_FIELDS then
+        problems = problems or {}
+        problems[#problems + 1] = { "too_few_fields",
+            string.format("%d fields, at least %d expected", field_count, MIN_HEADER_FIELDS) }
     end
-    local datalen_text = h.values.datalen
+    local datalen
+    local datalen_text = values.datalen
     if datalen_text ~= nil then
         if is_digits(datalen_text) then
-            h.datalen = tonumber(datalen_text)
-        elseif datalen_text:match("^%-%d+$") then
-            h.problems[#h.problems + 1] = { "datalen_negative", "datalen " .. py_repr(datalen_text) }
+            datalen = tonumber(datalen_text)
         else
-            h.problems[#h.problems + 1] = { "datalen_not_numeric", "datalen " .. py_repr(datalen_text) }
+            problems = problems or {}
+            if datalen_text:match("^%-%d+$") then
+                problems[#problems + 1] = { "datalen_negative", "datalen " .. py_repr(datalen_text) }
+            else
+                problems[#problems + 1] = { "datalen_not_numeric", "datalen " .. py_repr(datalen_text) }
+            end
         end
     end
-    local service = h.values.service
-    h.kind = (service ~= nil and MESSAGE_KINDS[service]) and service or DATA_KIND
-    return h
+    local service = values.service
+    return { raw = raw, utf8 = utf8, plain = plain, dialect = dialect, field_count = field_count, values = values,
+             datalen = datalen, problems = problems,
+             kind = (service ~= nil and MESSAGE_KINDS[service]) and service or DATA_KIND }
 end
 
 -- The strict test used to find the next frame after garbage (ParsedHeader.looks_like_frame_start).
 local function looks_like_frame_start(h)
-    if #h.problems > 0 or h.datalen == nil then return false end
+    if h.problems or h.datalen == nil then return false end
     local text = h.raw
     if h.dialect == "go" then text = text:gsub("\n+$", "") end
     if text:find("[%z\1-\31\127]") then return false end
@@ -560,7 +578,9 @@ local function frame_record(pos, base, version, hdrlen, h)
     if version ~= VERSION_1_BYTE then
         add_problem(record, "bad_version", string.format("version byte 0x%02x, v1 is 0xfe", version))
     end
-    for _, p in ipairs(h.problems) do record.problems[#record.problems + 1] = p end
+    if h.problems then
+        for _, p in ipairs(h.problems) do record.problems[#record.problems + 1] = p end
+    end
     return record
 end
 
@@ -638,6 +658,43 @@ function Parser:wrapped_alternative(buf, pos, h, header_end, final)
     return longer
 end
 
+-- The header of the frame at pos: the parsed header and where it ends, or
+-- nil and what at_boundary returns (more bytes wanted, or none of a frame).
+function Parser:boundary_header(buf, pos, out, final, available, version, hdrlen)
+    local header_end = 2 + hdrlen
+    local h = parse_header(buf:sub(pos + 3, pos + header_end))
+    if h.datalen ~= nil and (version == VERSION_1_BYTE or looks_like_frame_start(h)) then
+        local wrapped = self:wrapped_alternative(buf, pos, h, header_end, final)
+        if wrapped == NEED_MORE then
+            self.need = self.base + header_end + WRAP
+            return nil, NEED_MORE
+        end
+        if wrapped ~= nil then
+            h, header_end = wrapped, header_end + WRAP
+        end
+        return h, header_end
+    end
+    if version ~= VERSION_1_BYTE then
+        self.synced = false
+        return nil, PROGRESS, 0
+    end
+    local settled = ruled_out(buf, pos + 3, math.min(#buf, pos + header_end + WRAP))
+    if available < header_end + WRAP and not final and not settled then
+        return nil, NEED_MORE -- every new byte may settle it: no parser.need
+    end
+    local longer = not settled and parse_header(buf:sub(pos + 3, pos + header_end + WRAP))
+    if longer and looks_like_frame_start(longer) then
+        return longer, header_end + WRAP
+    end
+    self.synced = false
+    if not has_control_byte(buf, pos + 3, pos + header_end) then
+        out[#out + 1] = frame_record(pos, self.base, version, hdrlen, h)
+        self.base = self.base + header_end
+        return nil, PROGRESS, header_end
+    end
+    return nil, PROGRESS, 0
+end
+
 function Parser:at_boundary(buf, pos, out, final)
     local available = #buf - pos
     if available < 2 or available < 2 + buf:byte(pos + 2) then
@@ -649,38 +706,15 @@ function Parser:at_boundary(buf, pos, out, final)
         return NEED_MORE
     end
     local version, hdrlen = buf:byte(pos + 1, pos + 2)
-    local header_end = 2 + hdrlen
-    local h = parse_header(buf:sub(pos + 3, pos + header_end))
-    if h.datalen ~= nil and (version == VERSION_1_BYTE or looks_like_frame_start(h)) then
-        local wrapped = self:wrapped_alternative(buf, pos, h, header_end, final)
-        if wrapped == NEED_MORE then
-            self.need = self.base + header_end + WRAP
-            return NEED_MORE
-        end
-        if wrapped ~= nil then
-            h, header_end = wrapped, header_end + WRAP
-        end
+    -- a frame whose body was still coming: its header was read then
+    local waiting = self.waiting
+    self.waiting = nil
+    local h, header_end, used
+    if waiting and waiting.base == self.base and available >= waiting.header_end then
+        h, header_end = waiting.h, waiting.header_end
     else
-        if version ~= VERSION_1_BYTE then
-            self.synced = false
-            return PROGRESS, 0
-        end
-        local settled = ruled_out(buf, pos + 3, math.min(#buf, pos + header_end + WRAP))
-        if available < header_end + WRAP and not final and not settled then
-            return NEED_MORE -- every new byte may settle it: no parser.need
-        end
-        local longer = not settled and parse_header(buf:sub(pos + 3, pos + header_end + WRAP))
-        if longer and looks_like_frame_start(longer) then
-            h, header_end = longer, header_end + WRAP
-        elseif not has_control_byte(buf, pos + 3, pos + header_end) then
-            out[#out + 1] = frame_record(pos, self.base, version, hdrlen, h)
-            self.base = self.base + header_end
-            self.synced = false
-            return PROGRESS, header_end
-        else
-            self.synced = false
-            return PROGRESS, 0
-        end
+        h, header_end, used = self:boundary_header(buf, pos, out, final, available, version, hdrlen)
+        if h == nil then return header_end, used end
     end
     local record = frame_record(pos, self.base, version, header_end - 2, h)
     if header_end - 2 > 255 then
@@ -691,6 +725,7 @@ function Parser:at_boundary(buf, pos, out, final)
     local total = header_end + datalen
     if available < total then
         self.need = self.base + total
+        self.waiting = { base = self.base, h = h, header_end = header_end }
         return NEED_MORE
     end
     record.length = total
@@ -901,25 +936,46 @@ local function has_flag(flags, bit)
     return math.floor(flags / bit) % 2 == 1
 end
 
-local function last_value(extractor)
-    local all = { extractor() }
-    return #all > 0 and all[#all].value or nil
+-- The value of a field's last occurrence in this packet (nil: none).
+local last_value
+do
+    local function last_of(...)
+        local count = select("#", ...)
+        if count == 0 then return nil end
+        return (select(count, ...)).value
+    end
+
+    function last_value(extractor)
+        return last_of(extractor())
+    end
 end
 
 -- This packet's TCP segment: { seq, len, ack, flags } (raw numbers) and
 -- payload(), its bytes. Field extractors give it when Wireshark builds a
 -- protocol tree; the first pass of tshark -2 (and of the GUI) builds none
 -- when nothing filters, and then the TCP header is read from the frame.
-local function field_segment()
-    local seq = last_value(f_tcp_seq_raw)
-    if seq == nil then return nil end
-    local segment = { seq = seq, len = last_value(f_tcp_len) or 0, ack = last_value(f_tcp_ack_raw),
-                      flags = last_value(f_tcp_flags) or 0 }
-    function segment.payload()
+-- The fields are read once a packet: the dissector and the postdissector both ask.
+local field_segment
+do
+    local read = { number = -1 } -- the packet read last and its segment
+
+    local function field_payload()
         local payloads = { f_tcp_payload() }
         return #payloads > 0 and payloads[#payloads].range:bytes():raw() or ""
     end
-    return segment
+
+    function field_segment(pinfo)
+        local number = pinfo.number
+        if read.number == number then return read.segment end
+        local seq = last_value(f_tcp_seq_raw)
+        local segment = nil
+        if seq ~= nil then
+            segment = { seq = seq, len = last_value(f_tcp_len) or 0, ack = last_value(f_tcp_ack_raw),
+                        flags = last_value(f_tcp_flags) or 0, payload = field_payload }
+        end
+        read.number, read.segment = number, segment
+        return segment
+    end
 end
 
 local HEADER_SCAN = 256 -- frame bytes searched for the TCP header (link, VLAN and IP headers come first)
@@ -988,10 +1044,41 @@ local tvb_places = {}     -- frame number -> { start, length, consumed_end }: st
 local clients = {}        -- connection -> endpoint key of the SYN sender (else the first sender)
 local first_pass = { done = false } -- set once a later pass has begun
 
+-- The first pass keeps every record for later passes, so the Lua heap grows
+-- with the capture while each packet makes short-lived garbage. Lua 5.4's
+-- generational collector (Wireshark 4.2 and later) leaves the kept records
+-- alone in its minor collections; the incremental one walks them all again
+-- and again (on a 100 MB capture a quarter of tshark's time under 4.4). Lua
+-- 5.2's generational mode was experimental and is slower here: it is left as is.
+if _VERSION >= "Lua 5.4" then collectgarbage("generational") end
+
+-- A table keyed by frame number, kept in pages of 1024 frames. One table
+-- that gains a key every packet is walked whole by each collection that
+-- finds it changed (each minor one, in generational mode): a page is small.
+local function frame_table()
+    local pages = {}
+    return setmetatable({}, {
+        __index = function(_, number)
+            local page = pages[math.floor(number / 1024)]
+            return page and page[number]
+        end,
+        __newindex = function(_, number, value)
+            local index = math.floor(number / 1024)
+            local page = pages[index]
+            if page == nil then
+                page = {}
+                pages[index] = page
+            end
+            page[number] = value
+        end,
+    })
+end
+
 local function init_state()
-    tunnels, parsers, results, continuations, ws_pending = {}, {}, {}, {}, {}
-    reassembled_in, controls, control_links = {}, {}, {}
-    clients, ws_dirs, ws_heads, ws_verdicts, relay_keys, ws_notes, tvb_places = {}, {}, {}, {}, {}, {}, {}
+    tunnels, parsers, results, continuations, ws_pending = {}, {}, frame_table(), frame_table(), {}
+    reassembled_in, controls, control_links = frame_table(), {}, {}
+    clients, ws_dirs, ws_heads, ws_verdicts, relay_keys = {}, {}, frame_table(), {}, {}
+    ws_notes, tvb_places = frame_table(), frame_table()
     first_pass = { done = false }
 end
 
@@ -1001,19 +1088,31 @@ end
 
 -- A TCP connection, named by its two endpoints (the same in every pass; field
 -- extractors such as tcp.stream are empty when tshark builds no tree).
--- The names of a packet's connection and direction are made once per packet
--- (the dissector and the postdissector both need them).
-local named = { number = -1 }
+-- The names of a direction are made once ({ stream, key, peer }, also the
+-- context its records keep), and found once per packet (the dissector and the
+-- postdissector both need them).
+local name_packet
+do
+    local direction_names = {} -- "src|port dst|port" -> the names of that direction
+    local named = { number = -1 } -- the packet named last, and its direction's names
 
-local function name_packet(pinfo)
-    local number, src_port, dst_port = pinfo.number, pinfo.src_port, pinfo.dst_port
-    if named.number == number and named.src_port == src_port and named.dst_port == dst_port then return named end
-    local a = string.format("%s|%d", tostring(pinfo.src), src_port)
-    local b = string.format("%s|%d", tostring(pinfo.dst), dst_port)
-    local stream = a < b and a .. "|" .. b or b .. "|" .. a
-    named = { number = number, src_port = src_port, dst_port = dst_port, stream = stream,
-              key = stream .. ">" .. a, peer = stream .. ">" .. b }
-    return named
+    function name_packet(pinfo)
+        local number, src_port, dst_port = pinfo.number, pinfo.src_port, pinfo.dst_port
+        local names = named.names
+        if named.number == number and names.src_port == src_port and names.dst_port == dst_port then return names end
+        local a = string.format("%s|%d", tostring(pinfo.src), src_port)
+        local b = string.format("%s|%d", tostring(pinfo.dst), dst_port)
+        local pair = a .. " " .. b
+        names = direction_names[pair]
+        if names == nil then
+            local stream = a < b and a .. "|" .. b or b .. "|" .. a
+            names = { src_port = src_port, dst_port = dst_port, stream = stream,
+                      key = stream .. ">" .. a, peer = stream .. ">" .. b }
+            direction_names[pair] = names
+        end
+        named.number, named.names = number, names
+        return names
+    end
 end
 
 local function stream_id(pinfo)
@@ -1029,9 +1128,9 @@ local function peer_key(pinfo)
     return name_packet(pinfo).peer
 end
 
-local function context(pinfo, stream)
-    local names = name_packet(pinfo)
-    return { key = names.key, peer = names.peer, stream = stream }
+-- { key, peer, stream } of the packet's direction (never changed: records keep it)
+local function context(pinfo)
+    return name_packet(pinfo)
 end
 
 local function new_tunnel(stream, carrier)
@@ -1158,8 +1257,8 @@ end
 -- body is dissected with the ports of the tunneled connection, client port
 -- and relay service port, so Wireshark keeps it in a conversation of its own.
 local function call_subdissector(body, pinfo, tree)
-    local dissector = Dissector.get(body.dissector)
-    if dissector == nil then return end
+    local dissector = body.dissector
+    if not dissector then return end
     local src_port, dst_port = pinfo.src_port, pinfo.dst_port
     if body.client_port then
         if body.toward_service then
@@ -1168,11 +1267,10 @@ local function call_subdissector(body, pinfo, tree)
             pinfo.src_port, pinfo.dst_port = body.service_port, body.client_port
         end
     end
-    pcall(function() dissector:call(body.tvb, pinfo, tree) end)
+    pcall(dissector.call, dissector, body.tvb, pinfo, tree)
     pinfo.src_port, pinfo.dst_port = src_port, dst_port
 end
 
--- Add one record to the tree. tvb holds the record's bytes from position pos.
 -- "ip:port" ("[ip]:port" for IPv6) of a direction key, as the decoder writes endpoints.
 local endpoint_texts = {}
 
@@ -1188,119 +1286,176 @@ local function endpoint_text(key)
     return text
 end
 
--- The header fields, each with its bytes in the header text. A record whose
--- bytes are not at hand (a frame whose body passed a capture gap) shows the
--- same fields without byte ranges.
-local function show_header(item, record, at)
-    local h = record.header
-    local header_end = record.header_end or record.length
-    local exact = record.pos ~= nil
-    item:add(pf.version, at(0, 1), record.version)
-    item:add(pf.hdrlen, at(1, 1), record.hdrlen)
-    local header_range = at(2, math.max(header_end - 2, 0))
-    local htree = item:add(mproxy, header_range, "Header: " .. display_text(h.raw))
-    -- the Go dialect's header is trimmed before it is split
-    local cursor = h.dialect == "go" and #h.raw - #h.raw:gsub("^" .. ASCII_WS .. "+", "") or 0
-    for _, key in ipairs(HEADER_KEYS) do
-        local value = h.values[key]
-        if value == nil then break end
-        local field_range = at(2 + math.min(cursor, header_end - 2),
-            math.min(#value, math.max(header_end - 2 - cursor, 0)))
-        local field_item
-        if key == "port" or key == "serviceport" then
-            field_item = add_number(htree, pf[key], field_range, value)
-            if field_item == nil then
-                htree:add(mproxy, field_range, LABELS[key] .. ": " .. (value == "" and "(empty)" or display_text(value)))
-            end
-        elseif key == "datalen" then
-            if h.datalen ~= nil then
-                field_item = htree:add(pf.datalen, field_range, uint64_from_decimal(value))
-            else
-                htree:add(mproxy, field_range, LABELS.datalen .. ": " .. display_text(value))
-            end
-        elseif exact then
-            field_item = htree:add_packet_field(pf[key], field_range, ENC_UTF_8)
+local show_header, show_body
+do
+    local DIALECT_SUFFIX = {}
+    for dialect, text in pairs(DIALECTS) do DIALECT_SUFFIX[dialect] = " (" .. text .. ")" end
+    local LEADING_WS = "^" .. ASCII_WS .. "+"
+
+    -- The header fields, each with its bytes in the header text (pos: where the
+    -- record starts in tvb). A record whose bytes are not at hand (a frame whose
+    -- body passed a capture gap) shows the same fields without byte ranges
+    -- (empty: the empty range they all get then).
+    function show_header(item, record, tvb, pos, empty, range, full)
+        local h = record.header
+        local header_end = record.header_end or record.length
+        local hlen = header_end - 2
+        if hlen < 0 then hlen = 0 end
+        local header_range = empty or (full and tvb(pos + 2, hlen)) or range
+        if full then
+            item:add(pf.version, empty or tvb(pos, 1), record.version)
+            item:add(pf.hdrlen, empty or tvb(pos + 1, 1), record.hdrlen)
         else
-            field_item = htree:add(pf[key], field_range, utf8_replace(value))
+            item:add(pf.version, header_range, record.version)
+            item:add(pf.hdrlen, header_range, record.hdrlen)
         end
-        local desc
-        if key == "family" then
-            desc = describe(FAMILIES, value)
-        elseif key == "service" or key == "servicename" then
-            desc = describe(KINDS, value) or describe(KNOWN_SERVICES, value)
+        local htree = full and item:add(mproxy, header_range, "Header: " .. display_text(h.raw))
+            or item:add(mproxy, header_range)
+        -- plain printable text is its own value; other bytes are read as UTF-8 by Wireshark, from their range
+        local plain = h.plain
+        local exact_ranges = full or not plain
+        -- the Go dialect's header is trimmed before it is split
+        local cursor = h.dialect == "go" and #h.raw - #h.raw:gsub(LEADING_WS, "") or 0
+        local values = h.values
+        for index = 1, #HEADER_KEYS do
+            local key = HEADER_KEYS[index]
+            local value = values[key]
+            if value == nil then break end
+            local field_range = header_range
+            if exact_ranges and not empty then
+                local length = hlen - cursor
+                if length < 0 then length = 0 end
+                if #value < length then length = #value end
+                field_range = tvb(pos + 2 + (cursor < hlen and cursor or hlen), length)
+            end
+            local field_item
+            if key == "port" or key == "serviceport" then
+                field_item = add_number(htree, pf[key], field_range, value)
+                if field_item == nil and full then
+                    htree:add(mproxy, field_range, LABELS[key] .. ": " .. (value == "" and "(empty)" or display_text(value)))
+                end
+            elseif key == "datalen" then
+                local datalen = h.datalen
+                if datalen ~= nil then
+                    field_item = htree:add(pf.datalen, field_range,
+                        datalen < 2^53 and UInt64.new(datalen) or uint64_from_decimal(value))
+                elseif full then
+                    htree:add(mproxy, field_range, LABELS.datalen .. ": " .. display_text(value))
+                end
+            elseif plain then
+                field_item = htree:add(pf[key], field_range, value)
+            elseif not empty then
+                field_item = htree:add_packet_field(pf[key], field_range, ENC_UTF_8)
+            else
+                field_item = htree:add(pf[key], field_range, utf8_replace(value))
+            end
+            if full and field_item then
+                local desc
+                if key == "family" then
+                    desc = describe(FAMILIES, value)
+                elseif key == "service" or key == "servicename" then
+                    desc = describe(KINDS, value) or describe(KNOWN_SERVICES, value)
+                end
+                if desc then field_item:append_text(" (" .. desc .. ")") end
+            end
+            cursor = cursor + #value + 1
         end
-        if field_item and desc then field_item:append_text(" (" .. desc .. ")") end
-        cursor = cursor + #value + 1
+        local dialect_item = item:add(pf.dialect, header_range, h.dialect)
+        if full then dialect_item:append_text(DIALECT_SUFFIX[h.dialect]) end
+        local cid = client_id(record)
+        if cid then
+            local cid_item = item:add(pf.client_id, header_range, plain and cid or utf8_replace(cid))
+            if full then cid_item:set_generated() end
+        end
     end
-    item:add(pf.dialect, header_range, h.dialect):append_text(" (" .. DIALECTS[h.dialect] .. ")")
-    local cid = client_id(record)
-    if cid then item:add(pf.client_id, header_range, utf8_replace(cid)):set_generated() end
+
+    local subdissectors = {} -- dissector name -> Dissector (false: none)
+
+    -- The body: raw bytes, control id/command/args, and the service's own dissector.
+    function show_body(item, record, tvb, pos, empty, pinfo, ctx, bodies)
+        local h = record.header
+        local header_end = record.header_end or record.length
+        if pos == nil or record.truncated then
+            local what = pos == nil and "Body not held (bytes lost in the capture)" or "Partial body"
+            item:add(mproxy, empty or tvb(pos + header_end, record.body_len),
+                string.format("%s: %d of %s bytes", what, record.body_len, h.values.datalen or "?"))
+            return nil
+        end
+        if record.body_len == 0 then return nil end
+        local body_range = tvb(pos + header_end, record.body_len)
+        item:add(pf.body, body_range)
+        local control
+        local kind = record.kind
+        if kind == "control" then
+            control = add_control(item, pinfo, record, body_range, body_range:raw(), ctx)
+        elseif kind == "error" then
+            local code = body_range:raw():match('"code"%s*:%s*"([^"]*)"')
+            if code and ERROR_CODES[code] then item:append_text(", " .. code .. " (" .. ERROR_CODES[code] .. ")") end
+        end
+        local values = h.values
+        local sub = BODY_SUBDISSECTORS[values.service or ""]
+        if sub and mproxy.prefs.subdissectors then
+            local dissector = subdissectors[sub]
+            if dissector == nil then
+                dissector = Dissector.get(sub) or false
+                subdissectors[sub] = dissector
+            end
+            local entry = { dissector = dissector, json = sub == "json", tvb = body_range:tvb() }
+            local client_port = tonumber(is_digits(values.port) and values.port or "")
+            if client_port and client_port <= 65535 and sub ~= "json" then
+                local service_port = tonumber(is_digits(values.serviceport) and values.serviceport or "")
+                entry.client_port = client_port
+                entry.service_port = (service_port and service_port <= 65535) and service_port or 0
+                local relay = relay_keys[ctx.stream]
+                entry.toward_service = relay == ctx.key or (relay == nil and clients[ctx.stream] ~= ctx.key)
+            end
+            bodies[#bodies + 1] = entry
+        end
+        return control
+    end
+
 end
 
--- The body: raw bytes, control id/command/args, and the service's own dissector.
-local function show_body(item, record, at, pinfo, ctx, bodies)
-    local h = record.header
-    local header_end = record.header_end or record.length
-    if record.pos == nil or record.truncated then
-        local what = record.pos == nil and "Body not held (bytes lost in the capture)" or "Partial body"
-        item:add(mproxy, at(header_end, record.body_len),
-            string.format("%s: %d of %s bytes", what, record.body_len, h.values.datalen or "?"))
-        return nil
-    end
-    if record.body_len == 0 then return nil end
-    local body_range = at(header_end, record.body_len)
-    item:add(pf.body, body_range)
-    local control
-    if record.kind == "control" then
-        control = add_control(item, pinfo, record, body_range, body_range:raw(), ctx)
-    elseif record.kind == "error" then
-        local code = body_range:raw():match('"code"%s*:%s*"([^"]*)"')
-        if code and ERROR_CODES[code] then item:append_text(", " .. code .. " (" .. ERROR_CODES[code] .. ")") end
-    end
-    local sub = BODY_SUBDISSECTORS[h.values.service or ""]
-    if sub and mproxy.prefs.subdissectors then
-        local entry = { dissector = sub, tvb = body_range:tvb() }
-        local client_port = tonumber(is_digits(h.values.port) and h.values.port or "")
-        if client_port and client_port <= 65535 and sub ~= "json" then
-            local service_port = tonumber(is_digits(h.values.serviceport) and h.values.serviceport or "")
-            entry.client_port = client_port
-            entry.service_port = (service_port and service_port <= 65535) and service_port or 0
-            local relay = relay_keys[ctx.stream]
-            entry.toward_service = relay == ctx.key or (relay == nil and clients[ctx.stream] ~= ctx.key)
-        end
-        bodies[#bodies + 1] = entry
-    end
-    return control
-end
-
--- Add one record to the tree. tvb holds the record's bytes from record.pos
+-- Add one record to the tree. tvb holds the record's bytes from position pos
 -- (nil: the record's bytes are not at hand, only its fields are shown).
-local function show_record(record, tvb, pinfo, tree, ctx, bodies)
-    local function at(offset, length)
-        if record.pos == nil then return tvb(0, 0) end
-        return tvb(record.pos + offset, length)
-    end
-    local range = at(0, record.length)
+-- header_in: the packet where its header came (WebSocket), when not this one.
+local function show_record(record, pos, tvb, pinfo, tree, ctx, header_in, bodies, view)
+    local full = view.full
+    local empty = pos == nil and tvb(0, 0) or nil
+    local range = empty or tvb(pos, record.length)
     local item = tree:add(mproxy, range)
-    item:add(pf.kind, range, record.kind):set_generated()
-    item:add(pf.offset, range, UInt64.new(record.offset)):set_generated()
-    item:add(pf.length, range, record.length):set_generated()
+    local kind, header = record.kind, record.header
     local src, dst = endpoint_text(ctx.key), endpoint_text(ctx.peer)
-    if src then item:add(pf.src, range, src):set_generated() end
-    if dst then item:add(pf.dst, range, dst):set_generated() end
-    if record.header ~= nil then item:add(pf.body_len, range, record.body_len):set_generated() end
-    if ctx.header_in then item:add(pf.header_in, range, ctx.header_in):set_generated() end
-    if record.kind == "connection" and ctx.stream then relay_keys[ctx.stream] = ctx.key end
+    if full then
+        item:add(pf.kind, range, kind):set_generated()
+        item:add(pf.offset, range, UInt64.new(record.offset)):set_generated()
+        item:add(pf.length, range, record.length):set_generated()
+        if src then item:add(pf.src, range, src):set_generated() end
+        if dst then item:add(pf.dst, range, dst):set_generated() end
+        if header ~= nil then item:add(pf.body_len, range, record.body_len):set_generated() end
+        if header_in then item:add(pf.header_in, range, header_in):set_generated() end
+    else
+        item:add(pf.kind, range, kind)
+        item:add(pf.offset, range, UInt64.new(record.offset))
+        item:add(pf.length, range, record.length)
+        if src then item:add(pf.src, range, src) end
+        if dst then item:add(pf.dst, range, dst) end
+        if header ~= nil then item:add(pf.body_len, range, record.body_len) end
+        if header_in then item:add(pf.header_in, range, header_in) end
+    end
+    if kind == "connection" and ctx.stream then relay_keys[ctx.stream] = ctx.key end
     local control
-    if record.header ~= nil then
-        show_header(item, record, at)
-        control = show_body(item, record, at, pinfo, ctx, bodies)
+    if header ~= nil then
+        show_header(item, record, tvb, pos, empty, range, full)
+        control = show_body(item, record, tvb, pos, empty, pinfo, ctx, bodies)
     end
-    for _, problem in ipairs(record.problems) do
-        item:add_proto_expert_info(ex[problem[1]], problem[2])
+    local problems = record.problems
+    for index = 1, #problems do
+        item:add_proto_expert_info(ex[problems[index][1]], problems[index][2])
     end
+    if not view.summary then return "" end
     local line = summary(record, control)
-    item:append_text(", " .. line)
+    if full then item:append_text(", " .. line) end
     return line
 end
 
@@ -1319,7 +1474,7 @@ local function dissect_bodies(bodies, pinfo, tree, lines)
     local only_json = true
     for _, body in ipairs(bodies) do
         call_subdissector(body, pinfo, tree)
-        only_json = only_json and body.dissector == "json"
+        only_json = only_json and body.json
     end
     if only_json then
         pinfo.cols.info:clear_fence()
@@ -1363,7 +1518,7 @@ end
 -- again, so those records keep no copy of their bytes (entry.in_tvb).
 local function remember(pinfo, record, buf, ctx, header_in, window, number)
     number = number or pinfo.number
-    local entry = { record = record, ctx = ctx, header_in = header_in, number = number }
+    local entry = { record = record, ctx = ctx, header_in = header_in }
     if window then
         entry.from_dissector = true
         if record.pos ~= nil and record.pos + window.skip >= 0
@@ -1379,30 +1534,89 @@ local function remember(pinfo, record, buf, ctx, header_in, window, number)
     return entry
 end
 
--- A record kept without a copy of its bytes, shown where its tvb is not at
--- hand (TCP did not hand this pass the tvb the first pass saw): its fields only.
-local function without_bytes(record)
-    local copy = {}
-    for name, value in pairs(record) do copy[name] = value end
-    copy.pos = nil
-    return copy
-end
-
-local function show_entries(entries, pinfo, tree, fallback_tvb)
-    local lines, bodies = {}, {}
-    for _, entry in ipairs(entries) do
-        local record_tvb, record = fallback_tvb, entry.record
-        if entry.bytes ~= nil then
-            record_tvb = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame")
-            record = setmetatable({ pos = 0 }, { __index = entry.record })
-        elseif record.pos ~= nil then
-            record = without_bytes(record)
-        end
-        local ctx = { key = entry.ctx.key, peer = entry.ctx.peer, stream = entry.ctx.stream,
-                      header_in = entry.header_in }
-        lines[#lines + 1] = show_record(record, record_tvb, pinfo, tree, ctx, bodies)
+local show_entries, show_tvb_entries
+do
+    -- How much of a record this dissection shows. A tree that is not visible
+    -- (tshark -T fields or a filter on 4.2+, a first pass) keeps only the fields
+    -- a filter or -e names, so labels, generated marks and byte ranges per header
+    -- field are left out there; a summary line is made only for a tree label or
+    -- the Info column (tshark -T fields asks for no columns).
+    local function new_view(pinfo, tree)
+        local full = tree.visible
+        return { full = full, summary = full or tostring(pinfo.cols.protocol) ~= "(protocol)" }
     end
-    return lines, bodies
+
+    -- What later passes need of a record the first pass showed, in a list (a
+    -- record itself has no list part). Its header is parsed again when it is
+    -- shown again: the small tables of a parsed header are not kept for every
+    -- record of the capture (Lua's collector walks every kept table over and
+    -- over, which grew with the capture).
+    local SETTLED = { "offset", "length", "kind", "version", "hdrlen", "header_end", "body_len", "truncated" }
+    local RAW, PROBLEMS = #SETTLED + 1, #SETTLED + 2
+
+    local function settle(entry)
+        local record = entry.record
+        if record[1] ~= nil then return end
+        local kept = {}
+        for index = 1, #SETTLED do kept[index] = record[SETTLED[index]] end
+        kept[RAW] = record.header and record.header.raw
+        kept[PROBLEMS] = #record.problems > 0 and record.problems or nil
+        entry.record = kept
+    end
+
+    -- A settled record as the first pass had it.
+    local function unsettle(record)
+        if record[1] == nil then return record end
+        local copy = { problems = record[PROBLEMS] or {} }
+        for index = 1, #SETTLED do copy[SETTLED[index]] = record[index] end
+        if record[RAW] then copy.header = parse_header(record[RAW]) end
+        return copy
+    end
+
+    -- One entry's record (pos: where its bytes are in tvb; nil: not at hand, its fields only).
+    local function show_entry(entry, record, pos, tvb, pinfo, tree, bodies, view)
+        local line = show_record(record, pos, tvb, pinfo, tree, entry.ctx, entry.header_in, bodies, view)
+        if not pinfo.visited then settle(entry) end
+        return line
+    end
+
+    function show_entries(entries, pinfo, tree, fallback_tvb)
+        local lines, bodies = {}, {}
+        local view = new_view(pinfo, tree)
+        for _, entry in ipairs(entries) do
+            local record_tvb, pos = fallback_tvb, nil
+            if entry.bytes ~= nil then
+                record_tvb, pos = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame"), 0
+            end
+            lines[#lines + 1] = show_entry(entry, unsettle(entry.record), pos, record_tvb, pinfo, tree, bodies, view)
+        end
+        return lines, bodies
+    end
+
+    -- The entries the raw-TCP dissector shows in this packet, in the order the
+    -- first pass made them: those in the tvb from its bytes (tvb_start: the
+    -- stream offset of its first byte), the others from their copies.
+    function show_tvb_entries(entries, tvb, tvb_start, pinfo, tree)
+        local lines, bodies = {}, {}
+        local view = new_view(pinfo, tree)
+        for _, entry in ipairs(entries) do
+            if entry.in_tvb then
+                local record = unsettle(entry.record)
+                local pos = record.offset - tvb_start
+                if not (pos >= 0 and pos + record.length <= tvb:len()
+                    and (record.version == nil or record.length == 0 or tvb(pos, 1):uint() == record.version)) then
+                    pos = nil
+                end
+                lines[#lines + 1] = show_entry(entry, record, pos, tvb, pinfo, tree, bodies, view)
+            else
+                local more_lines, more_bodies = show_entries({ entry }, pinfo, tree, tvb)
+                lines[#lines + 1] = more_lines[1]
+                for _, body in ipairs(more_bodies) do bodies[#bodies + 1] = body end
+            end
+        end
+        set_columns(pinfo, lines)
+        dissect_bodies(bodies, pinfo, tree, lines)
+    end
 end
 
 -- Segments that arrive ahead of a hole (reordered, or after a lost segment)
@@ -1493,33 +1707,6 @@ local function give_up_holes(parser, target, pinfo, ctx, number)
         parser.own = parser.deferred or #parser.pending > 0
     end
     return entries
-end
-
--- The entries the raw-TCP dissector shows in this packet, in the order the
--- first pass made them: those in the tvb from its bytes (tvb_start: the
--- stream offset of its first byte), the others from their copies.
-local function show_tvb_entries(entries, tvb, tvb_start, pinfo, tree)
-    local lines, bodies = {}, {}
-    for _, entry in ipairs(entries) do
-        local record, ctx = entry.record, entry.ctx
-        if entry.in_tvb then
-            local pos = record.offset - tvb_start
-            local shown
-            if pos >= 0 and pos + record.length <= tvb:len()
-                and (record.version == nil or record.length == 0 or tvb(pos, 1):uint() == record.version) then
-                shown = setmetatable({ pos = pos }, { __index = record })
-            else
-                shown = without_bytes(record)
-            end
-            lines[#lines + 1] = show_record(shown, tvb, pinfo, tree, ctx, bodies)
-        else
-            local more_lines, more_bodies = show_entries({ entry }, pinfo, tree, tvb)
-            lines[#lines + 1] = more_lines[1]
-            for _, body in ipairs(more_bodies) do bodies[#bodies + 1] = body end
-        end
-    end
-    set_columns(pinfo, lines)
-    dissect_bodies(bodies, pinfo, tree, lines)
 end
 
 -- Later passes: the records this packet's tvb completed on the first pass.
@@ -1636,13 +1823,13 @@ local function dissect_tcp(tvb, pinfo, tree, segment)
         redissect_tcp(tvb, pinfo, tree)
         return tvb:len()
     end
-    segment = segment or field_segment()
+    segment = segment or field_segment(pinfo)
     if segment == nil then
         deferred = { number = pinfo.number, carrier = "tcp" }
         return tvb:len()
     end
     local stream = stream_id(pinfo)
-    local ctx = context(pinfo, stream)
+    local ctx = context(pinfo)
     local tunnel = tunnels[stream]
     local entries = {}
     if tunnel then
@@ -1793,7 +1980,7 @@ end
 local function dissect_ws(tvb, pinfo, tree)
     if pinfo.visited then return tvb:len() end
     local stream = stream_id(pinfo)
-    local ctx = context(pinfo, stream)
+    local ctx = context(pinfo)
     show_stream_entries(feed_stream(pinfo, stream, ctx, tvb:raw(0, tvb:len())), tvb, pinfo, tree)
     return tvb:len()
 end
@@ -2411,7 +2598,7 @@ end
 -- placed by sequence number); the acknowledgement comes first here too.
 local function dissect_own_ws(tvb, pinfo, tree, segment)
     local stream = stream_id(pinfo)
-    local ctx = context(pinfo, stream)
+    local ctx = context(pinfo)
     if pinfo.visited then
         local head = ws_heads[pinfo.number]
         if head then show_http_head(tvb, head, pinfo, tree) end
@@ -2419,7 +2606,7 @@ local function dissect_own_ws(tvb, pinfo, tree, segment)
         return tvb:len()
     end
     if not tunnels[stream].after_http then
-        segment = segment or field_segment()
+        segment = segment or field_segment(pinfo)
         if segment == nil then
             deferred = { number = pinfo.number, carrier = "websocket" }
             return tvb:len()
@@ -2575,7 +2762,7 @@ local function note_late_segment(pinfo, stream, segment)
     local start = (segment.seq - parser.origin) % 4294967296
     local expected = parser.base + held_length(parser)
     if start > expected or start + #data <= expected then return nil end
-    local ctx = context(pinfo, stream)
+    local ctx = context(pinfo)
     note_arrival(parser, pinfo.number)
     local buf = held(parser) .. data:sub(expected - start + 1)
     buf = drain_stash(parser, buf, start + #data, pinfo.number)
@@ -2603,13 +2790,22 @@ local function note_tcp_end(pinfo, stream, flags)
     if rst or closed >= 2 then return finish_tunnel(stream, tunnel, pinfo) end
 end
 
+-- entries with more appended (either may be nil; most packets have none).
+local function append_entries(entries, more)
+    if more == nil or #more == 0 then return entries end
+    entries = entries or {}
+    for index = 1, #more do entries[#entries + 1] = more[index] end
+    return entries
+end
+
 -- First pass: records the end of a tunnel completes. Later passes: every
 -- record of the frame, from the copies the first pass kept.
 function mproxy_end.dissector(tvb, pinfo, tree)
     local entries
-    note_capture_end(pinfo)
-    if not pinfo.visited then
-        local segment = field_segment() or frame_segment(tvb, pinfo)
+    local visited = pinfo.visited
+    if visited and not first_pass.done then note_capture_end(pinfo) end
+    if not visited then
+        local segment = field_segment(pinfo) or frame_segment(tvb, pinfo)
         if segment == nil then return end
         local stream = stream_id(pinfo)
         local flags = segment.flags
@@ -2628,26 +2824,21 @@ function mproxy_end.dissector(tvb, pinfo, tree)
         local tunnel = tunnels[stream]
         if tunnel == nil then return end
         tunnel.last_number = pinfo.number
-        entries = {}
         if tunnel.carrier == "tcp" then
             local parser = has_flag(flags, TCP_FIN) and parsers[endpoint_key(pinfo)]
             if parser and parser.origin then
                 parser.fin_off = (segment.seq + segment.len - parser.origin) % 4294967296
             end
-            if tunnel.stashed then
-                for _, entry in ipairs(note_late_segment(pinfo, stream, segment) or {}) do
-                    entries[#entries + 1] = entry
-                end
-            end
-            for _, entry in ipairs(note_tcp_ack(pinfo, stream, segment) or {}) do entries[#entries + 1] = entry end
+            if tunnel.stashed then entries = append_entries(entries, note_late_segment(pinfo, stream, segment)) end
+            entries = append_entries(entries, note_tcp_ack(pinfo, stream, segment))
         elseif tunnel.carrier == "websocket" and not tunnel.after_http then
             local st = has_flag(flags, TCP_FIN) and ws_dirs[endpoint_key(pinfo)]
             if st and st.origin then
                 st.fin_off = (segment.seq + segment.len - st.origin) % 4294967296
             end
-            for _, entry in ipairs(note_ws_ack(pinfo, stream, segment) or {}) do entries[#entries + 1] = entry end
+            entries = append_entries(entries, note_ws_ack(pinfo, stream, segment))
         end
-        for _, entry in ipairs(note_tcp_end(pinfo, stream, flags) or {}) do entries[#entries + 1] = entry end
+        entries = append_entries(entries, note_tcp_end(pinfo, stream, flags))
     else
         entries = {}
         for _, entry in ipairs(results[pinfo.number] or {}) do
