@@ -236,19 +236,22 @@ class Totals:
 
 
 def shard_summary(decoder: Decoder, firsts: dict[str, tuple[tuple[int, int], StageEvent]],
-                  extra: Any = None) -> dict[str, Any]:
+                  extra: Any = None, *, tunnels: bool = True) -> dict[str, Any]:
     """What a shard sends back at its end, for ``Totals.add``: ``decoder``'s totals as plain data that pickles.
 
     ``firsts`` is the first problem record of each kind (``stage.kind``) with
     its record key, so the merged ``first_problems`` are one decoder's;
     ``extra`` is whatever the shard's transform counted (``Totals.extra``).
+    ``tunnels=False`` leaves out each tunnel's totals (``TunnelInfo``), for a
+    caller that does not read ``Totals.tunnels``: with a fleet's captures they
+    would be most of what comes back.
     """
     return {
         "packets": decoder.packets, "first_ts": decoder.first_ts, "last_ts": decoder.last_ts,
         "connections": decoder.connections, "tunnel_count": decoder.tunnel_count,
         "tls_not_decrypted": decoder.tls_not_decrypted, "skipped": dict(decoder.skipped),
         "skipped_bytes": decoder.skipped_bytes, "problem_counts": dict(decoder.problem_counts),
-        "first_problems": firsts, "tunnels": list(decoder.tunnels.values()), "extra": extra,
+        "first_problems": firsts, "tunnels": list(decoder.tunnels.values()) if tunnels else [], "extra": extra,
     }
 
 
