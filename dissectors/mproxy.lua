@@ -1736,21 +1736,31 @@ local deferred = { number = -1 }
 -- The peer acknowledges bytes the capture lacks: they will never come, also
 -- when nothing was captured behind them yet (the Python reassembler declares
 -- them lost at that acknowledgement too).
-local function note_tcp_ack(pinfo, stream, segment)
+-- names: the packet's direction (name_packet), passed on: reading pinfo costs.
+local function note_tcp_ack(pinfo, names, segment)
     if not has_flag(segment.flags, TCP_ACK) then return nil end
-    local key = peer_key(pinfo)
+    local key = names.peer
     local parser = parsers[key]
     if parser == nil or parser.origin == nil then return nil end
     local target = (segment.ack - parser.origin) % 4294967296
     if parser.fin_off and target > parser.fin_off then target = parser.fin_off end -- the FIN's own number is no byte
     local expected = parser.base + held_length(parser)
     if target <= expected or target > expected + MAX_AHEAD then return nil end
-    local ctx = { key = key, peer = endpoint_key(pinfo), stream = stream }
+    local ctx = { key = key, peer = names.key, stream = names.stream }
     return give_up_holes(parser, target, pinfo, ctx)
 end
 
--- This packet's bytes of a raw-TCP direction: the records they complete are
--- added to entries. Returns the stream offset of the tvb's first byte.
+-- entries with more appended (either may be nil; most packets have none).
+local function append_entries(entries, more)
+    if more == nil or #more == 0 then return entries end
+    if entries == nil then return more end
+    for index = 1, #more do entries[#entries + 1] = more[index] end
+    return entries
+end
+
+-- This packet's bytes of a raw-TCP direction: the stream offset of the
+-- tvb's first byte, and the records they complete, appended to entries
+-- (nil: none yet; a list is made only when there is something to keep).
 local function take_tcp_bytes(tvb, pinfo, ctx, tunnel, segment, entries)
     local key = ctx.key
     local parser = parsers[key]
@@ -1768,14 +1778,12 @@ local function take_tcp_bytes(tvb, pinfo, ctx, tunnel, segment, entries)
         if tunnel then tunnel.stashed = true end
         if stash_piece(parser, start, tvb:raw(0, tvb:len())) > MAX_STASHED then
             -- as the decoder's buffer limit: the oldest hole is lost
-            for _, entry in ipairs(give_up_holes(parser, parser.stash[1].start, pinfo, ctx)) do
-                entries[#entries + 1] = entry
-            end
+            entries = append_entries(entries, give_up_holes(parser, parser.stash[1].start, pinfo, ctx))
         end
-        return start
+        return start, entries
     end
     local skip = expected - start
-    if skip >= tvb:len() then return start end
+    if skip >= tvb:len() then return start, entries end
     local tvb_end = start + tvb:len()
     note_arrival(parser, pinfo.number)
     if parser.need and tvb_end < parser.need and not (parser.stash and parser.stash[1]) then
@@ -1786,7 +1794,7 @@ local function take_tcp_bytes(tvb, pinfo, ctx, tunnel, segment, entries)
             pinfo.desegment_offset = skip
             pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
         end
-        return start
+        return start, entries
     end
     local buf = tvb:raw(skip, tvb:len() - skip)
     local tvb_skip = skip
@@ -1801,7 +1809,7 @@ local function take_tcp_bytes(tvb, pinfo, ctx, tunnel, segment, entries)
     if #kept > 0 and tvb_places[pinfo.number] == nil then
         tvb_places[pinfo.number] = { start = start, length = tvb:len(), consumed_end = start + tvb_skip + consumed }
     end
-    for _, entry in ipairs(kept) do entries[#entries + 1] = entry end
+    entries = append_entries(entries, kept)
     if parser.own or drained then
         -- the unconsumed bytes are ours to hold: Wireshark's reassembly cannot know the stashed ones
         parser.own = parser.deferred or consumed < #buf
@@ -1809,7 +1817,7 @@ local function take_tcp_bytes(tvb, pinfo, ctx, tunnel, segment, entries)
         pinfo.desegment_offset = skip + consumed
         pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
     end
-    return start
+    return start, entries
 end
 
 -- segment: this packet's TCP segment, when the postdissector hands the
@@ -1831,15 +1839,13 @@ local function dissect_tcp(tvb, pinfo, tree, segment)
     local stream = stream_id(pinfo)
     local ctx = context(pinfo)
     local tunnel = tunnels[stream]
-    local entries = {}
-    if tunnel then
-        for _, entry in ipairs(note_tcp_ack(pinfo, stream, segment) or {}) do
-            entry.from_dissector, entry.acked = true, true
-            entries[#entries + 1] = entry
-        end
+    local entries = tunnel and note_tcp_ack(pinfo, ctx, segment)
+    if entries then
+        for index = 1, #entries do entries[index].from_dissector, entries[index].acked = true, true end
     end
-    local start = take_tcp_bytes(tvb, pinfo, ctx, tunnel, segment, entries)
-    show_tvb_entries(entries, tvb, start, pinfo, tree)
+    local start
+    start, entries = take_tcp_bytes(tvb, pinfo, ctx, tunnel, segment, entries)
+    if entries and #entries > 0 then show_tvb_entries(entries, tvb, start, pinfo, tree) end
     return tvb:len()
 end
 
@@ -2527,20 +2533,21 @@ end
 
 -- The same for a WebSocket tunnel's direction, also when nothing waits yet
 -- (the Python reassembler declares the bytes lost at that acknowledgement).
-local function note_ws_ack(pinfo, stream, segment)
+local function note_ws_ack(pinfo, names, segment)
     if not has_flag(segment.flags, TCP_ACK) then return nil end
-    local key = peer_key(pinfo)
+    local key = names.peer
     local st = ws_dirs[key]
     if st == nil or st.origin == nil or st.phase ~= "ws" then return nil end
     local target = (segment.ack - st.origin) % 4294967296
     if st.fin_off and target > st.fin_off then target = st.fin_off end -- the FIN's own number is no byte
     if target <= st.base or target > st.base + MAX_AHEAD then return nil end
-    local ctx = { key = key, peer = endpoint_key(pinfo), stream = stream }
+    local ctx = { key = key, peer = names.key, stream = names.stream }
     return give_up_ws_holes(st, target, pinfo, ctx)
 end
 
--- This packet's bytes of one WebSocket direction (our own unframer): the
--- records they complete are added to entries.
+-- This packet's bytes of one WebSocket direction (our own unframer): entries
+-- with the records they complete appended (nil: none), and whether M-PROXY
+-- bytes were fed (a packet of a frame still under way shows it continues).
 local function take_ws_bytes(tvb, pinfo, tree, ctx, segment, entries)
     local stream = ctx.stream
     local st = ws_direction(ctx.key, tunnels[stream])
@@ -2550,14 +2557,12 @@ local function take_ws_bytes(tvb, pinfo, tree, ctx, segment, entries)
         -- bytes after a hole wait for it, as in the Python decoder's TCP reassembler (see give_up_ws_holes)
         tunnels[stream].stashed = true
         if stash_piece(st, start, tvb:raw(0, tvb:len())) > MAX_STASHED then
-            for _, entry in ipairs(give_up_ws_holes(st, st.stash[1].start, pinfo, ctx)) do
-                entries[#entries + 1] = entry
-            end
+            entries = append_entries(entries, give_up_ws_holes(st, st.stash[1].start, pinfo, ctx))
         end
-        return
+        return entries
     end
     local skip = st.base - start
-    if skip >= tvb:len() then return end
+    if skip >= tvb:len() then return entries end
     local data = tvb:raw(skip, tvb:len() - skip)
     st.base = st.base + #data
     if st.stash and st.stash[1] then
@@ -2571,7 +2576,7 @@ local function take_ws_bytes(tvb, pinfo, tree, ctx, segment, entries)
         local stop = st.head:find("\r\n\r\n", 1, true)
         if stop == nil then
             if #st.head > 65536 then st.phase = "none" end
-            return
+            return entries
         end
         local head_in_tvb = stop + 3 - before
         ws_heads[pinfo.number] = { skip, head_in_tvb, st.head:sub(1, stop - 1) }
@@ -2586,12 +2591,11 @@ local function take_ws_bytes(tvb, pinfo, tree, ctx, segment, entries)
             tunnels[stream].refused = true
         end
     end
-    if st.phase ~= "ws" or tunnels[stream].refused then return end
+    if st.phase ~= "ws" or tunnels[stream].refused then return entries end
     local items = unframe(st, data)
     if take_ws_notes(st, pinfo.number) then show_ws_notes(tvb, pinfo, tree) end
-    if #items > 0 then
-        for _, entry in ipairs(feed_items(pinfo, stream, ctx, items)) do entries[#entries + 1] = entry end
-    end
+    if #items == 0 then return entries end
+    return append_entries(entries, feed_items(pinfo, stream, ctx, items)), true
 end
 
 -- segment: as for dissect_tcp (nil after http: its bytes come in order, not
@@ -2612,12 +2616,8 @@ local function dissect_own_ws(tvb, pinfo, tree, segment)
             return tvb:len()
         end
     end
-    local entries = {}
-    if segment then
-        for _, entry in ipairs(note_ws_ack(pinfo, stream, segment) or {}) do entries[#entries + 1] = entry end
-    end
-    take_ws_bytes(tvb, pinfo, tree, ctx, segment, entries)
-    if #entries > 0 or continuations[pinfo.number] then show_stream_entries(entries, tvb, pinfo, tree) end
+    local entries, fed = take_ws_bytes(tvb, pinfo, tree, ctx, segment, segment and note_ws_ack(pinfo, ctx, segment))
+    if fed or (entries and #entries > 0) then show_stream_entries(entries or {}, tvb, pinfo, tree) end
     return tvb:len()
 end
 
@@ -2790,14 +2790,6 @@ local function note_tcp_end(pinfo, stream, flags)
     if rst or closed >= 2 then return finish_tunnel(stream, tunnel, pinfo) end
 end
 
--- entries with more appended (either may be nil; most packets have none).
-local function append_entries(entries, more)
-    if more == nil or #more == 0 then return entries end
-    entries = entries or {}
-    for index = 1, #more do entries[#entries + 1] = more[index] end
-    return entries
-end
-
 -- First pass: records the end of a tunnel completes. Later passes: every
 -- record of the frame, from the copies the first pass kept.
 function mproxy_end.dissector(tvb, pinfo, tree)
@@ -2807,7 +2799,8 @@ function mproxy_end.dissector(tvb, pinfo, tree)
     if not visited then
         local segment = field_segment(pinfo) or frame_segment(tvb, pinfo)
         if segment == nil then return end
-        local stream = stream_id(pinfo)
+        local names = name_packet(pinfo)
+        local stream = names.stream
         local flags = segment.flags
         note_client(pinfo, stream, flags)
         if deferred.number == pinfo.number and segment.first then
@@ -2825,18 +2818,18 @@ function mproxy_end.dissector(tvb, pinfo, tree)
         if tunnel == nil then return end
         tunnel.last_number = pinfo.number
         if tunnel.carrier == "tcp" then
-            local parser = has_flag(flags, TCP_FIN) and parsers[endpoint_key(pinfo)]
+            local parser = has_flag(flags, TCP_FIN) and parsers[names.key]
             if parser and parser.origin then
                 parser.fin_off = (segment.seq + segment.len - parser.origin) % 4294967296
             end
             if tunnel.stashed then entries = append_entries(entries, note_late_segment(pinfo, stream, segment)) end
-            entries = append_entries(entries, note_tcp_ack(pinfo, stream, segment))
+            entries = append_entries(entries, note_tcp_ack(pinfo, names, segment))
         elseif tunnel.carrier == "websocket" and not tunnel.after_http then
-            local st = has_flag(flags, TCP_FIN) and ws_dirs[endpoint_key(pinfo)]
+            local st = has_flag(flags, TCP_FIN) and ws_dirs[names.key]
             if st and st.origin then
                 st.fin_off = (segment.seq + segment.len - st.origin) % 4294967296
             end
-            entries = append_entries(entries, note_ws_ack(pinfo, stream, segment))
+            entries = append_entries(entries, note_ws_ack(pinfo, names, segment))
         end
         entries = append_entries(entries, note_tcp_end(pinfo, stream, flags))
     else
