@@ -1520,7 +1520,10 @@ end
 -- window: where buf lies in the packet's tvb ({ skip = tvb position of buf's
 -- first byte, length = tvb length }), for records the raw-TCP dissector shows
 -- from that tvb: on later passes Wireshark's reassembly hands the same tvb
--- again, so those records keep no copy of their bytes (entry.in_tvb).
+-- again, so those records keep no copy of their bytes (entry.in_tvb). The
+-- copies are ByteArrays: their bytes (all of a WebSocket tunnel's payload)
+-- are not Lua strings that Lua's collector counts as its growing heap (Lua
+-- 5.4's generational collector then ran one full collection after another).
 local function remember(pinfo, record, buf, ctx, header_in, window, number)
     number = number or pinfo.number
     local entry = { record = record, ctx = ctx, header_in = header_in }
@@ -1532,7 +1535,7 @@ local function remember(pinfo, record, buf, ctx, header_in, window, number)
         end
     end
     if record.pos ~= nil and not entry.in_tvb then
-        entry.bytes = buf:sub(record.pos + 1, record.pos + record.length)
+        entry.bytes = ByteArray.new(buf:sub(record.pos + 1, record.pos + record.length), true)
     end
     results[number] = results[number] or {}
     table.insert(results[number], entry)
@@ -1591,7 +1594,7 @@ do
         for _, entry in ipairs(entries) do
             local record_tvb, pos = fallback_tvb, nil
             if entry.bytes ~= nil then
-                record_tvb, pos = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame"), 0
+                record_tvb, pos = entry.bytes:tvb("M-PROXY frame"), 0
             end
             lines[#lines + 1] = show_entry(entry, unsettle(entry.record), pos, record_tvb, pinfo, tree, bodies, view)
         end
