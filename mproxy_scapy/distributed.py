@@ -25,8 +25,8 @@ from .errors import UserError
 from .export import Exporter, ExportOptions, MemorySink
 from .export_schema import TABLES, arrow_schema
 from .inputs import InputFile, expand_inputs
-from .parallel import DecodeOptions
-from .shards import _keyed, single_name
+from .parallel import DecodeOptions, decode_shard
+from .shards import single_name
 
 DASK_MISSING = "Dask is not installed: pip install 'mproxy-scapy[dask]'"
 
@@ -58,7 +58,7 @@ def frames_shard(files: Sequence[InputFile], index: int, count: int, options: De
     decoder = options.make_decoder((index, count))
     sinks = {table: MemorySink(table) for table in TABLES}
     exporter = Exporter(decoder, sinks, export, single_name(files))
-    exporter.add_all(record for _, record in _keyed(files, index, count, options, decoder, {}))
+    exporter.add_all(decode_shard(files, index, count, options, decoder=decoder))
     exporter.close()
     return sinks["frames"].table().to_pandas(types_mapper=pd.ArrowDtype)
 

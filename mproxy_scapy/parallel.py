@@ -4,11 +4,13 @@ Worker k of N reads the same inputs in the same order and decodes only the TCP
 connections of shard k (``decoder.flow_shard``: connections dealt round by
 their number). Every worker keeps the TCP state of every connection, so
 connection (tunnel) numbers, port reuse and evictions are exactly those of one
-decoder, but the other shards' connections cost it little: their in-order data
-and ACKs make no events, and with a single input the packet reader drops them
-right after their IP and TCP headers, before they are even Segments
-(``tcp.QuietSkipper``; dropped packets are counted back into the record keys
-and totals). Each record leaves a worker with its key
+decoder; what the other shards' connections still cost it is mostly reading
+their packets: their in-order data and ACKs make no events, and with a single
+input the packet reader drops them right after their IP and TCP headers,
+before they are even Segments (``tcp.QuietSkipper``; dropped packets are
+counted back into the record keys and totals). On the raw-TCP benchmark
+capture a worker of two still spends about 0.19 s more than half of one
+decoder's 1.2 s (benchmarks/README.md). Each record leaves a worker with its key
 (``Decoder.decode_keyed``): the parent merges the workers' streams by key,
 which gives exactly the records, in exactly the order, that one decoder gives.
 Workers send batches through pipes; a full pipe stops its worker until the
@@ -234,19 +236,22 @@ class Totals:
 
 
 def shard_summary(decoder: Decoder, firsts: dict[str, tuple[tuple[int, int], StageEvent]],
-                  extra: Any = None) -> dict[str, Any]:
+                  extra: Any = None, *, tunnels: bool = True) -> dict[str, Any]:
     """What a shard sends back at its end, for ``Totals.add``: ``decoder``'s totals as plain data that pickles.
 
     ``firsts`` is the first problem record of each kind (``stage.kind``) with
     its record key, so the merged ``first_problems`` are one decoder's;
     ``extra`` is whatever the shard's transform counted (``Totals.extra``).
+    ``tunnels=False`` leaves out each tunnel's totals (``TunnelInfo``), for a
+    caller that does not read ``Totals.tunnels``: with a fleet's captures they
+    would be most of what comes back.
     """
     return {
         "packets": decoder.packets, "first_ts": decoder.first_ts, "last_ts": decoder.last_ts,
         "connections": decoder.connections, "tunnel_count": decoder.tunnel_count,
         "tls_not_decrypted": decoder.tls_not_decrypted, "skipped": dict(decoder.skipped),
         "skipped_bytes": decoder.skipped_bytes, "problem_counts": dict(decoder.problem_counts),
-        "first_problems": firsts, "tunnels": list(decoder.tunnels.values()), "extra": extra,
+        "first_problems": firsts, "tunnels": list(decoder.tunnels.values()) if tunnels else [], "extra": extra,
     }
 
 

@@ -8,7 +8,8 @@ control exchanges live in one connection, so each shard can finish them on
 its own; only what crosses shards is merged by the caller:
 
 - ``export_shard`` writes part k of every table (``export.export_part``) into
-  the run's staging folder and returns its row counts and decoder totals;
+  the run's staging folder and returns its row counts and decoder totals
+  (without per-tunnel totals: those are in its tables);
 - ``stats_shard`` returns its sessions, control exchanges and unmatched
   replies, each with the key of the record that made it, so the caller puts
   them in exactly one decoder's order (``merge_stats``).
@@ -56,7 +57,7 @@ def export_shard(files: Sequence[InputFile], index: int, count: int, options: De
     firsts: Firsts = {}
     records = (record for _, record in _keyed(files, index, count, options, decoder, firsts))
     counts = export_part(records, decoder, Path(staging), index, export, single_name(files))
-    return {"counts": counts, "summary": shard_summary(decoder, firsts)}
+    return {"counts": counts, "summary": shard_summary(decoder, firsts, tunnels=False)}  # tunnels: in its tables
 
 
 def stats_shard(files: Sequence[InputFile], index: int, count: int, options: DecodeOptions) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -518,3 +519,51 @@ def test_many_short_connections_keep_the_tables_bounded():
     assert tcp.stats["connections"] == 5000 and tcp.stats["evicted"] == 0
     assert len(tcp._conns) <= 50 and len(tcp._halves) <= 100
     assert len(tcp._idle) <= 2 * 50 + 1025 and len(tcp._finished) <= 2 * 50 + 1025
+
+
+def _state(tcp: TcpReassembler) -> list:
+    """Everything of a reassembler's connections that later segments or the capture end depend on."""
+    return [(conn.id, conn.closed, conn.last_frame, conn.last_ts,
+             [(h.base, h.isn, h.next_off, h.next_seq, h.fin_off, h.closed, h.open, h.fast, h.buffered,
+               list(h.piece_off)) for h in conn._halves])
+            for conn in tcp._conns.values()]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), case=segmented_stream())
+def test_a_quiet_skipper_drops_only_what_feed_takes_without_an_event(data, case):
+    """A decoder shard's reader drops a quiet connection's packets with ``QuietSkipper.skip`` instead of feeding
+    them: whatever the order, loss and repetition, it drops only segments ``feed`` takes without an event, and
+    leaves the reassembler as ``feed`` leaves it (so every later event, numbers and closes are the same)."""
+    stream, isn, pieces = case
+    kept = [piece for piece in pieces if data.draw(st.booleans())] or pieces[:1]
+    extra = data.draw(st.lists(st.sampled_from(kept), max_size=5))
+    order = data.draw(st.permutations([*kept, *extra]))
+    flow = Flow(isn=isn)
+    segments = [*flow.handshake()]
+    for offset, payload in order:
+        segments.append(flow.seg(0, offset, payload))
+        if data.draw(st.integers(0, 4)) == 0:  # the server acknowledges, sometimes past a hole
+            segments.append(flow.seg(1, 0, flags=ACK, ack=flow.ack_of(0, data.draw(st.integers(0, len(stream))))))
+    if data.draw(st.booleans()):
+        segments.append(flow.seg(0, len(stream), flags=FIN | ACK))
+    fed, skipping = TcpReassembler(), TcpReassembler()
+    skipper = skipping.skipper()
+    dropped = 0
+    for segment in segments:
+        expected = fed.feed(segment)
+        half = skipper.index.get(socket.inet_aton(segment.src) + socket.inet_aton(segment.dst)
+                                 + segment.sport.to_bytes(2, "big") + segment.dport.to_bytes(2, "big"))
+        if half is not None and skipper.skip(half, segment.flags, segment.seq, segment.ack, len(segment.payload),
+                                             segment.frame_no, segment.ts):
+            assert expected == [], segment
+            dropped += 1
+        else:
+            assert repr(skipping.feed(segment)) == repr(expected), segment
+        for tcp, events in ((fed, expected), (skipping, expected)):
+            for event in events:
+                if isinstance(event, Opened):
+                    tcp.hush(tcp._conns[event.conn.id])
+        assert _state(skipping) == _state(fed)
+    assert skipper.count == dropped
+    assert repr(skipping.close()) == repr(fed.close())

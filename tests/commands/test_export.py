@@ -311,3 +311,21 @@ def test_the_export_process_does_without_pandas(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
     assert sql(f"SELECT count(*) FROM {table(tmp_path / 'out', 'frames')}") == [(56,)]
+
+
+def test_an_export_shard_sends_back_counts_and_totals_not_its_tunnels(generated, tmp_path):
+    """A Dask worker writes its parts itself; what goes back to the client stays small whatever the capture."""
+    import pickle
+
+    from mproxy_scapy.export import ExportOptions
+    from mproxy_scapy.inputs import expand_inputs
+    from mproxy_scapy.parallel import DecodeOptions
+    from mproxy_scapy.shards import export_shard
+
+    for name in TABLES:
+        (tmp_path / name).mkdir()
+    result = export_shard(expand_inputs([generated]), 0, 2, DecodeOptions(keep_closed_tunnels=True), ExportOptions(),
+                          str(tmp_path))
+    assert result["summary"]["tunnel_count"] == 4 and result["summary"]["tunnels"] == []
+    assert result["counts"]["tunnels"] == 4 == pq.read_table(tmp_path / "tunnels").num_rows
+    assert len(pickle.dumps(result)) < 4096

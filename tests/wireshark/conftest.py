@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +33,25 @@ def tshark_home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     (home / "config").mkdir(parents=True)
     return home
+
+
+@pytest.fixture(autouse=True)
+def close_pysharks_event_loop() -> Iterator[None]:
+    """Close the event loop pyshark leaves set after a test.
+
+    pyshark attaches a SafeChildWatcher to the main thread's loop, so every
+    later SIGCHLD of this process writes a byte to that loop's wake-up pipe;
+    nobody runs the loop again, the pipe fills, and later tests end with
+    "Exception ignored ... BlockingIOError" warnings. Closing the loop removes
+    its signal handlers; pyshark makes a new loop when it next needs one.
+    """
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:  # none set: no pyshark ran since the last close
+            return
+    if not loop.is_running() and not loop.is_closed():
+        loop.close()
+    asyncio.set_event_loop(None)
