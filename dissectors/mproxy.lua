@@ -1419,6 +1419,7 @@ end
 -- Add one record to the tree. tvb holds the record's bytes from position pos
 -- (nil: the record's bytes are not at hand, only its fields are shown).
 -- header_in: the packet where its header came (WebSocket), when not this one.
+-- Returns its summary line (nil when no tree label or column wants one).
 local function show_record(record, pos, tvb, pinfo, tree, ctx, header_in, bodies, view)
     local full = view.full
     local empty = pos == nil and tvb(0, 0) or nil
@@ -1453,7 +1454,7 @@ local function show_record(record, pos, tvb, pinfo, tree, ctx, header_in, bodies
     for index = 1, #problems do
         item:add_proto_expert_info(ex[problems[index][1]], problems[index][2])
     end
-    if not view.summary then return "" end
+    if not view.summary then return nil end
     local line = summary(record, control)
     if full then item:append_text(", " .. line) end
     return line
@@ -1467,16 +1468,20 @@ end
 
 -- Bodies go to their service's dissector after our Info text is set, so theirs
 -- is appended (TLS "Client Hello"); JSON only names itself, so ours is kept.
+-- (lines is empty when no column is shown: the columns are left alone then.)
 local function dissect_bodies(bodies, pinfo, tree, lines)
     if #bodies == 0 then return end
-    pinfo.cols.info:append(" | ")
-    pinfo.cols.info:fence()
+    local columns = #lines > 0
+    if columns then
+        pinfo.cols.info:append(" | ")
+        pinfo.cols.info:fence()
+    end
     local only_json = true
     for _, body in ipairs(bodies) do
         call_subdissector(body, pinfo, tree)
         only_json = only_json and body.json
     end
-    if only_json then
+    if only_json and columns then
         pinfo.cols.info:clear_fence()
         pinfo.cols.protocol = "M-PROXY"
         pinfo.cols.info = table.concat(lines, "; ")
@@ -1515,7 +1520,10 @@ end
 -- window: where buf lies in the packet's tvb ({ skip = tvb position of buf's
 -- first byte, length = tvb length }), for records the raw-TCP dissector shows
 -- from that tvb: on later passes Wireshark's reassembly hands the same tvb
--- again, so those records keep no copy of their bytes (entry.in_tvb).
+-- again, so those records keep no copy of their bytes (entry.in_tvb). The
+-- copies are ByteArrays: their bytes (all of a WebSocket tunnel's payload)
+-- are not Lua strings that Lua's collector counts as its growing heap (Lua
+-- 5.4's generational collector then ran one full collection after another).
 local function remember(pinfo, record, buf, ctx, header_in, window, number)
     number = number or pinfo.number
     local entry = { record = record, ctx = ctx, header_in = header_in }
@@ -1527,7 +1535,7 @@ local function remember(pinfo, record, buf, ctx, header_in, window, number)
         end
     end
     if record.pos ~= nil and not entry.in_tvb then
-        entry.bytes = buf:sub(record.pos + 1, record.pos + record.length)
+        entry.bytes = ByteArray.new(buf:sub(record.pos + 1, record.pos + record.length), true)
     end
     results[number] = results[number] or {}
     table.insert(results[number], entry)
@@ -1586,7 +1594,7 @@ do
         for _, entry in ipairs(entries) do
             local record_tvb, pos = fallback_tvb, nil
             if entry.bytes ~= nil then
-                record_tvb, pos = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame"), 0
+                record_tvb, pos = entry.bytes:tvb("M-PROXY frame"), 0
             end
             lines[#lines + 1] = show_entry(entry, unsettle(entry.record), pos, record_tvb, pinfo, tree, bodies, view)
         end
@@ -1722,7 +1730,7 @@ local function redissect_tcp(tvb, pinfo, tree)
     if tvb:len() ~= place.length then tvb_start = place.consumed_end - tvb:len() end
     local mine = {}
     for _, entry in ipairs(results[pinfo.number] or {}) do
-        if entry.from_dissector and entry.ctx.key == names.key then mine[#mine + 1] = entry end
+        if entry.from_dissector and (entry.ctx.key == names.key or entry.acked) then mine[#mine + 1] = entry end
     end
     if #mine == 0 then return end
     tvb_shown = { number = pinfo.number }
@@ -1733,10 +1741,91 @@ end
 -- a first pass without a protocol tree only it can read their TCP header.
 local deferred = { number = -1 }
 
+-- The peer acknowledges bytes the capture lacks: they will never come, also
+-- when nothing was captured behind them yet (the Python reassembler declares
+-- them lost at that acknowledgement too).
+local function note_tcp_ack(pinfo, stream, segment)
+    if not has_flag(segment.flags, TCP_ACK) then return nil end
+    local key = peer_key(pinfo)
+    local parser = parsers[key]
+    if parser == nil or parser.origin == nil then return nil end
+    local target = (segment.ack - parser.origin) % 4294967296
+    if parser.fin_off and target > parser.fin_off then target = parser.fin_off end -- the FIN's own number is no byte
+    local expected = parser.base + held_length(parser)
+    if target <= expected or target > expected + MAX_AHEAD then return nil end
+    local ctx = { key = key, peer = endpoint_key(pinfo), stream = stream }
+    return give_up_holes(parser, target, pinfo, ctx)
+end
+
+-- This packet's bytes of a raw-TCP direction: the records they complete are
+-- added to entries. Returns the stream offset of the tvb's first byte.
+local function take_tcp_bytes(tvb, pinfo, ctx, tunnel, segment, entries)
+    local key = ctx.key
+    local parser = parsers[key]
+    if parser == nil then
+        parser = new_parser()
+        parsers[key] = parser
+    end
+    if tunnel then tunnel.directions[key] = ctx.peer end
+    parser.last_frame = pinfo.number
+    if segment.first then parser.deferred, parser.own = true, true end
+    local start = tvb_stream_offset(tvb, parser, segment)
+    -- where the next new byte belongs: after what we or Wireshark's reassembly hold
+    local expected = parser.own and parser.base + held_length(parser) or parser.base
+    if start > expected then
+        if tunnel then tunnel.stashed = true end
+        if stash_piece(parser, start, tvb:raw(0, tvb:len())) > MAX_STASHED then
+            -- as the decoder's buffer limit: the oldest hole is lost
+            for _, entry in ipairs(give_up_holes(parser, parser.stash[1].start, pinfo, ctx)) do
+                entries[#entries + 1] = entry
+            end
+        end
+        return start
+    end
+    local skip = expected - start
+    if skip >= tvb:len() then return start end
+    local tvb_end = start + tvb:len()
+    note_arrival(parser, pinfo.number)
+    if parser.need and tvb_end < parser.need and not (parser.stash and parser.stash[1]) then
+        -- the frame under way is still incomplete: keep the new bytes, parse nothing
+        local held_end = parser.base + held_length(parser)
+        if tvb_end > held_end then hold(parser, tvb:raw(held_end - start, tvb_end - held_end)) end
+        if not parser.own then
+            pinfo.desegment_offset = skip
+            pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
+        end
+        return start
+    end
+    local buf = tvb:raw(skip, tvb:len() - skip)
+    local tvb_skip = skip
+    if parser.own then
+        local before = held(parser)
+        buf = before .. buf
+        tvb_skip = skip - #before
+    end
+    local drained
+    buf, drained = drain_stash(parser, buf, start + tvb:len(), pinfo.number)
+    local kept, consumed = parse_kept(parser, buf, pinfo, ctx, { skip = tvb_skip, length = tvb:len() })
+    if #kept > 0 and tvb_places[pinfo.number] == nil then
+        tvb_places[pinfo.number] = { start = start, length = tvb:len(), consumed_end = start + tvb_skip + consumed }
+    end
+    for _, entry in ipairs(kept) do entries[#entries + 1] = entry end
+    if parser.own or drained then
+        -- the unconsumed bytes are ours to hold: Wireshark's reassembly cannot know the stashed ones
+        parser.own = parser.deferred or consumed < #buf
+    elseif skip + consumed < tvb:len() then
+        pinfo.desegment_offset = skip + consumed
+        pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
+    end
+    return start
+end
+
 -- segment: this packet's TCP segment, when the postdissector hands the
 -- bytes on (nil: from TCP, with field extractors). Bytes that wait for the
 -- postdissector are never left to Wireshark's reassembly (parser.deferred):
--- the parser holds them itself, on later passes too.
+-- the parser holds them itself, on later passes too. The segment's
+-- acknowledgement of the other direction is read before its bytes, as the
+-- Python reassembler reads a segment: what it gives up comes first in the packet.
 local function dissect_tcp(tvb, pinfo, tree, segment)
     if pinfo.visited then
         redissect_tcp(tvb, pinfo, tree)
@@ -1749,65 +1838,16 @@ local function dissect_tcp(tvb, pinfo, tree, segment)
     end
     local stream = stream_id(pinfo)
     local ctx = context(pinfo)
-    local key = ctx.key
-    local parser = parsers[key]
-    if parser == nil then
-        parser = new_parser()
-        parsers[key] = parser
-    end
     local tunnel = tunnels[stream]
-    if tunnel then tunnel.directions[key] = ctx.peer end
-    parser.last_frame = pinfo.number
-    if segment.first then parser.deferred, parser.own = true, true end
-    local start = tvb_stream_offset(tvb, parser, segment)
-    -- where the next new byte belongs: after what we or Wireshark's reassembly hold
-    local expected = parser.own and parser.base + held_length(parser) or parser.base
-    if start > expected then
-        if tunnel then tunnel.stashed = true end
-        if stash_piece(parser, start, tvb:raw(0, tvb:len())) > MAX_STASHED then
-            -- as the decoder's buffer limit: the oldest hole is lost
-            local entries = give_up_holes(parser, parser.stash[1].start, pinfo, ctx)
-            local lines, bodies = show_entries(entries, pinfo, tree, tvb)
-            set_columns(pinfo, lines)
-            dissect_bodies(bodies, pinfo, tree, lines)
+    local entries = {}
+    if tunnel then
+        for _, entry in ipairs(note_tcp_ack(pinfo, stream, segment) or {}) do
+            entry.from_dissector, entry.acked = true, true
+            entries[#entries + 1] = entry
         end
-        return tvb:len()
     end
-    local skip = expected - start
-    if skip >= tvb:len() then return tvb:len() end
-    local tvb_end = start + tvb:len()
-    note_arrival(parser, pinfo.number)
-    if parser.need and tvb_end < parser.need and not (parser.stash and parser.stash[1]) then
-        -- the frame under way is still incomplete: keep the new bytes, parse nothing
-        local held_end = parser.base + held_length(parser)
-        if tvb_end > held_end then hold(parser, tvb:raw(held_end - start, tvb_end - held_end)) end
-        if not parser.own then
-            pinfo.desegment_offset = skip
-            pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
-        end
-        return tvb:len()
-    end
-    local buf = tvb:raw(skip, tvb:len() - skip)
-    local tvb_skip = skip
-    if parser.own then
-        local before = held(parser)
-        buf = before .. buf
-        tvb_skip = skip - #before
-    end
-    local drained
-    buf, drained = drain_stash(parser, buf, start + tvb:len(), pinfo.number)
-    local entries, consumed = parse_kept(parser, buf, pinfo, ctx, { skip = tvb_skip, length = tvb:len() })
-    if #entries > 0 and tvb_places[pinfo.number] == nil then
-        tvb_places[pinfo.number] = { start = start, length = tvb:len(), consumed_end = start + tvb_skip + consumed }
-    end
+    local start = take_tcp_bytes(tvb, pinfo, ctx, tunnel, segment, entries)
     show_tvb_entries(entries, tvb, start, pinfo, tree)
-    if parser.own or drained then
-        -- the unconsumed bytes are ours to hold: Wireshark's reassembly cannot know the stashed ones
-        parser.own = parser.deferred or consumed < #buf
-    elseif skip + consumed < tvb:len() then
-        pinfo.desegment_offset = skip + consumed
-        pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
-    end
     return tvb:len()
 end
 
@@ -2493,36 +2533,39 @@ local function give_up_ws_holes(st, target, pinfo, ctx, number)
     return entries
 end
 
--- segment: as for dissect_tcp.
-local function dissect_own_ws(tvb, pinfo, tree, segment)
-    local stream = stream_id(pinfo)
-    local ctx = context(pinfo)
-    if pinfo.visited then
-        local head = ws_heads[pinfo.number]
-        if head then show_http_head(tvb, head, pinfo, tree) end
-        show_ws_notes(tvb, pinfo, tree)
-        return tvb:len()
-    end
-    -- handed on by http (over TCP or TLS): the bytes come in order, not placed by sequence number
-    local after_http = tunnels[stream].after_http
-    segment = segment or (not after_http and field_segment(pinfo)) or nil
-    if segment == nil and not after_http then
-        deferred = { number = pinfo.number, carrier = "websocket" }
-        return tvb:len()
-    end
+-- The same for a WebSocket tunnel's direction, also when nothing waits yet
+-- (the Python reassembler declares the bytes lost at that acknowledgement).
+local function note_ws_ack(pinfo, stream, segment)
+    if not has_flag(segment.flags, TCP_ACK) then return nil end
+    local key = peer_key(pinfo)
+    local st = ws_dirs[key]
+    if st == nil or st.origin == nil or st.phase ~= "ws" then return nil end
+    local target = (segment.ack - st.origin) % 4294967296
+    if st.fin_off and target > st.fin_off then target = st.fin_off end -- the FIN's own number is no byte
+    if target <= st.base or target > st.base + MAX_AHEAD then return nil end
+    local ctx = { key = key, peer = endpoint_key(pinfo), stream = stream }
+    return give_up_ws_holes(st, target, pinfo, ctx)
+end
+
+-- This packet's bytes of one WebSocket direction (our own unframer): the
+-- records they complete are added to entries.
+local function take_ws_bytes(tvb, pinfo, tree, ctx, segment, entries)
+    local stream = ctx.stream
     local st = ws_direction(ctx.key, tunnels[stream])
     st.last_frame, st.peer = pinfo.number, ctx.peer
-    local start = after_http and st.base or tvb_stream_offset(tvb, st, segment)
+    local start = segment and tvb_stream_offset(tvb, st, segment) or st.base
     if start > st.base then
         -- bytes after a hole wait for it, as in the Python decoder's TCP reassembler (see give_up_ws_holes)
         tunnels[stream].stashed = true
         if stash_piece(st, start, tvb:raw(0, tvb:len())) > MAX_STASHED then
-            show_stream_entries(give_up_ws_holes(st, st.stash[1].start, pinfo, ctx), tvb, pinfo, tree)
+            for _, entry in ipairs(give_up_ws_holes(st, st.stash[1].start, pinfo, ctx)) do
+                entries[#entries + 1] = entry
+            end
         end
-        return tvb:len()
+        return
     end
     local skip = st.base - start
-    if skip >= tvb:len() then return tvb:len() end
+    if skip >= tvb:len() then return end
     local data = tvb:raw(skip, tvb:len() - skip)
     st.base = st.base + #data
     if st.stash and st.stash[1] then
@@ -2536,7 +2579,7 @@ local function dissect_own_ws(tvb, pinfo, tree, segment)
         local stop = st.head:find("\r\n\r\n", 1, true)
         if stop == nil then
             if #st.head > 65536 then st.phase = "none" end
-            return tvb:len()
+            return
         end
         local head_in_tvb = stop + 3 - before
         ws_heads[pinfo.number] = { skip, head_in_tvb, st.head:sub(1, stop - 1) }
@@ -2551,12 +2594,38 @@ local function dissect_own_ws(tvb, pinfo, tree, segment)
             tunnels[stream].refused = true
         end
     end
-    if st.phase ~= "ws" or tunnels[stream].refused then return tvb:len() end
+    if st.phase ~= "ws" or tunnels[stream].refused then return end
     local items = unframe(st, data)
     if take_ws_notes(st, pinfo.number) then show_ws_notes(tvb, pinfo, tree) end
     if #items > 0 then
-        show_stream_entries(feed_items(pinfo, stream, ctx, items), tvb, pinfo, tree)
+        for _, entry in ipairs(feed_items(pinfo, stream, ctx, items)) do entries[#entries + 1] = entry end
     end
+end
+
+-- segment: as for dissect_tcp (nil after http: its bytes come in order, not
+-- placed by sequence number); the acknowledgement comes first here too.
+local function dissect_own_ws(tvb, pinfo, tree, segment)
+    local stream = stream_id(pinfo)
+    local ctx = context(pinfo)
+    if pinfo.visited then
+        local head = ws_heads[pinfo.number]
+        if head then show_http_head(tvb, head, pinfo, tree) end
+        show_ws_notes(tvb, pinfo, tree)
+        return tvb:len()
+    end
+    if not tunnels[stream].after_http then
+        segment = segment or field_segment(pinfo)
+        if segment == nil then
+            deferred = { number = pinfo.number, carrier = "websocket" }
+            return tvb:len()
+        end
+    end
+    local entries = {}
+    if segment then
+        for _, entry in ipairs(note_ws_ack(pinfo, stream, segment) or {}) do entries[#entries + 1] = entry end
+    end
+    take_ws_bytes(tvb, pinfo, tree, ctx, segment, entries)
+    if #entries > 0 or continuations[pinfo.number] then show_stream_entries(entries, tvb, pinfo, tree) end
     return tvb:len()
 end
 
@@ -2708,36 +2777,6 @@ local function note_late_segment(pinfo, stream, segment)
     local entries, consumed = parse_kept(parser, buf, pinfo, ctx)
     parser.own = parser.deferred or consumed < #buf
     return entries
-end
-
--- The peer acknowledges bytes the capture lacks: they will never come, also
--- when nothing was captured behind them yet (the Python reassembler declares
--- them lost at that acknowledgement too).
-local function note_tcp_ack(pinfo, stream, segment)
-    if not has_flag(segment.flags, TCP_ACK) then return nil end
-    local key = peer_key(pinfo)
-    local parser = parsers[key]
-    if parser == nil or parser.origin == nil then return nil end
-    local target = (segment.ack - parser.origin) % 4294967296
-    if parser.fin_off and target > parser.fin_off then target = parser.fin_off end -- the FIN's own number is no byte
-    local expected = parser.base + held_length(parser)
-    if target <= expected or target > expected + MAX_AHEAD then return nil end
-    local ctx = { key = key, peer = endpoint_key(pinfo), stream = stream }
-    return give_up_holes(parser, target, pinfo, ctx)
-end
-
--- The same for a WebSocket tunnel's direction, also when nothing waits yet
--- (the Python reassembler declares the bytes lost at that acknowledgement).
-local function note_ws_ack(pinfo, stream, segment)
-    if not has_flag(segment.flags, TCP_ACK) then return nil end
-    local key = peer_key(pinfo)
-    local st = ws_dirs[key]
-    if st == nil or st.origin == nil or st.phase ~= "ws" then return nil end
-    local target = (segment.ack - st.origin) % 4294967296
-    if st.fin_off and target > st.fin_off then target = st.fin_off end -- the FIN's own number is no byte
-    if target <= st.base or target > st.base + MAX_AHEAD then return nil end
-    local ctx = { key = key, peer = endpoint_key(pinfo), stream = stream }
-    return give_up_ws_holes(st, target, pinfo, ctx)
 end
 
 -- The client of a connection: the SYN sender, else the first sender.

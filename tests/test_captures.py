@@ -210,11 +210,13 @@ def test_impaired_capture_has_the_damage_its_truth_describes(tshark_env):
 
 @pytest.mark.tshark
 def test_impaired_ack_capture_acknowledges_each_lost_segment_before_the_next(tshark_env):
-    """Nothing of the direction comes between a lost segment and the ACK that passes it: only the ACK shows the loss."""
+    """Nothing of the direction comes between a lost segment and the first ACK that passes it: only the ACK shows the
+    loss (the last one by the device's reply, whose own frame then shares the packet)."""
     entry = manifest()["impaired-ack.pcap"]
     details = entry["impairments"]
     records = truth("impaired-ack.pcap")
-    assert len([r for r in records if r["lost"]]) == details["frames_lost"] == len(details["lost_segments"]) == 2
+    assert len([r for r in records if r["lost"]]) == details["frames_lost"] == len(details["lost_segments"]) == 3
+    assert [lost["acked_with_data"] for lost in details["lost_segments"]] == [False, False, True]
     rows = tshark(tshark_env, "-r", str(CAPTURES / "impaired-ack.pcap"), "-o", "tcp.relative_sequence_numbers:TRUE",
                   "-T", "fields", "-e", "frame.number", "-e", "tcp.srcport", "-e", "tcp.seq", "-e", "tcp.len",
                   "-e", "tcp.ack").splitlines()
@@ -225,7 +227,8 @@ def test_impaired_ack_capture_acknowledges_each_lost_segment_before_the_next(tsh
         assert any(r["lost_ranges"] == [[max(start, r["offset"]), min(end, r["offset"] + r["length"])]]
                    for r in records if r["lost"])
         ack = packets[lost["acked_in"] - 1]
-        assert ack[1] != relay and ack[4] - 1 >= end
+        assert ack[1] != relay and ack[4] - 1 >= end and bool(ack[3]) == lost["acked_with_data"]
+        assert all(p[1] == relay or p[4] - 1 < end for p in packets[:lost["acked_in"] - 1])
         before = [p for p in packets[:lost["acked_in"] - 1] if p[1] == relay and p[3]]
         assert max(p[2] - 1 + p[3] for p in before) == start, "the hole is the last thing before the ACK"
         assert all(p[2] - 1 >= end for p in packets[lost["acked_in"]:] if p[1] == relay and p[3])

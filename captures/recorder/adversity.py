@@ -15,9 +15,10 @@ its own or between frames inside one. The truth lists the frames as written;
   some spanning segments, so a frame is whole before its message ends.
 - ``impaired-ws.pcap`` (WebSocket): a small tunnel with one relay->device
   segment that starts a message dropped, so the framing must be found again.
-- ``impaired-ack.pcap`` (raw TCP): two relay->device segments dropped, the tail
-  of a frame and a frame whole, each acknowledged by the device before the relay
-  writes again: the acknowledgement, not a later segment, shows the bytes are lost.
+- ``impaired-ack.pcap`` (raw TCP): three relay->device segments dropped (the tail
+  of a frame, two frames whole), each acknowledged by the device before the relay
+  writes again: the acknowledgement, not a later segment, shows the bytes are lost;
+  the last one by the device's reply, its pure ACKs dropped too.
 """
 
 from __future__ import annotations
@@ -171,6 +172,8 @@ def acked_hole_script() -> tuple[Script, Script]:
     relay.pause()
     relay.write(relay.frame(50405, b"found again"), relay.frame(50406, b"and the next"))
     relay.pause()
+    relay.write(relay.frame(50407, b"lost before the reply"))  # dropped, with the device's pure ACKs of it
+    relay.pause()
     device.write(device.frame(60401, b"reply"))
     return relay, device
 
@@ -271,8 +274,9 @@ def record_impaired_ws(out: Path, work: Path) -> tuple[TruthLog, dict[str, Any]]
 
 
 def record_impaired_ack(out: Path, work: Path) -> tuple[TruthLog, dict[str, Any]]:
-    """A raw tunnel recorded whole, then rewritten without two relay->device segments (a frame's tail, a frame
-    whole), each followed by the device's acknowledgement before the relay's next segment."""
+    """A raw tunnel recorded whole, then rewritten without three relay->device segments (a frame's tail, a frame
+    whole, a last frame whole), each acknowledged by the device before the relay's next segment: the first two by
+    pure ACKs, the last by the device's reply (its pure ACKs are dropped too), whose records then share a packet."""
     whole = work / "ack-whole.pcap"
     truth, _ = _raw(whole, acked_hole_script)
     packets = list(rdpcap(str(whole)))
@@ -282,29 +286,34 @@ def record_impaired_ack(out: Path, work: Path) -> tuple[TruthLog, dict[str, Any]
     def offset(packet: Any) -> int:
         return (packet[TCP].seq - synack[TCP].seq - 1) & 0xFFFFFFFF
 
-    relay = [r for r in truth.records if r["direction"] == "relay->device"]
-    tail_end = relay[1]["offset"] + relay[1]["length"]
-    down = [i for i, p in enumerate(packets) if p[TCP].sport == relay_port and len(p[TCP].payload)]
-
     def end(index: int) -> int:
         return offset(packets[index]) + len(packets[index][TCP].payload)
 
+    def acknowledged(index: int) -> int:
+        return (packets[index][TCP].ack - synack[TCP].seq - 1) & 0xFFFFFFFF
+
+    relay = [r for r in truth.records if r["direction"] == "relay->device"]
+    down = [i for i, p in enumerate(packets) if p[TCP].sport == relay_port and len(p[TCP].payload)]
+    up = [i for i, p in enumerate(packets) if p[TCP].dport == relay_port]
+    tail_end = relay[1]["offset"] + relay[1]["length"]
     victims = [next(i for i in down if offset(packets[i]) > relay[1]["offset"] and end(i) == tail_end),
-               next(i for i in down if offset(packets[i]) == relay[3]["offset"])]
+               next(i for i in down if offset(packets[i]) == relay[3]["offset"]),
+               next(i for i in down if offset(packets[i]) == relay[6]["offset"])]
+    reply = next(i for i in up if i > victims[2] and len(packets[i][TCP].payload))
+    dropped = {*victims, *(i for i in up if victims[2] < i < reply)}
     lost = []
     for victim in victims:
-        packet = packets[victim]
-        start, stop = offset(packet), end(victim)
-        ack = next(i for i in range(victim + 1, len(packets)) if packets[i][TCP].dport == relay_port
-                   and packets[i][TCP].flags & 0x10
-                   and (packets[i][TCP].ack - synack[TCP].seq - 1) & 0xFFFFFFFF >= stop)
+        ack = next(i for i in up if i > victim and i not in dropped and packets[i][TCP].flags & 0x10
+                   and acknowledged(i) >= end(victim))
         if any(i in down for i in range(victim + 1, ack)):
             raise RuntimeError(f"the relay wrote again before the device acknowledged frame {victim + 1}: record again")
-        lost.append({"direction": "relay->device", "original_pcap_frame": victim + 1, "stream_offset": start,
-                     "length": stop - start, "acked_in": ack + 1 - len([v for v in victims if v < ack])})
+        lost.append({"direction": "relay->device", "original_pcap_frame": victim + 1,
+                     "stream_offset": offset(packets[victim]), "length": end(victim) - offset(packets[victim]),
+                     "acked_in": ack + 1 - len([i for i in dropped if i < ack]),
+                     "acked_with_data": bool(len(packets[ack][TCP].payload))})
     with PcapWriter(str(out), linktype=1, sync=True) as writer:
         for index, packet in enumerate(packets):
-            if index not in victims:
+            if index not in dropped:
                 writer.write(packet)
     count = 0
     for record in truth.records:
@@ -318,7 +327,8 @@ def record_impaired_ack(out: Path, work: Path) -> tuple[TruthLog, dict[str, Any]
         record["lost"] = bool(ranges)
         record["lost_ranges"] = ranges
         count += bool(ranges)
-    return truth, {"seed": SEED, "lost_segments": lost, "frames_lost": count}
+    acks = sorted(i + 1 for i in dropped - set(victims))
+    return truth, {"seed": SEED, "lost_segments": lost, "frames_lost": count, "acks_dropped": acks}
 
 
 def _ws_header_size(length: int) -> int:
