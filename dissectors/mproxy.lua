@@ -1419,6 +1419,7 @@ end
 -- Add one record to the tree. tvb holds the record's bytes from position pos
 -- (nil: the record's bytes are not at hand, only its fields are shown).
 -- header_in: the packet where its header came (WebSocket), when not this one.
+-- Returns its summary line (nil when no tree label or column wants one).
 local function show_record(record, pos, tvb, pinfo, tree, ctx, header_in, bodies, view)
     local full = view.full
     local empty = pos == nil and tvb(0, 0) or nil
@@ -1453,7 +1454,7 @@ local function show_record(record, pos, tvb, pinfo, tree, ctx, header_in, bodies
     for index = 1, #problems do
         item:add_proto_expert_info(ex[problems[index][1]], problems[index][2])
     end
-    if not view.summary then return "" end
+    if not view.summary then return nil end
     local line = summary(record, control)
     if full then item:append_text(", " .. line) end
     return line
@@ -1467,16 +1468,20 @@ end
 
 -- Bodies go to their service's dissector after our Info text is set, so theirs
 -- is appended (TLS "Client Hello"); JSON only names itself, so ours is kept.
+-- (lines is empty when no column is shown: the columns are left alone then.)
 local function dissect_bodies(bodies, pinfo, tree, lines)
     if #bodies == 0 then return end
-    pinfo.cols.info:append(" | ")
-    pinfo.cols.info:fence()
+    local columns = #lines > 0
+    if columns then
+        pinfo.cols.info:append(" | ")
+        pinfo.cols.info:fence()
+    end
     local only_json = true
     for _, body in ipairs(bodies) do
         call_subdissector(body, pinfo, tree)
         only_json = only_json and body.json
     end
-    if only_json then
+    if only_json and columns then
         pinfo.cols.info:clear_fence()
         pinfo.cols.protocol = "M-PROXY"
         pinfo.cols.info = table.concat(lines, "; ")
@@ -1515,7 +1520,10 @@ end
 -- window: where buf lies in the packet's tvb ({ skip = tvb position of buf's
 -- first byte, length = tvb length }), for records the raw-TCP dissector shows
 -- from that tvb: on later passes Wireshark's reassembly hands the same tvb
--- again, so those records keep no copy of their bytes (entry.in_tvb).
+-- again, so those records keep no copy of their bytes (entry.in_tvb). The
+-- copies are ByteArrays: their bytes (all of a WebSocket tunnel's payload)
+-- are not Lua strings that Lua's collector counts as its growing heap (Lua
+-- 5.4's generational collector then ran one full collection after another).
 local function remember(pinfo, record, buf, ctx, header_in, window, number)
     number = number or pinfo.number
     local entry = { record = record, ctx = ctx, header_in = header_in }
@@ -1527,7 +1535,7 @@ local function remember(pinfo, record, buf, ctx, header_in, window, number)
         end
     end
     if record.pos ~= nil and not entry.in_tvb then
-        entry.bytes = buf:sub(record.pos + 1, record.pos + record.length)
+        entry.bytes = ByteArray.new(buf:sub(record.pos + 1, record.pos + record.length), true)
     end
     results[number] = results[number] or {}
     table.insert(results[number], entry)
@@ -1586,7 +1594,7 @@ do
         for _, entry in ipairs(entries) do
             local record_tvb, pos = fallback_tvb, nil
             if entry.bytes ~= nil then
-                record_tvb, pos = ByteArray.new(entry.bytes, true):tvb("M-PROXY frame"), 0
+                record_tvb, pos = entry.bytes:tvb("M-PROXY frame"), 0
             end
             lines[#lines + 1] = show_entry(entry, unsettle(entry.record), pos, record_tvb, pinfo, tree, bodies, view)
         end
