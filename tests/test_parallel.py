@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from cli_run import assert_clean_error, mproxy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rotation import pcap_records, rotate
+from worker_kill import alive, kill_a_worker
 
 from mproxy_scapy.commands.dissect import Formatter
 from mproxy_scapy.commands.stats import summarize
@@ -199,53 +197,17 @@ def test_capture_problems_appear_once_not_once_per_worker(generated, tmp_path):
     assert [s["event"] for s in stages] == ["truncated_record"]
 
 
-def children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as listing:
-        return [int(child) for child in listing.read().split()]
-
-
-def reading(pid: int, path: Path) -> bool:
-    """Whether process ``pid`` has ``path`` open (a worker that got as far as reading its input)."""
-    try:
-        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
-    except (FileNotFoundError, PermissionError):
-        return False
-
-
 def test_a_worker_that_dies_fails_the_run(tmp_path):
     """Kill one worker while both are certainly mid-run (blocked reading a FIFO that never ends): a clear error,
     exit 2, and no worker left behind."""
-    fifo = tmp_path / "live.pcap"
-    os.mkfifo(fifo)
-    keep_open = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer that never writes: readers wait, never see EOF
-    process = subprocess.Popen([sys.executable, "-m", "mproxy_scapy.cli", "dissect", "--json", "--jobs", "2",
-                                str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while len(workers := [pid for pid in children(process.pid) if reading(pid, fifo)]) < 2:
-            assert process.poll() is None and time.monotonic() < deadline, "the workers did not start reading"
-            time.sleep(0.05)
-        os.kill(workers[1], signal.SIGKILL)
-        out, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(keep_open)
+    process, workers = kill_a_worker(tmp_path, ["dissect", "--json"], 1)
     assert process.returncode == 2
-    lines = err.decode().strip().splitlines()
-    assert "Traceback" not in err.decode()
+    lines = process.stderr.strip().splitlines()
+    assert "Traceback" not in process.stderr
     assert re.fullmatch(rf"mproxy: error: worker [12] of 2 \(pid {workers[1]}\) was killed by signal SIGKILL before "
                         "it finished: the output is incomplete", lines[-1]), lines
-    assert out == b""
-    assert not any(os.path.exists(f"/proc/{pid}") and _not_zombie(pid) for pid in workers)
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert process.stdout == ""
+    assert not any(alive(pid) for pid in workers)
 
 
 def test_standard_input_is_decoded_by_one_process():

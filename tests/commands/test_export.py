@@ -9,11 +9,8 @@ pruning run many times per table.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from cli_run import assert_clean_error, build_sample, mproxy
 from tunnel_capture import HTTP_REQUEST, JWT
+from worker_kill import alive, kill_a_worker
 
 from mproxy_scapy.export_schema import SCHEMA_VERSION, TABLES, VERSION_KEY, arrow_schema
 from mproxy_scapy.render import FRAME_KEYS
@@ -254,52 +252,15 @@ def test_jobs_write_one_part_per_shard_with_the_serial_rows(name, generated, tmp
             pq.read_table(serial / table).to_pylist(), key=repr), table
 
 
-def children(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(child) for child in text.split()]
-
-
-def reading(pid: int, path: Path) -> bool:
-    """Whether process ``pid`` has ``path`` open (a worker that got as far as reading its input)."""
-    fds = Path(f"/proc/{pid}/fd")
-    try:
-        return any(os.readlink(fd) == str(path) for fd in fds.iterdir())
-    except (FileNotFoundError, PermissionError):
-        return False
-
-
 def test_a_worker_killed_mid_run_fails_the_export_and_writes_nothing(tmp_path):
     """The input is a FIFO that never ends: both workers are certainly mid-run (blocked reading it) when one is
     killed, however fast the machine. The export fails with one line, and nothing of it is left: not DIR, not the
     staging folder, not the other worker."""
-    fifo = tmp_path / "live.pcap"
-    os.mkfifo(fifo)
-    keep_open = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer that never writes: readers wait, never see EOF
     out = tmp_path / "out"
-    run = subprocess.Popen([sys.executable, "-m", "mproxy_scapy.cli", "export", str(fifo), "-o", str(out),
-                            "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while len(workers := [pid for pid in children(run.pid) if reading(pid, fifo)]) < 2:
-            assert run.poll() is None and time.monotonic() < deadline, "the workers did not start reading"
-            time.sleep(0.05)
-        os.kill(workers[0], signal.SIGKILL)
-        stdout, stderr = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
-        os.close(keep_open)
-    assert_clean_error(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr),
-                       "a worker process died before it finished")
+    run, workers = kill_a_worker(tmp_path, ["export", "-o", str(out)], 0)
+    assert_clean_error(run, "a worker process died before it finished")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live.pcap"]
-    assert not any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in workers)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not any(alive(pid) for pid in workers)
 
 
 def test_the_export_process_does_without_pandas(tmp_path):
