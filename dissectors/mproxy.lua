@@ -1605,6 +1605,7 @@ do
     -- first pass made them: those in the tvb from its bytes (tvb_start: the
     -- stream offset of its first byte), the others from their copies.
     function show_tvb_entries(entries, tvb, tvb_start, pinfo, tree)
+        if #entries == 0 then return end
         local lines, bodies = {}, {}
         local view = new_view(pinfo, tree)
         for _, entry in ipairs(entries) do

@@ -183,7 +183,8 @@ class PacketDecoder:
         self._pairs: dict[bytes, tuple[str, str]] = {}
         self._reported: set[object] = set()
         self.skipper: Any = None
-        """A ``tcp.QuietSkipper`` (``CaptureReader.skip_quiet``): packets it takes are dropped (``decode_skipping``)."""
+        """A ``tcp.QuietSkipper`` (``CaptureReader.skip_quiet``): packets it takes are dropped by ``decode``
+        (Ethernet/IPv4/TCP without options only: the common case it reads in one unpack)."""
         self.pending: list[Segment] = []
         """Segments held back while the problem about them is returned first."""
         self._links: dict[int, Callable[[bytes, int, int], tuple[int, int]]] = {
@@ -224,6 +225,12 @@ class PacketDecoder:
                 if (ethertype == _ETH_IPV4 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF
                         and offflags >= 0x5000 and data <= ip_end <= end):
                     self.stats.tcp_segments += 1
+                    skipper = self.skipper
+                    if skipper is not None:  # a shard's reader: a quiet connection's packet costs one lookup
+                        half = skipper.index.get(buf[start + 26:start + 38])
+                        if half is not None and skipper.skip(half, offflags & 0x1FF, seq, ack, ip_end - data,
+                                                             frame_no, ts):
+                            return None
                     pair = self._pairs.get(addresses) or self._pair(addresses)
                     return Segment(frame_no, ts, pair[0], pair[1], sport, dport, seq, ack, offflags & 0x1FF,
                                    buf[data:ip_end], 4)
@@ -271,31 +278,6 @@ class PacketDecoder:
             return self._ipv6(buf, off, end, frame_no, ts)
         self.stats.non_tcp += 1
         return None
-
-    def decode_skipping(self, linktype: int, buf: bytes, start: int, end: int, frame_no: int,
-                        ts: float) -> Segment | SourceProblem | None:
-        """``decode``, but an Ethernet/IPv4/TCP packet that ``skipper`` takes (a quiet connection's) gives None.
-
-        Only the common case is looked at (the one ``decode`` takes in one
-        unpack); the skipper finds the connection by the packet's raw address
-        and port bytes, so a dropped packet costs one unpack and one lookup.
-        """
-        if linktype == LINKTYPE_ETHERNET and end - start >= 54:
-            ethertype, vihl, total, frag, proto, addresses, sport, dport, seq, ack, offflags = \
-                _unpack_ether_ipv4_tcp(buf, start)
-            ip_end = start + 14 + total
-            data = start + 34 + ((offflags >> 10) & 0x3C)
-            if (ethertype == _ETH_IPV4 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF
-                    and offflags >= 0x5000 and data <= ip_end <= end):
-                self.stats.tcp_segments += 1
-                skipper = self.skipper
-                half = skipper.index.get(buf[start + 26:start + 38])
-                if half is not None and skipper.skip(half, offflags & 0x1FF, seq, ack, ip_end - data, frame_no, ts):
-                    return None
-                pair = self._pairs.get(addresses) or self._pair(addresses)
-                return Segment(frame_no, ts, pair[0], pair[1], sport, dport, seq, ack, offflags & 0x1FF,
-                               buf[data:ip_end], 4)
-        return self.decode(linktype, buf, start, end, frame_no, ts)
 
     # Link layers other than Ethernet: (offset of the network header, ethertype), offset -1 if too short.
 
@@ -613,7 +595,7 @@ class CaptureReader:
         read = self._file.read
         stats = self.stats
         decoder = self._decoder
-        decode = decoder.decode if decoder.skipper is None else decoder.decode_skipping
+        decode = decoder.decode
         pending = decoder.pending
         suspicious = min(snaplen or MAX_RECORD, MAX_RECORD)
         frame_no, ts, consumed = 0, 0.0, 24
@@ -677,7 +659,7 @@ class CaptureReader:
         read = self._file.read
         stats = self.stats
         decoder = self._decoder
-        decode = decoder.decode if decoder.skipper is None else decoder.decode_skipping
+        decode = decoder.decode
         pending = decoder.pending
         once = decoder.once
         frame_no, ts = 0, 0.0
@@ -957,7 +939,7 @@ class LiveCapture:
     def _receive(self) -> Iterator[Segment | SourceProblem]:
         sock, stats, linktype = self._sock, self.stats, self.linktype
         decoder = PacketDecoder(stats)
-        decode = decoder.decode if decoder.skipper is None else decoder.decode_skipping
+        decode = decoder.decode
         pending = decoder.pending
         ancillary = socket.CMSG_SPACE(_TIMESPEC.size)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout

@@ -638,7 +638,7 @@ class QuietSkipper:
     those of one decoder (``TcpReassembler.hush``). Most of their packets are
     in-order data or pure ACKs of a known direction with nothing buffered:
     ``TcpReassembler.feed`` then only moves the stream position and makes no
-    event. The packet reader (``pcap.PacketDecoder.decode_skipping``) looks up
+    event. The packet reader (``pcap.PacketDecoder.decode``) looks up
     a packet's raw IPv4 address and port bytes in ``index`` (the quiet
     connections' halves) right after the IP and TCP headers, and ``skip`` does
     that same bookkeeping there: the packet is never made into a ``Segment``,
