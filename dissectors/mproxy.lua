@@ -1420,44 +1420,44 @@ end
 -- (nil: the record's bytes are not at hand, only its fields are shown).
 -- header_in: the packet where its header came (WebSocket), when not this one.
 -- Returns its summary line (nil when no tree label or column wants one).
-local function show_record(record, pos, tvb, pinfo, tree, ctx, header_in, bodies, view)
-    local full = view.full
-    local empty = pos == nil and tvb(0, 0) or nil
-    local range = empty or tvb(pos, record.length)
-    local item = tree:add(mproxy, range)
-    local kind, header = record.kind, record.header
-    local src, dst = endpoint_text(ctx.key), endpoint_text(ctx.peer)
-    if full then
-        item:add(pf.kind, range, kind):set_generated()
-        item:add(pf.offset, range, UInt64.new(record.offset)):set_generated()
-        item:add(pf.length, range, record.length):set_generated()
-        if src then item:add(pf.src, range, src):set_generated() end
-        if dst then item:add(pf.dst, range, dst):set_generated() end
-        if header ~= nil then item:add(pf.body_len, range, record.body_len):set_generated() end
-        if header_in then item:add(pf.header_in, range, header_in):set_generated() end
-    else
-        item:add(pf.kind, range, kind)
-        item:add(pf.offset, range, UInt64.new(record.offset))
-        item:add(pf.length, range, record.length)
-        if src then item:add(pf.src, range, src) end
-        if dst then item:add(pf.dst, range, dst) end
-        if header ~= nil then item:add(pf.body_len, range, record.body_len) end
-        if header_in then item:add(pf.header_in, range, header_in) end
+local show_record
+do
+    -- A field the record's bytes do not hold as such: marked generated where the
+    -- tree is seen, and plain otherwise (the mark is a call per field for no reader).
+    local function add_derived(item, field, range, value, full)
+        local added = item:add(field, range, value)
+        if full then added:set_generated() end
     end
-    if kind == "connection" and ctx.stream then relay_keys[ctx.stream] = ctx.key end
-    local control
-    if header ~= nil then
-        show_header(item, record, tvb, pos, empty, range, full)
-        control = show_body(item, record, tvb, pos, empty, pinfo, ctx, bodies)
+
+    function show_record(record, pos, tvb, pinfo, tree, ctx, header_in, bodies, view)
+        local full = view.full
+        local empty = pos == nil and tvb(0, 0) or nil
+        local range = empty or tvb(pos, record.length)
+        local item = tree:add(mproxy, range)
+        local kind, header = record.kind, record.header
+        local src, dst = endpoint_text(ctx.key), endpoint_text(ctx.peer)
+        add_derived(item, pf.kind, range, kind, full)
+        add_derived(item, pf.offset, range, UInt64.new(record.offset), full)
+        add_derived(item, pf.length, range, record.length, full)
+        if src then add_derived(item, pf.src, range, src, full) end
+        if dst then add_derived(item, pf.dst, range, dst, full) end
+        if header ~= nil then add_derived(item, pf.body_len, range, record.body_len, full) end
+        if header_in then add_derived(item, pf.header_in, range, header_in, full) end
+        if kind == "connection" and ctx.stream then relay_keys[ctx.stream] = ctx.key end
+        local control
+        if header ~= nil then
+            show_header(item, record, tvb, pos, empty, range, full)
+            control = show_body(item, record, tvb, pos, empty, pinfo, ctx, bodies)
+        end
+        local problems = record.problems
+        for index = 1, #problems do
+            item:add_proto_expert_info(ex[problems[index][1]], problems[index][2])
+        end
+        if not view.summary then return nil end
+        local line = summary(record, control)
+        if full then item:append_text(", " .. line) end
+        return line
     end
-    local problems = record.problems
-    for index = 1, #problems do
-        item:add_proto_expert_info(ex[problems[index][1]], problems[index][2])
-    end
-    if not view.summary then return nil end
-    local line = summary(record, control)
-    if full then item:append_text(", " .. line) end
-    return line
 end
 
 local function set_columns(pinfo, lines)
