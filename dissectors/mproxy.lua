@@ -1742,21 +1742,29 @@ end
 -- a first pass without a protocol tree only it can read their TCP header.
 local deferred = { number = -1 }
 
--- The peer acknowledges bytes the capture lacks: they will never come, also
--- when nothing was captured behind them yet (the Python reassembler declares
--- them lost at that acknowledgement too).
+-- The stream offset up to which segment acknowledges the other direction
+-- (state: its parser, or its WebSocket direction; expected: where its next
+-- byte belongs), when that passes bytes not seen yet; else nil. The peer
+-- acknowledges bytes the capture lacks: they will never come, also when
+-- nothing was captured behind them yet (the Python reassembler declares them
+-- lost at that acknowledgement too).
+local function acked_past(state, segment, expected)
+    if not has_flag(segment.flags, TCP_ACK) then return nil end
+    local target = (segment.ack - state.origin) % 4294967296
+    if state.fin_off and target > state.fin_off then target = state.fin_off end -- the FIN's own number is no byte
+    if target <= expected or target > expected + MAX_AHEAD then return nil end
+    return target
+end
+
+-- The other raw-TCP direction's bytes this segment shows lost, given up.
 -- names: the packet's direction (name_packet), passed on: reading pinfo costs.
 local function note_tcp_ack(pinfo, names, segment)
-    if not has_flag(segment.flags, TCP_ACK) then return nil end
     local key = names.peer
     local parser = parsers[key]
     if parser == nil or parser.origin == nil then return nil end
-    local target = (segment.ack - parser.origin) % 4294967296
-    if parser.fin_off and target > parser.fin_off then target = parser.fin_off end -- the FIN's own number is no byte
-    local expected = parser.base + held_length(parser)
-    if target <= expected or target > expected + MAX_AHEAD then return nil end
-    local ctx = { key = key, peer = names.key, stream = names.stream }
-    return give_up_holes(parser, target, pinfo, ctx)
+    local target = acked_past(parser, segment, parser.base + held_length(parser))
+    if target == nil then return nil end
+    return give_up_holes(parser, target, pinfo, { key = key, peer = names.key, stream = names.stream })
 end
 
 -- entries with more appended (either may be nil; most packets have none).
@@ -2543,15 +2551,12 @@ end
 -- The same for a WebSocket tunnel's direction, also when nothing waits yet
 -- (the Python reassembler declares the bytes lost at that acknowledgement).
 local function note_ws_ack(pinfo, names, segment)
-    if not has_flag(segment.flags, TCP_ACK) then return nil end
     local key = names.peer
     local st = ws_dirs[key]
     if st == nil or st.origin == nil or st.phase ~= "ws" then return nil end
-    local target = (segment.ack - st.origin) % 4294967296
-    if st.fin_off and target > st.fin_off then target = st.fin_off end -- the FIN's own number is no byte
-    if target <= st.base or target > st.base + MAX_AHEAD then return nil end
-    local ctx = { key = key, peer = names.key, stream = names.stream }
-    return give_up_ws_holes(st, target, pinfo, ctx)
+    local target = acked_past(st, segment, st.base)
+    if target == nil then return nil end
+    return give_up_ws_holes(st, target, pinfo, { key = key, peer = names.key, stream = names.stream })
 end
 
 -- This packet's bytes of one WebSocket direction (our own unframer): entries
