@@ -25,7 +25,8 @@ PYTEST_ARGS ?=
 # off a user's PATH), and only those: a machine with Node.js from elsewhere (NodeSource's nodejs
 # carries npm) must not be asked to take Debian's npm, which conflicts with it.
 APT_TOOLS := tshark:tshark editcap:tshark tcpdump:tcpdump node:nodejs npm:npm chromium:chromium \
-	chromedriver:chromium-driver firefox-esr:firefox-esr openssl:openssl debootstrap:debootstrap
+	chromedriver:chromium-driver firefox-esr:firefox-esr openssl:openssl debootstrap:debootstrap \
+	capsh:libcap2-bin
 
 NO_PYTHON_default := no python3 on this machine: install it (apt-get install python3) and run make again, \
 or name an interpreter: make PYTHON=/path/to/python3

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -171,8 +173,15 @@ def test_no_permission_to_read(sample, tmp_path):
 
 
 def as_unprivileged(command: str, drop: str) -> subprocess.CompletedProcess:
-    """Run ``command`` as root without the capabilities in ``drop`` (what an ordinary user lacks)."""
-    return subprocess.run(["capsh", f"--drop={drop}", "--", "-c", command], capture_output=True, text=True,
+    """Run ``command`` as root without the capabilities in ``drop`` (what an ordinary user lacks).
+
+    capsh lives in /sbin, off the PATH of a user who became root with ``su``
+    and of ``PATH=/usr/bin:/bin``: it is looked for there too.
+    """
+    capsh = shutil.which("capsh", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    if capsh is None:
+        pytest.fail("capsh is needed to drop capabilities (apt-get install libcap2-bin; make test installs it)")
+    return subprocess.run([capsh, f"--drop={drop}", "--", "-c", command], capture_output=True, text=True,
                           timeout=60, check=False)
 
 
