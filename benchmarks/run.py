@@ -19,7 +19,8 @@ neighbour hurts all tools alike:
    ``--scheduler`` on a ``distributed.LocalCluster`` of 2 worker processes (1 thread each),
    started once per carrier and kept for its runs; the workers' peak RSS is read from them
 
-Peak RSS is each child's own ``ru_maxrss`` from ``os.wait4``: with ``--jobs`` that is the largest
+Peak RSS is each child's own ``ru_maxrss`` from ``os.wait4`` (in ``measure_child.py``, so that
+it is not the harness's): with ``--jobs`` that is the largest
 of the parent and its workers (Linux folds reaped children into it), so it is the RSS per worker;
 CPU time includes the workers'. Throughput is capture file
 bytes (10^6 per MB) over the median wall time. The targets of issue 6 are checked on the
@@ -40,7 +41,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,16 +108,35 @@ class Measure:
 
 
 def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, int, str]:
-    """(wall seconds, CPU seconds, peak RSS KB, exit code, stderr tail) of one process, stdout to /dev/null."""
-    with open(os.devnull, "wb") as devnull, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=devnull, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        tail = err.read()[-400:].decode("utf-8", "replace")
-    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, proc.returncode, tail
+    """(wall seconds, CPU seconds, peak RSS KB, exit code, stderr tail) of one process, stdout to /dev/null.
+
+    Measured by ``measure_child.py``, which forks the command, so its peak RSS is not the harness's.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        with open(os.devnull, "wb") as devnull, tempfile.TemporaryFile() as err:
+            subprocess.run([sys.executable, "-S", str(BENCH_DIR / "measure_child.py"), str(write_end), *argv],
+                           stdout=devnull, stderr=err, env=env, pass_fds=(write_end,), check=False)
+            os.close(write_end)
+            write_end = -1
+            with os.fdopen(read_end, "r") as results:
+                read_end = -1
+                line = results.read().split()
+            err.seek(0)
+            tail = err.read()[-400:].decode("utf-8", "replace")
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+    if len(line) != 4:
+        raise SystemExit(f"benchmark: could not measure {argv[0]}: {tail.strip()}")
+    elapsed, cpu, rss, code = line
+    return float(elapsed), float(cpu), int(rss), int(code), tail
+
+
+def mproxy_command() -> str:
+    """The ``mproxy`` of the interpreter running this: its virtual environment need not be on PATH."""
+    return shutil.which("mproxy", path=str(Path(sys.executable).parent)) or shutil.which("mproxy") or "mproxy"
 
 
 def tshark_env(config_dir: Path) -> dict[str, str]:
@@ -150,7 +169,7 @@ def commands(capture: Path, slice_capture: Path, rotated: Path, carrier: str, co
     def fields(names: tuple[str, ...]) -> list[str]:
         return [arg for name in names for arg in ("-e", name)]
 
-    mproxy = shutil.which("mproxy") or "mproxy"
+    mproxy = mproxy_command()
     lua_args = ["-X", f"lua_script:{LUA}", "-r", str(capture), "-T", "fields", *fields(LUA_FIELDS)]
     plain_args = ["-r", str(capture), *plain_decode_as(carrier), "-T", "fields", *fields(PLAIN_FIELDS)]
     per_version = {}
@@ -233,7 +252,7 @@ def rotate(capture: Path, directory: Path, files: int) -> None:
 def frames_seen(slice_capture: Path, carrier: str, config_dir: Path) -> dict[str, int]:
     """How many M-PROXY frames each tool reports on the small capture: proof that each did the work."""
     counts: dict[str, int] = {}
-    out = subprocess.run(["mproxy", "dissect", "--json", str(slice_capture)], capture_output=True, check=False)
+    out = subprocess.run([mproxy_command(), "dissect", "--json", str(slice_capture)], capture_output=True, check=False)
     counts["dissect"] = sum(1 for line in out.stdout.splitlines() if b'"kind"' in line)
     out = subprocess.run(["tshark", "-X", f"lua_script:{LUA}", "-r", str(slice_capture), "-T", "fields",
                           "-e", "mproxy.kind"], capture_output=True, env=tshark_env(config_dir), check=False)
