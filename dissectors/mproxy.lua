@@ -330,6 +330,7 @@ end
 -- UTF-8 as U+FFFD, control characters (C0, DEL, C1) escaped as \xNN, \n, \t, \r,
 -- so a hostile header cannot write terminal escapes or extra lines.
 local function display_text(text)
+    if not text:find("[^ -~]") then return text end -- printable ASCII (most text) is its own display
     text = utf8_replace(text)
     if not text:find("[%z\1-\31\127\194]") then return text end
     text = text:gsub("[%z\1-\31\127]", escape_control)
@@ -584,6 +585,9 @@ local function frame_record(pos, base, version, hdrlen, h)
     return record
 end
 
+-- The kinds whose body check_body reads (other bodies are not copied out for it).
+local CHECKED_BODIES = { control = true, pause = true, resume = true }
+
 local function check_body(record, body)
     if body == nil then return end
     if record.kind == "control" and json_document(body) ~= "array" then
@@ -731,7 +735,7 @@ function Parser:at_boundary(buf, pos, out, final)
     record.length = total
     record.header_end = header_end
     record.body_len = datalen
-    if datalen > 0 then
+    if datalen > 0 and CHECKED_BODIES[record.kind] then
         check_body(record, buf:sub(pos + header_end + 1, pos + total))
     end
     out[#out + 1] = record
@@ -933,7 +937,7 @@ local f_tcp_payload = Field.new("tcp.payload")
 local TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 1, 2, 4, 16
 
 local function has_flag(flags, bit)
-    return math.floor(flags / bit) % 2 == 1
+    return flags % (bit + bit) >= bit
 end
 
 -- The value of a field's last occurrence in this packet (nil: none).
@@ -946,6 +950,8 @@ do
     end
 
     function last_value(extractor)
+        local first, second = extractor()
+        if second == nil then return first and first.value end
         return last_of(extractor())
     end
 end
@@ -1149,12 +1155,20 @@ local function describe(tbl, value)
     return tbl[value]
 end
 
+-- (made once per record shown: the tree and the summary line both ask)
 local function client_id(record)
-    if record.header == nil or record.kind == "control" then return nil end
+    local made = record.client_id
+    if made ~= nil then return made or nil end
+    if record.header == nil or record.kind == "control" then
+        record.client_id = false
+        return nil
+    end
     local v = record.header.values
     local port = v.port
     if not is_digits(port) then port = "" else port = string.format("%d", tonumber(port)) end
-    return (v.family or "") .. "," .. (v.address or "") .. "," .. port
+    made = (v.family or "") .. "," .. (v.address or "") .. "," .. port
+    record.client_id = made
+    return made
 end
 
 local function summary(record, control)
@@ -1496,9 +1510,9 @@ end
 -- back bytes we already consumed (a reassembled PDU is extended from its
 -- start), so the parser places each tvb in the stream by TCP sequence
 -- number: every tvb it gets ends where the current segment ends.
-local function tvb_stream_offset(tvb, parser, segment)
+local function tvb_stream_offset(tvb_len, parser, segment)
     local seq_end = (segment.seq + segment.len) % 4294967296
-    local start = (seq_end - tvb:len()) % 4294967296
+    local start = (seq_end - tvb_len) % 4294967296
     if parser.origin == nil then parser.origin = (start - parser.base) % 4294967296 end
     return (start - parser.origin) % 4294967296
 end
@@ -1537,8 +1551,12 @@ local function remember(pinfo, record, buf, ctx, header_in, window, number)
     if record.pos ~= nil and not entry.in_tvb then
         entry.bytes = ByteArray.new(buf:sub(record.pos + 1, record.pos + record.length), true)
     end
-    results[number] = results[number] or {}
-    table.insert(results[number], entry)
+    local shown_there = results[number]
+    if shown_there == nil then
+        shown_there = {}
+        results[number] = shown_there
+    end
+    shown_there[#shown_there + 1] = entry
     return entry
 end
 
@@ -1548,10 +1566,12 @@ do
     -- (tshark -T fields or a filter on 4.2+, a first pass) keeps only the fields
     -- a filter or -e names, so labels, generated marks and byte ranges per header
     -- field are left out there; a summary line is made only for a tree label or
-    -- the Info column (tshark -T fields asks for no columns).
+    -- the Info column. tshark -T fields asks for no columns (4.0 builds a
+    -- visible tree for it all the same): no column is written then.
     local function new_view(pinfo, tree)
         local full = tree.visible
-        return { full = full, summary = full or tostring(pinfo.cols.protocol) ~= "(protocol)" }
+        local columns = tostring(pinfo.cols.protocol) ~= "(protocol)"
+        return { full = full, summary = full or columns, columns = columns }
     end
 
     -- What later passes need of a record the first pass showed, in a list (a
@@ -1596,27 +1616,33 @@ do
             if entry.bytes ~= nil then
                 record_tvb, pos = entry.bytes:tvb("M-PROXY frame"), 0
             end
-            lines[#lines + 1] = show_entry(entry, unsettle(entry.record), pos, record_tvb, pinfo, tree, bodies, view)
+            local line = show_entry(entry, unsettle(entry.record), pos, record_tvb, pinfo, tree, bodies, view)
+            if view.columns then lines[#lines + 1] = line end
         end
         return lines, bodies
     end
 
     -- The entries the raw-TCP dissector shows in this packet, in the order the
     -- first pass made them: those in the tvb from its bytes (tvb_start: the
-    -- stream offset of its first byte), the others from their copies.
+    -- stream offset of its first byte), the others from their copies. The
+    -- first pass parsed them from this very tvb; a later pass checks that the
+    -- tvb it got holds them.
     function show_tvb_entries(entries, tvb, tvb_start, pinfo, tree)
         if #entries == 0 then return end
         local lines, bodies = {}, {}
         local view = new_view(pinfo, tree)
+        local later = pinfo.visited
         for _, entry in ipairs(entries) do
             if entry.in_tvb then
                 local record = unsettle(entry.record)
                 local pos = record.offset - tvb_start
                 if not (pos >= 0 and pos + record.length <= tvb:len()
-                    and (record.version == nil or record.length == 0 or tvb(pos, 1):uint() == record.version)) then
+                    and (not later or record.version == nil or record.length == 0
+                         or tvb(pos, 1):uint() == record.version)) then
                     pos = nil
                 end
-                lines[#lines + 1] = show_entry(entry, record, pos, tvb, pinfo, tree, bodies, view)
+                local line = show_entry(entry, record, pos, tvb, pinfo, tree, bodies, view)
+                if view.columns then lines[#lines + 1] = line end
             else
                 local more_lines, more_bodies = show_entries({ entry }, pinfo, tree, tvb)
                 lines[#lines + 1] = more_lines[1]
@@ -1786,23 +1812,24 @@ local function take_tcp_bytes(tvb, pinfo, ctx, tunnel, segment, entries)
         parsers[key] = parser
     end
     if tunnel then tunnel.directions[key] = ctx.peer end
-    parser.last_frame = pinfo.number
+    local number, tvb_len = pinfo.number, tvb:len()
+    parser.last_frame = number
     if segment.first then parser.deferred, parser.own = true, true end
-    local start = tvb_stream_offset(tvb, parser, segment)
+    local start = tvb_stream_offset(tvb_len, parser, segment)
     -- where the next new byte belongs: after what we or Wireshark's reassembly hold
     local expected = parser.own and parser.base + held_length(parser) or parser.base
     if start > expected then
         if tunnel then tunnel.stashed = true end
-        if stash_piece(parser, start, tvb:raw(0, tvb:len())) > MAX_STASHED then
+        if stash_piece(parser, start, tvb:raw(0, tvb_len)) > MAX_STASHED then
             -- as the decoder's buffer limit: the oldest hole is lost
             entries = append_entries(entries, give_up_holes(parser, parser.stash[1].start, pinfo, ctx))
         end
         return start, entries
     end
     local skip = expected - start
-    if skip >= tvb:len() then return start, entries end
-    local tvb_end = start + tvb:len()
-    note_arrival(parser, pinfo.number)
+    if skip >= tvb_len then return start, entries end
+    local tvb_end = start + tvb_len
+    note_arrival(parser, number)
     if parser.need and tvb_end < parser.need and not (parser.stash and parser.stash[1]) then
         -- the frame under way is still incomplete: keep the new bytes, parse nothing
         local held_end = parser.base + held_length(parser)
@@ -1813,7 +1840,7 @@ local function take_tcp_bytes(tvb, pinfo, ctx, tunnel, segment, entries)
         end
         return start, entries
     end
-    local buf = tvb:raw(skip, tvb:len() - skip)
+    local buf = tvb:raw(skip, tvb_len - skip)
     local tvb_skip = skip
     if parser.own then
         local before = held(parser)
@@ -1821,16 +1848,16 @@ local function take_tcp_bytes(tvb, pinfo, ctx, tunnel, segment, entries)
         tvb_skip = skip - #before
     end
     local drained
-    buf, drained = drain_stash(parser, buf, start + tvb:len(), pinfo.number)
-    local kept, consumed = parse_kept(parser, buf, pinfo, ctx, { skip = tvb_skip, length = tvb:len() })
-    if #kept > 0 and tvb_places[pinfo.number] == nil then
-        tvb_places[pinfo.number] = { start = start, length = tvb:len(), consumed_end = start + tvb_skip + consumed }
+    buf, drained = drain_stash(parser, buf, start + tvb_len, number)
+    local kept, consumed = parse_kept(parser, buf, pinfo, ctx, { skip = tvb_skip, length = tvb_len })
+    if #kept > 0 and tvb_places[number] == nil then
+        tvb_places[number] = { start = start, length = tvb_len, consumed_end = start + tvb_skip + consumed }
     end
     entries = append_entries(entries, kept)
     if parser.own or drained then
         -- the unconsumed bytes are ours to hold: Wireshark's reassembly cannot know the stashed ones
         parser.own = parser.deferred or consumed < #buf
-    elseif skip + consumed < tvb:len() then
+    elseif skip + consumed < tvb_len then
         pinfo.desegment_offset = skip + consumed
         pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
     end
@@ -1853,9 +1880,8 @@ local function dissect_tcp(tvb, pinfo, tree, segment)
         deferred = { number = pinfo.number, carrier = "tcp" }
         return tvb:len()
     end
-    local stream = stream_id(pinfo)
     local ctx = context(pinfo)
-    local tunnel = tunnels[stream]
+    local tunnel = tunnels[ctx.stream]
     local entries = tunnel and note_tcp_ack(pinfo, ctx, segment)
     if entries then
         for index = 1, #entries do entries[index].from_dissector, entries[index].acked = true, true end
@@ -2566,7 +2592,7 @@ local function take_ws_bytes(tvb, pinfo, tree, ctx, segment, entries)
     local stream = ctx.stream
     local st = ws_direction(ctx.key, tunnels[stream])
     st.last_frame, st.peer = pinfo.number, ctx.peer
-    local start = segment and tvb_stream_offset(tvb, st, segment) or st.base
+    local start = segment and tvb_stream_offset(tvb:len(), st, segment) or st.base
     if start > st.base then
         -- bytes after a hole wait for it, as in the Python decoder's TCP reassembler (see give_up_ws_holes)
         tunnels[stream].stashed = true
@@ -2817,7 +2843,7 @@ function mproxy_end.dissector(tvb, pinfo, tree)
         local stream = names.stream
         local flags = segment.flags
         note_client(pinfo, stream, flags)
-        if deferred.number == pinfo.number and segment.first then
+        if segment.first and deferred.number == pinfo.number then
             deferred.number = -1
             if segment.captured > 0 then
                 local payload = tvb(segment.first, segment.captured):tvb()
