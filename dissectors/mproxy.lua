@@ -2093,20 +2093,42 @@ local function ws_direction(key, tunnel)
     return st
 end
 
--- Unmasking runs a 32-bit word at a time: Struct (C) unpacks up to 1024
--- words per call and bit32.bxor takes four bytes at once, three times faster
--- than a table lookup per byte.
-local table_unpack = table.unpack or unpack
-local WORDS_PER_STEP = 1024
-local word_formats = {}
+-- Unmasking under Lua 5.2 (Wireshark 4.0) goes a byte at a time through
+-- XOR tables, one per key byte (made when first needed): string.byte and
+-- string.char move up to UNMASK_BLOCK bytes per call of a function compiled
+-- for that many (once per length), with no C call per byte or word. (Its
+-- locals and as many arguments stay under Lua's 255 registers.)
+local UNMASK_BLOCK = 120
+local unmask_blocks = {} -- length -> function unmasking that many bytes at data[at]
 
-local function word_format(count)
-    local format = word_formats[count]
-    if format == nil then
-        format = ">" .. string.rep("I4", count)
-        word_formats[count] = format
+local function unmask_block(length)
+    local block = unmask_blocks[length]
+    if block == nil then
+        local names, lookups = {}, {}
+        for index = 1, length do
+            names[index] = "b" .. index
+            lookups[index] = "t" .. (index - 1) % 4 .. "[b" .. index .. "]"
+        end
+        block = load("local byte, char = string.byte, string.char\n"
+            .. "return function(data, at, t0, t1, t2, t3)\n"
+            .. "    local " .. table.concat(names, ", ") .. " = byte(data, at, at + " .. length - 1 .. ")\n"
+            .. "    return char(" .. table.concat(lookups, ", ") .. ")\n"
+            .. "end\n")()
+        unmask_blocks[length] = block
     end
-    return format
+    return block
+end
+
+local xor_tables = {} -- key byte -> { [byte] = byte XOR key byte }
+
+local function xor_table(key_byte)
+    local xored = xor_tables[key_byte]
+    if xored == nil then
+        xored = {}
+        for value = 0, 255 do xored[value] = bxor(value, key_byte) end
+        xor_tables[key_byte] = xored
+    end
+    return xored
 end
 
 -- Lua 5.3 and later (Wireshark 4.2+) have 64-bit integers, ~ and
@@ -2147,19 +2169,17 @@ local function unmask(data, mask, mask_pos)
     local phase = mask_pos % 4
     local key = mask:sub(phase + 1) .. mask:sub(1, phase)
     if unmask_native then return unmask_native(data, key) end
-    local key_word = Struct.unpack(">I4", key)
-    local words = math.floor(#data / 4)
+    local k1, k2, k3, k4 = key:byte(1, 4)
+    local t0, t1, t2, t3 = xor_table(k1), xor_table(k2), xor_table(k3), xor_table(k4)
+    local n = #data
+    local rest = n % UNMASK_BLOCK
+    local blocks = (n - rest) / UNMASK_BLOCK
     local out = {}
-    for first = 0, words - 1, WORDS_PER_STEP do
-        local count = math.min(WORDS_PER_STEP, words - first)
-        local format = word_format(count)
-        local values = { Struct.unpack(format, data, first * 4 + 1) }
-        for index = 1, count do values[index] = bxor(values[index], key_word) end
-        out[#out + 1] = Struct.pack(format, table_unpack(values, 1, count))
+    local full = unmask_block(UNMASK_BLOCK)
+    for block = 1, blocks do
+        out[block] = full(data, (block - 1) * UNMASK_BLOCK + 1, t0, t1, t2, t3)
     end
-    for index = words * 4 + 1, #data do
-        out[#out + 1] = string.char(bxor(data:byte(index), key:byte(index - words * 4)))
-    end
+    if rest > 0 then out[blocks + 1] = unmask_block(rest)(data, n - rest + 1, t0, t1, t2, t3) end
     return table.concat(out)
 end
 
