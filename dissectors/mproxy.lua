@@ -970,8 +970,9 @@ do
         return #payloads > 0 and payloads[#payloads].range:bytes():raw() or ""
     end
 
-    function field_segment(pinfo)
-        local number = pinfo.number
+    -- (number: the packet's number when the caller has read it already)
+    function field_segment(pinfo, number)
+        number = number or pinfo.number
         if read.number == number then return read.segment end
         local seq = last_value(f_tcp_seq_raw)
         local segment = nil
@@ -1102,8 +1103,9 @@ do
     local direction_names = {} -- "src|port dst|port" -> the names of that direction
     local named = { number = -1 } -- the packet named last, and its direction's names
 
-    function name_packet(pinfo)
-        local number, src_port, dst_port = pinfo.number, pinfo.src_port, pinfo.dst_port
+    function name_packet(pinfo, number)
+        local src_port, dst_port = pinfo.src_port, pinfo.dst_port
+        number = number or pinfo.number
         local names = named.names
         if named.number == number and names.src_port == src_port and names.dst_port == dst_port then return names end
         local a = string.format("%s|%d", tostring(pinfo.src), src_port)
@@ -1875,12 +1877,13 @@ local function dissect_tcp(tvb, pinfo, tree, segment)
         redissect_tcp(tvb, pinfo, tree)
         return tvb:len()
     end
-    segment = segment or field_segment(pinfo)
+    local number = pinfo.number
+    segment = segment or field_segment(pinfo, number)
     if segment == nil then
-        deferred = { number = pinfo.number, carrier = "tcp" }
+        deferred = { number = number, carrier = "tcp" }
         return tvb:len()
     end
-    local ctx = context(pinfo)
+    local ctx = name_packet(pinfo, number)
     local tunnel = tunnels[ctx.stream]
     local entries = tunnel and note_tcp_ack(pinfo, ctx, segment)
     if entries then
@@ -2094,10 +2097,11 @@ local function ws_direction(key, tunnel)
 end
 
 -- Unmasking under Lua 5.2 (Wireshark 4.0) goes a byte at a time through
--- XOR tables, one per key byte (made when first needed): string.byte and
--- string.char move up to UNMASK_BLOCK bytes per call of a function compiled
--- for that many (once per length), with no C call per byte or word. (Its
--- locals and as many arguments stay under Lua's 255 registers.)
+-- XOR tables, one per key byte (made when first needed) that give each byte's
+-- unmasked character: string.byte and one concatenation move up to
+-- UNMASK_BLOCK bytes per call of a function compiled for that many (once per
+-- length), with no C call per byte or word. (Its locals and as many operands
+-- stay under Lua's 250 registers.)
 local UNMASK_BLOCK = 120
 local unmask_blocks = {} -- length -> function unmasking that many bytes at data[at]
 
@@ -2109,23 +2113,23 @@ local function unmask_block(length)
             names[index] = "b" .. index
             lookups[index] = "t" .. (index - 1) % 4 .. "[b" .. index .. "]"
         end
-        block = load("local byte, char = string.byte, string.char\n"
+        block = load("local byte = string.byte\n"
             .. "return function(data, at, t0, t1, t2, t3)\n"
             .. "    local " .. table.concat(names, ", ") .. " = byte(data, at, at + " .. length - 1 .. ")\n"
-            .. "    return char(" .. table.concat(lookups, ", ") .. ")\n"
+            .. "    return " .. table.concat(lookups, " .. ") .. "\n"
             .. "end\n")()
         unmask_blocks[length] = block
     end
     return block
 end
 
-local xor_tables = {} -- key byte -> { [byte] = byte XOR key byte }
+local xor_tables = {} -- key byte -> { [byte] = the character byte XOR key byte }
 
 local function xor_table(key_byte)
     local xored = xor_tables[key_byte]
     if xored == nil then
         xored = {}
-        for value = 0, 255 do xored[value] = bxor(value, key_byte) end
+        for value = 0, 255 do xored[value] = string.char(bxor(value, key_byte)) end
         xor_tables[key_byte] = xored
     end
     return xored
@@ -2857,13 +2861,14 @@ function mproxy_end.dissector(tvb, pinfo, tree)
     local visited = pinfo.visited
     if visited and not first_pass.done then note_capture_end(pinfo) end
     if not visited then
-        local segment = field_segment(pinfo) or frame_segment(tvb, pinfo)
+        local number = pinfo.number
+        local segment = field_segment(pinfo, number) or frame_segment(tvb, pinfo)
         if segment == nil then return end
-        local names = name_packet(pinfo)
+        local names = name_packet(pinfo, number)
         local stream = names.stream
         local flags = segment.flags
         note_client(pinfo, stream, flags)
-        if segment.first and deferred.number == pinfo.number then
+        if segment.first and deferred.number == number then
             deferred.number = -1
             if segment.captured > 0 then
                 local payload = tvb(segment.first, segment.captured):tvb()
@@ -2876,7 +2881,7 @@ function mproxy_end.dissector(tvb, pinfo, tree)
         end
         local tunnel = tunnels[stream]
         if tunnel == nil then return end
-        tunnel.last_number = pinfo.number
+        tunnel.last_number = number
         if tunnel.carrier == "tcp" then
             local parser = has_flag(flags, TCP_FIN) and parsers[names.key]
             if parser and parser.origin then
