@@ -31,7 +31,8 @@ def test_generator_is_deterministic_and_decodes_without_problems(tmp_path: Path,
     generate(first, carrier)
     generate(second, carrier)
     assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
-    out = subprocess.run(["mproxy", "dissect", "--json", str(first)], capture_output=True, check=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "mproxy_scapy.cli", "dissect", "--json", str(first)],
+                         capture_output=True, check=True, text=True)
     records = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(records) > 100
     assert {r["carrier"] for r in records} == {carrier}
