@@ -113,21 +113,15 @@ def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float
     Measured by ``measure_child.py``, which forks the command, so its peak RSS is not the harness's.
     """
     read_end, write_end = os.pipe()
-    try:
-        with open(os.devnull, "wb") as devnull, tempfile.TemporaryFile() as err:
+    with os.fdopen(read_end) as results, open(os.devnull, "wb") as devnull, tempfile.TemporaryFile() as err:
+        try:
             subprocess.run([sys.executable, "-S", str(BENCH_DIR / "measure_child.py"), str(write_end), *argv],
                            stdout=devnull, stderr=err, env=env, pass_fds=(write_end,), check=False)
-            os.close(write_end)
-            write_end = -1
-            with os.fdopen(read_end, "r") as results:
-                read_end = -1
-                line = results.read().split()
-            err.seek(0)
-            tail = err.read()[-400:].decode("utf-8", "replace")
-    finally:
-        for fd in (read_end, write_end):
-            if fd >= 0:
-                os.close(fd)
+        finally:
+            os.close(write_end)  # ours closed, the result reads to its end
+        line = results.read().split()
+        err.seek(0)
+        tail = err.read()[-400:].decode("utf-8", "replace")
     if len(line) != 4:
         raise SystemExit(f"benchmark: could not measure {argv[0]}: {tail.strip()}")
     elapsed, cpu, rss, code = line
